@@ -1,0 +1,226 @@
+//! Access layer: how the driver reaches a card's registers and memory.
+//!
+//! One trait, [`Device`], gives 32-bit register access on a BAR, DMA-buffer mapping and (where a
+//! backend has them) interrupts. Implementations:
+//! - [`vfio`]: VFIO through the IOMMU (vfio-ioctls): BAR mmap, DMA map/unmap, eventfd interrupts;
+//! - [`uio`]: uio_pci_generic plus sysfs resource mmap: register access only, so module cards only
+//!   (without an IOMMU there is no safe DMA);
+//! - [`sim`]: a register-level simulator of both card families.
+//!
+//! The card protocols in [`crate::card`] are written against [`Device`] only.
+
+pub mod dma;
+pub mod mmio;
+pub mod sim;
+pub mod uio;
+pub mod vfio;
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+pub use dma::DmaBuffer;
+
+/// Errors of the access layer. Messages are lower-case and name the operation that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid device uri {uri:?}: {reason}")]
+    BadUri { uri: String, reason: String },
+    #[error("invalid PCI address {0:?} (expected [dddd:]bb:dd.f, hexadecimal)")]
+    BadPciAddress(String),
+    #[error("BAR {bar} is not mapped on {device}")]
+    NoSuchBar { device: String, bar: u8 },
+    #[error("register offset {offset:#x} is outside BAR {bar} ({len:#x} bytes) on {device}")]
+    OutOfBounds { device: String, bar: u8, offset: u64, len: u64 },
+    #[error("register offset {offset:#x} on BAR {bar} is not 4-byte aligned")]
+    Unaligned { bar: u8, offset: u64 },
+    #[error("{what} is not supported by the {backend} backend: {why}")]
+    Unsupported { backend: &'static str, what: &'static str, why: String },
+    #[error("device {device} is gone (surprise removal: registers read all-ones)")]
+    DeviceGone { device: String },
+    #[error("DMA error on {device}: {reason}")]
+    Dma { device: String, reason: String },
+    #[error("failed to {op} for {device}")]
+    Io {
+        op: String,
+        device: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A PCI vendor:device pair.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+pub struct PciId {
+    pub vendor: u16,
+    pub device: u16,
+}
+
+impl fmt::Display for PciId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:04x}:{:04x}", self.vendor, self.device)
+    }
+}
+
+/// A PCI function address `dddd:bb:dd.f`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PciAddress {
+    pub domain: u16,
+    pub bus: u8,
+    pub device: u8,
+    pub function: u8,
+}
+
+impl fmt::Display for PciAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:04x}:{:02x}:{:02x}.{:x}", self.domain, self.bus, self.device, self.function)
+    }
+}
+
+impl FromStr for PciAddress {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = || Error::BadPciAddress(s.to_owned());
+        let (domain, rest) = match s.matches(':').count() {
+            2 => {
+                let (d, r) = s.split_once(':').ok_or_else(bad)?;
+                (u16::from_str_radix(d, 16).map_err(|_| bad())?, r)
+            }
+            1 => (0, s),
+            _ => return Err(bad()),
+        };
+        let (bus, rest) = rest.split_once(':').ok_or_else(bad)?;
+        let (dev, func) = rest.split_once('.').ok_or_else(bad)?;
+        let bus = u8::from_str_radix(bus, 16).map_err(|_| bad())?;
+        let device = u8::from_str_radix(dev, 16).map_err(|_| bad())?;
+        let function = u8::from_str_radix(func, 16).map_err(|_| bad())?;
+        if device > 0x1f || function > 7 {
+            return Err(bad());
+        }
+        Ok(PciAddress { domain, bus, device, function })
+    }
+}
+
+/// What `--device` names: `vfio:<pci-address>`, `uio:<pci-address>` or `sim:<model>[?k=v&…]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeviceUri {
+    Vfio(PciAddress),
+    Uio(PciAddress),
+    /// The text after `sim:`, parsed by [`sim::SimSpec`].
+    Sim(String),
+}
+
+impl FromStr for DeviceUri {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = |reason: &str| Error::BadUri { uri: s.to_owned(), reason: reason.to_owned() };
+        let (scheme, rest) =
+            s.split_once(':').ok_or_else(|| bad("expected vfio:<pci>, uio:<pci> or sim:<model>"))?;
+        match scheme {
+            "vfio" => Ok(DeviceUri::Vfio(rest.parse()?)),
+            "uio" => Ok(DeviceUri::Uio(rest.parse()?)),
+            "sim" if !rest.is_empty() => Ok(DeviceUri::Sim(rest.to_owned())),
+            "sim" => Err(bad("sim: needs a model, e.g. sim:pcie-16m")),
+            _ => Err(bad("unknown scheme (expected vfio, uio or sim)")),
+        }
+    }
+}
+
+impl fmt::Display for DeviceUri {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DeviceUri::Vfio(a) => write!(f, "vfio:{a}"),
+            DeviceUri::Uio(a) => write!(f, "uio:{a}"),
+            DeviceUri::Sim(s) => write!(f, "sim:{s}"),
+        }
+    }
+}
+
+/// Static facts about an opened device.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct DeviceInfo {
+    /// The uri it was opened with, for messages (`vfio:0000:01:00.0`, `sim:pcie-16m`).
+    pub name: String,
+    /// PCI vendor:device as read from config space (the simulator reports the modelled card's).
+    pub id: PciId,
+    /// Length in bytes of each BAR the backend mapped, by index (None: not present / not mapped).
+    pub bars: [Option<u64>; 6],
+    /// True for the simulator: everything it produces must be labelled "simulated".
+    pub simulated: bool,
+}
+
+/// 32-bit register access on a card's BARs, DMA buffers and interrupts.
+///
+/// Offsets are in bytes from the start of the BAR, must be 4-byte aligned and inside the BAR; each
+/// access is exactly one 32-bit volatile load or store (for hardware backends).
+pub trait Device: Send {
+    fn info(&self) -> &DeviceInfo;
+
+    fn read32(&mut self, bar: u8, offset: u64) -> Result<u32>;
+
+    fn write32(&mut self, bar: u8, offset: u64, value: u32) -> Result<()>;
+
+    /// Allocates `len` bytes (rounded up to whole pages) of pinned, page-aligned host memory and
+    /// maps it for the device's DMA; the buffer carries its IOVA.
+    fn dma_alloc(&mut self, len: usize) -> Result<DmaBuffer>;
+
+    /// Unmaps a buffer from the device. After this the device can no longer reach it.
+    fn dma_free(&mut self, buf: DmaBuffer) -> Result<()>;
+
+    /// Function-level reset of the PCI device, where the backend can do one.
+    fn reset(&mut self) -> Result<()>;
+
+    /// Waits up to `timeout` for an interrupt; `Ok(true)` if one arrived.
+    fn wait_interrupt(&mut self, timeout: Duration) -> Result<bool> {
+        let _ = timeout;
+        Err(Error::Unsupported {
+            backend: "this",
+            what: "interrupts",
+            why: "the backend does not deliver interrupts".into(),
+        })
+    }
+}
+
+/// Opens the device a uri names.
+pub fn open(uri: &DeviceUri) -> Result<Box<dyn Device>> {
+    match uri {
+        DeviceUri::Vfio(addr) => Ok(Box::new(vfio::VfioDevice::open(*addr)?)),
+        DeviceUri::Uio(addr) => Ok(Box::new(uio::UioDevice::open(*addr)?)),
+        DeviceUri::Sim(spec) => Ok(Box::new(sim::SimDevice::new(spec.parse()?)?)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pci_address_round_trips() {
+        let a: PciAddress = "0000:3b:00.1".parse().unwrap();
+        assert_eq!(a, PciAddress { domain: 0, bus: 0x3b, device: 0, function: 1 });
+        assert_eq!(a.to_string(), "0000:3b:00.1");
+        let short: PciAddress = "3b:00.1".parse().unwrap();
+        assert_eq!(short, a);
+    }
+
+    #[test]
+    fn pci_address_rejects_garbage() {
+        for s in ["", "3b", "3b:00", "zz:00.0", "00:20.0", "00:00.8", "1:2:3:4.0"] {
+            assert!(s.parse::<PciAddress>().is_err(), "{s:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn device_uri_parses_each_scheme() {
+        assert!(matches!("vfio:0000:01:00.0".parse(), Ok(DeviceUri::Vfio(_))));
+        assert!(matches!("uio:01:00.0".parse(), Ok(DeviceUri::Uio(_))));
+        assert_eq!("sim:pcie-4m?rate=0".parse::<DeviceUri>().unwrap(), DeviceUri::Sim("pcie-4m?rate=0".into()));
+        for s in ["pcie-4m", "sim:", "usb:1", "vfio:nope"] {
+            assert!(s.parse::<DeviceUri>().is_err(), "{s:?} should be rejected");
+        }
+    }
+}

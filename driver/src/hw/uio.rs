@@ -1,0 +1,39 @@
+//! The uio backend. (Placeholder until the uio work lands.)
+
+use super::{Device, DeviceInfo, DmaBuffer, Error, PciAddress, Result};
+
+#[derive(Debug)]
+pub struct UioDevice {
+    info: DeviceInfo,
+}
+
+fn missing() -> Error {
+    Error::Unsupported { backend: "uio", what: "the uio backend", why: "not built yet".into() }
+}
+
+impl UioDevice {
+    pub fn open(_addr: PciAddress) -> Result<UioDevice> {
+        Err(missing())
+    }
+}
+
+impl Device for UioDevice {
+    fn info(&self) -> &DeviceInfo {
+        &self.info
+    }
+    fn read32(&mut self, _bar: u8, _offset: u64) -> Result<u32> {
+        Err(missing())
+    }
+    fn write32(&mut self, _bar: u8, _offset: u64, _value: u32) -> Result<()> {
+        Err(missing())
+    }
+    fn dma_alloc(&mut self, _len: usize) -> Result<DmaBuffer> {
+        Err(missing())
+    }
+    fn dma_free(&mut self, _buf: DmaBuffer) -> Result<()> {
+        Err(missing())
+    }
+    fn reset(&mut self) -> Result<()> {
+        Err(missing())
+    }
+}
