@@ -31,6 +31,9 @@ pub mod cfg {
     pub const CMD_MEMORY: u16 = 1 << 1;
     pub const CMD_BUS_MASTER: u16 = 1 << 2;
     pub const CMD_INTX_DISABLE: u16 = 1 << 10;
+    pub const STATUS: u64 = 0x06;
+    /// Interrupt Status: the device asserts INTx, whatever the Interrupt Disable bit says.
+    pub const STATUS_INTX: u16 = 1 << 3;
 }
 
 /// The two Quantis PCI families: they need different access (PIO vs DMA).

@@ -135,33 +135,44 @@ impl UioDevice {
             .map_err(|e| self.io_err(format!("write config space at {offset:#x}"), e))
     }
 
-    /// Sets or clears bits of the command register and checks the result by reading it back.
-    fn update_command(&self, set: u16, clear: u16) -> Result<()> {
+    /// uio_pci_generic enables the device, but a reset or firmware may have cleared decoding:
+    /// set memory-space enable and check it by reading back.
+    fn enable_memory(&self) -> Result<()> {
         let cmd = self.config_read16(cfg::COMMAND)?;
-        let want = (cmd | set) & !clear;
-        if want != cmd {
-            self.config_write16(cfg::COMMAND, want)?;
+        if cmd & cfg::CMD_MEMORY == 0 {
+            self.config_write16(cfg::COMMAND, cmd | cfg::CMD_MEMORY)?;
         }
         let back = self.config_read16(cfg::COMMAND)?;
-        if back & (set | clear) != set {
+        if back & cfg::CMD_MEMORY == 0 {
             return Err(self.io_err(
-                format!(
-                    "update the command register (reads {back:#06x} after writing {want:#06x})"
-                ),
+                format!("enable memory decoding (command reads {back:#06x})"),
                 ErrorKind::Other.into(),
             ));
         }
         Ok(())
     }
 
-    /// uio_pci_generic enables the device, but a reset or firmware may have cleared decoding.
-    fn enable_memory(&self) -> Result<()> {
-        self.update_command(cfg::CMD_MEMORY, 0)
-    }
-
     /// Re-enables INTx after uio_pci_generic's handler masked it.
+    ///
+    /// If the device still asserts its interrupt, the handler fires again at once and masks it
+    /// again: then the read-back shows the bit set with the status register's Interrupt Status bit
+    /// set, which is not an error (the event is already counted on /dev/uioN).
     pub fn unmask_intx(&self) -> Result<()> {
-        self.update_command(0, cfg::CMD_INTX_DISABLE)
+        let cmd = self.config_read16(cfg::COMMAND)?;
+        if cmd & cfg::CMD_INTX_DISABLE == 0 {
+            return Ok(());
+        }
+        self.config_write16(cfg::COMMAND, cmd & !cfg::CMD_INTX_DISABLE)?;
+        let back = self.config_read16(cfg::COMMAND)?;
+        if back & cfg::CMD_INTX_DISABLE != 0
+            && self.config_read16(cfg::STATUS)? & cfg::STATUS_INTX == 0
+        {
+            return Err(self.io_err(
+                format!("re-enable INTx (command reads {back:#06x} after clearing bit 10, no interrupt pending)"),
+                ErrorKind::Other.into(),
+            ));
+        }
+        Ok(())
     }
 
     fn map_bars(&mut self) -> Result<()> {
