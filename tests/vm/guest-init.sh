@@ -55,28 +55,27 @@ while [ ! -e "$node" ] && [ $i -lt 20 ]; do sleep 0.05; i=$((i + 1)); done
 
 /usr/bin/vm_guest "$mode" "$addr" || fail=1
 
-# The CLI against a device that is not a Quantis card.
-if quantis-driver --help 2>&1 | grep -q '\bprobe\b'; then
-    out=$(quantis-driver probe --device "$mode:$addr" 2>&1)
-    rc=$?
-    if [ $rc -ne 0 ] && echo "$out" | grep -qi "not a Quantis card"; then
-        pass "quantis-driver probe --device $mode:$addr refuses: $(echo "$out" | tail -n 1)"
-    else
-        failed "quantis-driver probe --device $mode:$addr (exit $rc): $out"
+# The CLI against a device that is not a Quantis card: cli_check SUBCOMMAND WANT_EXIT PATTERN ARGS...
+# (WANT_EXIT: "zero" or "nonzero"). Skipped when the binary has no such subcommand.
+cli_check() {
+    sub=$1 want=$2 pattern=$3
+    shift 3
+    if ! quantis-driver --help 2>&1 | grep -q "\b$sub\b"; then
+        echo "SKIP quantis-driver $sub: this build has no $sub subcommand"
+        return
     fi
-else
-    echo "SKIP quantis-driver probe: this build has no probe subcommand"
-fi
-if quantis-driver --help 2>&1 | grep -q '\blist\b'; then
-    out=$(quantis-driver list 2>&1)
+    out=$(quantis-driver "$sub" "$@" 2>&1)
     rc=$?
-    if [ $rc -eq 0 ] && echo "$out" | grep -q "no Quantis card found"; then
-        pass "quantis-driver list: $(echo "$out" | head -n 1)"
+    ok=1
+    if [ "$want" = zero ]; then [ $rc -eq 0 ] || ok=0; else [ $rc -ne 0 ] || ok=0; fi
+    echo "$out" | grep -qi "$pattern" || ok=0
+    if [ $ok = 1 ]; then
+        pass "quantis-driver $sub $*: $(echo "$out" | grep -i "$pattern" | head -n 1)"
     else
-        failed "quantis-driver list (exit $rc): $out"
+        failed "quantis-driver $sub $* (exit $rc, want $want exit and \"$pattern\"): $out"
     fi
-else
-    echo "SKIP quantis-driver list: this build has no list subcommand"
-fi
+}
+cli_check probe nonzero "not a Quantis card" --device "$mode:$addr"
+cli_check list zero "no Quantis card found"
 
 finish

@@ -88,6 +88,22 @@ impl Sysfs {
         }
     }
 
+    /// The device directory if the device exists and is bound to `wanted`; otherwise an error
+    /// naming the driver it is bound to and the commands that rebind it.
+    pub fn require_driver(&self, addr: PciAddress, wanted: &'static str) -> Result<PathBuf> {
+        let dir = self.existing_device_dir(addr)?;
+        let driver = self.driver(addr);
+        if driver.as_deref() == Some(wanted) {
+            return Ok(dir);
+        }
+        Err(Error::WrongDriver {
+            device: addr.to_string(),
+            bound: driver.clone().unwrap_or_else(|| "no driver".into()),
+            wanted,
+            how: bind_commands(addr, driver.as_deref(), wanted).join(" && "),
+        })
+    }
+
     /// Vendor and device id from the sysfs `vendor`/`device` files.
     pub fn id(&self, addr: PciAddress) -> Result<PciId> {
         let dir = self.device_dir(addr);

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use super::dma::page_size;
 use super::mmio::{BarAccess, Mmio};
-use super::pci::{bind_commands, cfg, quantis_model, CardFamily, Sysfs};
+use super::pci::{cfg, quantis_model, CardFamily, Sysfs};
 use super::{poll_readable, Device, DeviceInfo, DmaBuffer, Error, PciAddress, PciId, Result};
 
 /// Resource flags in sysfs `resource` lines (include/linux/ioport.h).
@@ -72,16 +72,7 @@ impl UioDevice {
 
     fn open_in(sysfs: &Sysfs, dev_root: &Path, addr: PciAddress) -> Result<UioDevice> {
         let name = format!("uio:{addr}");
-        let dir = sysfs.existing_device_dir(addr)?;
-        let driver = sysfs.driver(addr);
-        if driver.as_deref() != Some("uio_pci_generic") {
-            return Err(Error::WrongDriver {
-                device: addr.to_string(),
-                bound: driver.clone().unwrap_or_else(|| "no driver".into()),
-                wanted: "uio_pci_generic",
-                how: bind_commands(addr, driver.as_deref(), "uio_pci_generic").join(" && "),
-            });
-        }
+        let dir = sysfs.require_driver(addr, "uio_pci_generic")?;
         let id = sysfs.id(addr)?;
         ensure_uio_can_drive(id)?;
         let uio_name = find_uio_node(&dir).ok_or_else(|| Error::Io {

@@ -28,7 +28,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::dma::page_size;
 use super::mmio::{BarAccess, Mmio};
-use super::pci::{bind_commands, cfg, describe_peers, Sysfs};
+use super::pci::{cfg, describe_peers, Sysfs};
 use super::{poll_readable, Device, DeviceInfo, DmaBuffer, Error, PciAddress, PciId, Result};
 
 // VFIO_DEVICE_RESET = _IO(VFIO_TYPE, VFIO_BASE + 11) with VFIO_TYPE ';' and VFIO_BASE 100
@@ -153,16 +153,7 @@ impl VfioDevice {
 
     fn open_in(sysfs: &Sysfs, addr: PciAddress) -> Result<VfioDevice> {
         let name = format!("vfio:{addr}");
-        let dir = sysfs.existing_device_dir(addr)?;
-        let driver = sysfs.driver(addr);
-        if driver.as_deref() != Some("vfio-pci") {
-            return Err(Error::WrongDriver {
-                device: addr.to_string(),
-                bound: driver.clone().unwrap_or_else(|| "no driver".into()),
-                wanted: "vfio-pci",
-                how: bind_commands(addr, driver.as_deref(), "vfio-pci").join(" && "),
-            });
-        }
+        let dir = sysfs.require_driver(addr, "vfio-pci")?;
         let group = sysfs
             .iommu_group(addr)
             .ok_or_else(|| Error::NoIommuGroup { device: addr.to_string(), hint: String::new() })?;

@@ -87,6 +87,43 @@ fn pattern(seed: u64, len: usize) -> Vec<u8> {
         .collect()
 }
 
+/// Reports an open's outcome; the device if it opened.
+fn opened<T>(
+    rep: &mut Report,
+    name: &str,
+    r: Result<T, Error>,
+    describe: impl Fn(&T) -> String,
+) -> Option<T> {
+    match r {
+        Ok(d) => {
+            rep.check(name, Ok(describe(&d)));
+            Some(d)
+        }
+        Err(err) => {
+            rep.check(name, Err(e(err)));
+            None
+        }
+    }
+}
+
+/// Identity, BAR0 and register checks shared by both backends.
+fn check_basics(dev: &mut dyn Device, rep: &mut Report, id_source: &str, bar0_mapped: bool) {
+    let id = dev.info().id;
+    rep.check(
+        &format!("vendor/device from {id_source}"),
+        if id == EDU { Ok(id.to_string()) } else { Err(format!("read {id}, want {EDU}")) },
+    );
+    rep.check(
+        "BAR0 region info and mmap",
+        match (dev.info().bars[0], bar0_mapped) {
+            (Some(EDU_BAR0_LEN), true) => Ok("1 MiB, mmapped".into()),
+            other => Err(format!("BAR0 (size, mapped) = {other:?}, want (Some(1 MiB), true)")),
+        },
+    );
+    check_id_and_liveness(dev, rep);
+    check_bounds(dev, rep);
+}
+
 fn check_id_and_liveness(dev: &mut dyn Device, rep: &mut Report) {
     rep.check(
         "identification register",
@@ -151,6 +188,17 @@ fn edu_dma(dev: &mut dyn Device, src: u64, dst: u64, len: usize, cmd: u32) -> Re
     Ok(())
 }
 
+/// With nothing raised, a wait must time out (no spurious or stale interrupt).
+fn check_quiet(dev: &mut dyn Device, rep: &mut Report) {
+    rep.check(
+        "no interrupt before one is raised",
+        match dev.wait_interrupt(Duration::from_millis(200)) {
+            Ok(false) => Ok(String::new()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+}
+
 /// Raises edu interrupt `bits`, waits for it through the backend, checks the status and acks it.
 fn interrupt_round(dev: &mut dyn Device, bits: u32) -> Result<String, String> {
     dev.write32(0, REG_IRQ_RAISE, bits).map_err(e)?;
@@ -199,34 +247,15 @@ fn dmar_fault_logged(iova: u64, wait: Duration) -> Result<String, String> {
 }
 
 fn vfio_checks(addr: PciAddress, rep: &mut Report) {
-    let mut dev = match VfioDevice::open(addr) {
-        Ok(d) => {
-            rep.check("vfio open container, group and device", Ok(d.info().name.clone()));
-            d
-        }
-        Err(err) => {
-            rep.check("vfio open container, group and device", Err(e(err)));
-            return;
-        }
+    let Some(mut dev) =
+        opened(rep, "vfio open container, group and device", VfioDevice::open(addr), |d| {
+            d.info().name.clone()
+        })
+    else {
+        return;
     };
-    let info = dev.info().clone();
-    rep.check(
-        "vendor/device from config space",
-        if info.id == EDU {
-            Ok(info.id.to_string())
-        } else {
-            Err(format!("read {}, want {EDU}", info.id))
-        },
-    );
-    rep.check(
-        "BAR0 region info and mmap",
-        match (info.bars[0], dev.bar_is_mapped(0)) {
-            (Some(EDU_BAR0_LEN), true) => Ok("1 MiB, mmapped".into()),
-            other => Err(format!("BAR0 (size, mapped) = {other:?}, want (Some(1 MiB), true)")),
-        },
-    );
-    check_id_and_liveness(&mut dev, rep);
-    check_bounds(&mut dev, rep);
+    let mapped = dev.bar_is_mapped(0);
+    check_basics(&mut dev, rep, "config space", mapped);
     rep.check(
         "memory and bus master enabled in config space",
         dev.config_read16(cfg::COMMAND).map_err(e).and_then(|c| {
@@ -283,13 +312,7 @@ fn vfio_checks(addr: PciAddress, rep: &mut Report) {
 
     // Interrupts through an eventfd: MSI (the default), then INTx twice (the second proves the
     // unmask path), then a DMA-completion interrupt.
-    rep.check(
-        "no interrupt before one is raised",
-        match dev.wait_interrupt(Duration::from_millis(200)) {
-            Ok(false) => Ok(String::new()),
-            other => Err(format!("{other:?}")),
-        },
-    );
+    check_quiet(&mut dev, rep);
     rep.check("MSI interrupt through an eventfd", interrupt_round(&mut dev, 0x1));
     rep.check(
         "INTx interrupt through an eventfd, twice",
@@ -409,37 +432,15 @@ fn wrong_driver_check(
 }
 
 fn uio_checks(addr: PciAddress, rep: &mut Report) {
-    let mut dev = match UioDevice::open(addr) {
-        Ok(d) => {
-            rep.check(
-                "uio open /dev/uioN and sysfs resources",
-                Ok(d.uio_path().display().to_string()),
-            );
-            d
-        }
-        Err(err) => {
-            rep.check("uio open /dev/uioN and sysfs resources", Err(e(err)));
-            return;
-        }
+    let Some(mut dev) =
+        opened(rep, "uio open /dev/uioN and sysfs resources", UioDevice::open(addr), |d| {
+            d.uio_path().display().to_string()
+        })
+    else {
+        return;
     };
-    let info = dev.info().clone();
-    rep.check(
-        "vendor/device from sysfs",
-        if info.id == EDU {
-            Ok(info.id.to_string())
-        } else {
-            Err(format!("read {}, want {EDU}", info.id))
-        },
-    );
-    rep.check(
-        "BAR0 mmap through sysfs resource0",
-        match (info.bars[0], dev.bar_is_mapped(0)) {
-            (Some(EDU_BAR0_LEN), true) => Ok("1 MiB, mmapped".into()),
-            other => Err(format!("BAR0 (size, mapped) = {other:?}")),
-        },
-    );
-    check_id_and_liveness(&mut dev, rep);
-    check_bounds(&mut dev, rep);
+    let mapped = dev.bar_is_mapped(0);
+    check_basics(&mut dev, rep, "sysfs", mapped);
     rep.check(
         "DMA refused without an IOMMU",
         match dev.dma_alloc(4096) {
@@ -462,13 +463,7 @@ fn uio_checks(addr: PciAddress, rep: &mut Report) {
             other => Err(format!("{other:?}")),
         },
     );
-    rep.check(
-        "no interrupt before one is raised",
-        match dev.wait_interrupt(Duration::from_millis(200)) {
-            Ok(false) => Ok(String::new()),
-            other => Err(format!("{other:?}")),
-        },
-    );
+    check_quiet(&mut dev, rep);
     rep.check("interrupt through /dev/uioN", interrupt_round(&mut dev, 0x1));
     rep.check(
         "uio_pci_generic masked INTx (command bit 10) and the next wait re-enables it",
