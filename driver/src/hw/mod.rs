@@ -59,6 +59,11 @@ pub enum Error {
          at least {needed} bytes (ulimit -l, or LimitMEMLOCK= in the systemd unit)"
     )]
     MemlockLimit { device: String, limit: String, needed: u64 },
+    #[error(
+        "{device} ({id}) is not a Quantis card (Quantis PCI ids: 179a:0001 module cards, 1e89:0002 \
+         PCIe-40M, 1e89:0003 PCIe-240M)"
+    )]
+    NotQuantis { device: String, id: PciId },
     #[error("failed to {op} for {device}")]
     Io {
         op: String,

@@ -28,7 +28,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::dma::page_size;
 use super::mmio::{BarAccess, Mmio};
-use super::pci::{cfg, describe_peers, Sysfs};
+use super::pci::{cfg, describe_peers, Sysfs, MODULE_CARD};
 use super::{poll_readable, Device, DeviceInfo, DmaBuffer, Error, PciAddress, PciId, Result};
 
 // VFIO_DEVICE_RESET = _IO(VFIO_TYPE, VFIO_BASE + 11) with VFIO_TYPE ';' and VFIO_BASE 100
@@ -154,9 +154,16 @@ impl VfioDevice {
     fn open_in(sysfs: &Sysfs, addr: PciAddress) -> Result<VfioDevice> {
         let name = format!("vfio:{addr}");
         let dir = sysfs.require_driver(addr, "vfio-pci")?;
-        let group = sysfs
-            .iommu_group(addr)
-            .ok_or_else(|| Error::NoIommuGroup { device: addr.to_string(), hint: String::new() })?;
+        let group = sysfs.iommu_group(addr).ok_or_else(|| {
+            let module_card = sysfs.id(addr).is_ok_and(|id| id == MODULE_CARD);
+            let hint = if module_card {
+                "; module cards also work without an IOMMU through uio_pci_generic (--device uio:ADDR)"
+                    .replace("ADDR", &addr.to_string())
+            } else {
+                String::new()
+            };
+            Error::NoIommuGroup { device: addr.to_string(), hint }
+        })?;
         let container =
             VfioContainer::new(None).map_err(|e| open_error(&name, sysfs, addr, group, e))?;
         let container = Arc::new(container);
@@ -575,7 +582,7 @@ impl Drop for VfioDevice {
 mod tests {
     use super::*;
     use crate::hw::pci::tests::FakeSysfs;
-    use crate::hw::pci::{CHIP_CARD_240M, MODULE_CARD};
+    use crate::hw::pci::CHIP_CARD_240M;
 
     const PAGE: u64 = 4096;
 
@@ -652,6 +659,10 @@ mod tests {
         let err = VfioDevice::open_in(&f.sysfs(), addr("0000:05:00.0")).unwrap_err().to_string();
         assert!(err.contains("no IOMMU group"), "{err}");
         assert!(err.contains("intel_iommu=on"), "{err}");
+        assert!(!err.contains("uio"), "chip cards cannot use uio: {err}");
+        f.add("0000:06:00.0", MODULE_CARD, 0x108000, Some("vfio-pci"), None);
+        let err = VfioDevice::open_in(&f.sysfs(), addr("0000:06:00.0")).unwrap_err().to_string();
+        assert!(err.contains("--device uio:0000:06:00.0"), "{err}");
     }
 
     #[test]
