@@ -284,13 +284,7 @@ impl VfioDevice {
                 continue;
             }
             let region_offset = self.dev.get_region_offset(index);
-            let mut access = BarAccess::File {
-                file: self.dev_file.clone(),
-                base: region_offset,
-                len: size,
-                bar,
-                device: self.info.name.clone(),
-            };
+            let mut access = self.read_write_access(bar, size);
             if self.dev.get_region_flags(index) & VFIO_REGION_INFO_FLAG_MMAP != 0 {
                 let map_len = size.div_ceil(page).saturating_mul(page);
                 let mapped = usize::try_from(map_len).ok().and_then(|len| {
@@ -312,6 +306,28 @@ impl VfioDevice {
             }
             self.bars[usize::from(bar)] = Some(access);
             self.info.bars[usize::from(bar)] = Some(size);
+        }
+        Ok(())
+    }
+
+    /// Register access to BAR `bar` (`len` bytes) by pread/pwrite on the device fd.
+    fn read_write_access(&self, bar: u8, len: u64) -> BarAccess {
+        let index = VFIO_PCI_BAR0_REGION_INDEX + u32::from(bar);
+        BarAccess::File {
+            file: self.dev_file.clone(),
+            base: self.dev.get_region_offset(index),
+            len,
+            bar,
+            device: self.info.name.clone(),
+        }
+    }
+
+    /// Switches BAR `bar` to pread/pwrite access on the device fd, the path used when VFIO will
+    /// not mmap a BAR. Public so the QEMU guest test can prove that path on a real kernel.
+    pub fn use_read_write_access(&mut self, bar: u8) -> Result<()> {
+        let access = self.read_write_access(bar, self.bar(bar)?.len());
+        if let Some(slot) = self.bars.get_mut(usize::from(bar)) {
+            *slot = Some(access);
         }
         Ok(())
     }

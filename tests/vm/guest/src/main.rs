@@ -398,6 +398,19 @@ fn vfio_checks(addr: PciAddress, rep: &mut Report) {
         },
     );
     check_id_and_liveness(&mut dev, rep);
+    // The path for BARs VFIO will not mmap: one pread/pwrite on the device fd per register.
+    rep.check(
+        "BAR0 through pread/pwrite on the device fd",
+        dev.use_read_write_access(0).map_err(e).and_then(|()| {
+            if dev.bar_is_mapped(0) {
+                Err("still mapped".into())
+            } else {
+                Ok(String::new())
+            }
+        }),
+    );
+    check_id_and_liveness(&mut dev, rep);
+    check_bounds(&mut dev, rep);
     drop(dev);
     rep.check(
         "close and reopen (group released)",
