@@ -57,9 +57,11 @@ impl DmaBuffer {
         assert!(end <= self.len, "dma read {offset}..{end} outside buffer of {}", self.len);
         let src = self.as_ptr().as_ptr();
         for (i, d) in dst.iter_mut().enumerate() {
-            // SAFETY: offset + i < end <= self.len, inside the live mapping; a volatile read of a
-            // u8 has no alignment requirement and never creates a reference into device memory.
-            *d = unsafe { std::ptr::read_volatile(src.add(offset + i)) };
+            let p = src.wrapping_add(offset + i);
+            // SAFETY: offset + i < end <= self.len, so `p` is inside the live mapping; a volatile
+            // read of a u8 has no alignment requirement and never creates a reference into device
+            // memory.
+            *d = unsafe { std::ptr::read_volatile(p) };
         }
     }
 
@@ -72,8 +74,9 @@ impl DmaBuffer {
         assert!(end <= self.len, "dma write {offset}..{end} outside buffer of {}", self.len);
         let dst = self.as_ptr().as_ptr();
         for (i, s) in src.iter().enumerate() {
+            let p = dst.wrapping_add(offset + i);
             // SAFETY: as in `read`: in bounds of the live mapping, byte-sized volatile store.
-            unsafe { std::ptr::write_volatile(dst.add(offset + i), *s) };
+            unsafe { std::ptr::write_volatile(p, *s) };
         }
     }
 }
