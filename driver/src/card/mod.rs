@@ -169,7 +169,7 @@ pub struct CardCounters {
 }
 
 /// An opened, identified card.
-pub trait Card: Send {
+pub trait Card: Send + fmt::Debug {
     fn info(&self) -> &CardInfo;
     /// Reset, start-up sequence and enable (chip cards also arm the DMA ring and the discard).
     fn start(&mut self) -> Result<()>;

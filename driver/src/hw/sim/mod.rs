@@ -14,6 +14,8 @@ mod chip;
 mod module;
 pub mod noise;
 
+pub use chip::SAMPLE_MODE_BIAS;
+
 use super::{Device, DeviceInfo, DmaBuffer, Error, PciId, Result};
 use std::fmt;
 use std::str::FromStr;
@@ -274,7 +276,7 @@ pub(crate) struct Unmapped;
 
 impl DmaTable {
     /// IOVAs start above 4 GiB so the high halves of address registers are exercised.
-    const FIRST_IOVA: u64 = 0x1_0000_0000;
+    pub(crate) const FIRST_IOVA: u64 = 0x1_0000_0000;
 
     fn new() -> DmaTable {
         DmaTable { next_iova: Self::FIRST_IOVA, maps: Vec::new() }
