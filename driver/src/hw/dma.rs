@@ -75,13 +75,14 @@ impl DmaBuffer {
         let end = offset.checked_add(dst.len()).expect("dma read range overflows");
         assert!(end <= self.len, "dma read {offset}..{end} outside buffer of {}", self.len);
         fence(Ordering::Acquire);
-        let src = self.as_ptr().as_ptr();
+        // SAFETY: offset <= end <= self.len, so the result stays inside the live mapping.
+        let src = unsafe { self.as_ptr().as_ptr().add(offset) };
         // SAFETY: offset..end lies inside the live mapping (checked above; the Arc keeps it
         // mapped). `dst` is a Rust slice, which cannot overlap the mapping because no reference
         // into the mapping is ever created. The device does not write this range concurrently:
         // callers only read bytes the engine reported complete, and the fence orders the copy
         // after that report. No reference into the mapping is made; u8 needs no alignment.
-        unsafe { std::ptr::copy_nonoverlapping(src.add(offset), dst.as_mut_ptr(), dst.len()) };
+        unsafe { std::ptr::copy_nonoverlapping(src, dst.as_mut_ptr(), dst.len()) };
     }
 
     /// Copies `src` into the buffer at `offset` (descriptor rings are written this way; the
@@ -93,11 +94,12 @@ impl DmaBuffer {
     pub fn write(&self, offset: usize, src: &[u8]) {
         let end = offset.checked_add(src.len()).expect("dma write range overflows");
         assert!(end <= self.len, "dma write {offset}..{end} outside buffer of {}", self.len);
-        let dst = self.as_ptr().as_ptr();
+        // SAFETY: offset <= end <= self.len, so the result stays inside the live mapping.
+        let dst = unsafe { self.as_ptr().as_ptr().add(offset) };
         // SAFETY: in bounds of the live mapping (checked above); `src` is a Rust slice and so
         // cannot overlap the mapping, into which no reference is ever made; the device is not
         // reading this range while the driver prepares it (it is handed over only afterwards).
-        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst.add(offset), src.len()) };
+        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst, src.len()) };
         fence(Ordering::Release);
     }
 }

@@ -126,7 +126,7 @@ impl Engine {
                 self.stop_with(xdma::ST_DESC_UR);
                 return;
             }
-            if self.current % xdma::DESC_BYTES as u64 != 0 {
+            if !self.current.is_multiple_of(xdma::DESC_BYTES as u64) {
                 self.stop_with(xdma::ST_ALIGN_MISMATCH);
                 return;
             }
@@ -234,11 +234,10 @@ impl Engine {
                 self.desc_addr = (self.desc_addr & 0xFFFF_FFFF) | u64::from(v) << 32
             }
             o if o == sg + xdma::SG_DESC_ADJACENT => self.adjacent = v & 0x3F,
-            o if o == sg + xdma::SG_DESC_CREDITS => {
-                if self.credit_mode() {
-                    self.credits = (self.credits + (v & xdma::MAX_CREDITS_PER_WRITE))
-                        .min(xdma::MAX_CREDITS_PER_WRITE);
-                }
+            // Credits only count in credit mode (PG195); outstanding credits saturate at 1023.
+            o if o == sg + xdma::SG_DESC_CREDITS && self.credit_mode() => {
+                self.credits = (self.credits + (v & xdma::MAX_CREDITS_PER_WRITE))
+                    .min(xdma::MAX_CREDITS_PER_WRITE);
             }
             o if o == common + xdma::COMMON_CREDIT_MODE => self.credit_mode = v,
             o if o == common + xdma::COMMON_CREDIT_MODE_W1S => self.credit_mode |= v,

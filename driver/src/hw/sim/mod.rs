@@ -306,7 +306,7 @@ impl DmaTable {
 
 #[derive(Debug)]
 enum Card {
-    Module(module::ModuleCard),
+    Module(Box<module::ModuleCard>),
     Chip(Box<chip::ChipCard>),
 }
 
@@ -325,7 +325,7 @@ impl SimDevice {
         let mut bars = [None; 6];
         let card = if spec.model.is_module_card() {
             bars[1] = Some(crate::card::regs::pio::WINDOW);
-            Card::Module(module::ModuleCard::new(&spec, seed))
+            Card::Module(Box::new(module::ModuleCard::new(&spec, seed)))
         } else {
             bars[0] = Some(chip::IDQ_BAR_LEN);
             bars[1] = Some(crate::card::regs::xdma::BAR_LEN);
@@ -360,7 +360,7 @@ impl SimDevice {
             .copied()
             .flatten()
             .ok_or_else(|| Error::NoSuchBar { device: self.info.name.clone(), bar })?;
-        if offset % 4 != 0 {
+        if !offset.is_multiple_of(4) {
             return Err(Error::Unaligned { bar, offset });
         }
         if offset.checked_add(4).is_none_or(|e| e > len) {

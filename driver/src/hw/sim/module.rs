@@ -138,6 +138,8 @@ impl ModuleCard {
         if words == 0 {
             return;
         }
+        // The fault shows from the first fill that starts after `fault-after` bytes.
+        let overflow_fault = self.noise.fault_active(Fault::FifoOverflow);
         let bytes = &mut self.scratch[..words * 4];
         self.noise.fill(bytes);
         for (i, c) in bytes.chunks_exact(4).enumerate() {
@@ -145,7 +147,7 @@ impl ModuleCard {
             self.fifo[(self.head + self.len + i) % FIFO_WORDS] = w;
         }
         self.len += words;
-        if self.noise.fault_active(Fault::FifoOverflow) {
+        if overflow_fault {
             self.overflow = true;
         }
     }
@@ -199,7 +201,8 @@ impl ModuleCard {
                 self.module_status()
             }
             pio::CC_SR => {
-                u32::from(self.in_reset) * CC_SR_IN_RESET | self.feeding() << CC_SR_FEEDING_SHIFT
+                (u32::from(self.in_reset) * CC_SR_IN_RESET)
+                    | (self.feeding() << CC_SR_FEEDING_SHIFT)
             }
             pio::CV_SR => SIM_CORE_VERSION,
             // Write-only and unassigned offsets read as 0.
