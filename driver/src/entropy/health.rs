@@ -297,7 +297,7 @@ impl HealthTester {
             (Err(a), Ok(())) | (Ok(()), Err(a)) => Err(a),
             (Ok(()), Ok(())) => Ok(()),
         };
-        let n = raw.len() as u64 * u64::from(self.p.width.bits());
+        let n = raw.len() as u64 * u64::from(8 / self.p.width.bits());
         match r {
             Ok(()) => {
                 self.samples += n;

@@ -356,3 +356,6 @@ pub fn make_matrix_file(
     tracing::info!(path = %out.display(), n = shape.n, k = shape.k, "wrote extractor matrix");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

@@ -171,9 +171,12 @@ pub fn runs(bits: &[u8]) -> f64 {
 /// §2.4 Test for the longest run of ones in a block. Parameters by n per §2.4.2 (M = 8, 128 or
 /// 10⁴). None if n < 128.
 pub fn longest_run(bits: &[u8]) -> Option<f64> {
-    // (M, class lower bound v_min, class probabilities π_i) from SP 800-22 §3.4 / §2.4.4.
-    const P8: [f64; 4] = [0.2148, 0.3672, 0.2305, 0.2266];
-    const P128: [f64; 6] = [0.1174, 0.2430, 0.2493, 0.1752, 0.1027, 0.1124];
+    // Class probabilities π_i, SP 800-22 §3.4 (printed there to 4 digits). For M = 8 they are
+    // exact multiples of 1/256 and for M = 128 NIST's reference code carries 10 digits; the
+    // worked example's P-value (§2.4.8) is reproduced only with the exact values.
+    const P8: [f64; 4] = [55.0 / 256.0, 94.0 / 256.0, 59.0 / 256.0, 48.0 / 256.0];
+    const P128: [f64; 6] =
+        [0.117_403_578_8, 0.242_955_959, 0.249_363_483, 0.175_177_06, 0.102_701_071, 0.112_398_847];
     const P10K: [f64; 7] = [0.0882, 0.2092, 0.2483, 0.1933, 0.1208, 0.0675, 0.0727];
     let n = bits.len();
     let (m, vmin, pis): (usize, usize, &[f64]) = if n < 128 {
