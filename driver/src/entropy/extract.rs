@@ -171,7 +171,7 @@ impl std::fmt::Debug for MatrixExtractor {
 impl MatrixExtractor {
     /// Builds the extractor from matrix bytes in IDQ's layout; the length must be n·k/8.
     pub fn from_idq_bytes(shape: Shape, m: &[u8]) -> std::result::Result<MatrixExtractor, String> {
-        if shape.n % 64 != 0 || shape.k % 64 != 0 || shape.k >= shape.n {
+        if !shape.n.is_multiple_of(64) || !shape.k.is_multiple_of(64) || shape.k >= shape.n {
             return Err(format!("unsupported matrix shape {}→{}", shape.n, shape.k));
         }
         if m.len() != shape.matrix_bytes() {
@@ -272,7 +272,7 @@ impl ToeplitzExtractor {
     /// Builds the extractor from a seed of n + k − 1 bits (whole bytes; the spare high bits of
     /// the last byte are ignored).
     pub fn from_seed(shape: Shape, seed: &[u8]) -> std::result::Result<ToeplitzExtractor, String> {
-        if shape.n % 64 != 0 || shape.k % 64 != 0 || shape.k >= shape.n {
+        if !shape.n.is_multiple_of(64) || !shape.k.is_multiple_of(64) || shape.k >= shape.n {
             return Err(format!("unsupported Toeplitz shape {}→{}", shape.n, shape.k));
         }
         if seed.len() != shape.seed_bytes() {
