@@ -263,7 +263,7 @@ fn real_main(cli: Cli) -> Result<()> {
             } else {
                 print!("{report}");
             }
-            if !report.passed() {
+            if !report.passed {
                 std::process::exit(2);
             }
             Ok(())
