@@ -48,14 +48,22 @@ fn demo() -> Result<(), String> {
     let fuse = root && Path::new("/dev/fuse").exists();
 
     install_signal_handlers()?;
-    println!("qrng-demo: starting quantis-driver on {device} (SIMULATED card) -> {}", ring.display());
+    println!(
+        "qrng-demo: starting quantis-driver on {device} (SIMULATED card) -> {}",
+        ring.display()
+    );
     let mut driver = Command::new(bin.join("quantis-driver"))
         .args(["--device", &device, "--ring"])
         .arg(&ring)
         .spawn()
         .map_err(|e| format!("cannot start quantis-driver: {e}"))?;
     let result = (|| {
-        wait_for(|| ring.exists(), Duration::from_secs(20), "the ring file to appear", &mut [&mut driver])?;
+        wait_for(
+            || ring.exists(),
+            Duration::from_secs(20),
+            "the ring file to appear",
+            &mut [&mut driver],
+        )?;
         let mut bridge_cmd = Command::new(bin.join("qrng-bridge"));
         bridge_cmd.arg("--ring").arg(&ring).args(["--listen", &listen]).arg("--mount").arg(&mount);
         if !fuse {
@@ -63,9 +71,15 @@ fn demo() -> Result<(), String> {
             println!("qrng-demo: not root or no /dev/fuse: serving HTTP only (run as root for the FUSE file)");
         }
         println!("qrng-demo: starting qrng-bridge on {listen}");
-        let mut bridge = bridge_cmd.spawn().map_err(|e| format!("cannot start qrng-bridge: {e}"))?;
+        let mut bridge =
+            bridge_cmd.spawn().map_err(|e| format!("cannot start qrng-bridge: {e}"))?;
         let r = (|| {
-            wait_for(|| http_ok(&listen), Duration::from_secs(20), "the bridge to answer /health", &mut [&mut driver, &mut bridge])?;
+            wait_for(
+                || http_ok(&listen),
+                Duration::from_secs(20),
+                "the bridge to answer /health",
+                &mut [&mut driver, &mut bridge],
+            )?;
             println!();
             println!("The pipeline is up (everything it serves is labelled \"simulated\"). Try:");
             println!("  curl -s 'http://{listen}/api/v1/random/bytes?length=32&format=hex'");
@@ -78,7 +92,8 @@ fn demo() -> Result<(), String> {
             }
             println!("Press Ctrl-C to stop.");
             while !STOP.load(Ordering::Relaxed) {
-                for (name, child) in [("quantis-driver", &mut driver), ("qrng-bridge", &mut bridge)] {
+                for (name, child) in [("quantis-driver", &mut driver), ("qrng-bridge", &mut bridge)]
+                {
                     if let Ok(Some(status)) = child.try_wait() {
                         return Err(format!("{name} exited unexpectedly ({status})"));
                     }
@@ -114,7 +129,12 @@ fn build() -> Result<PathBuf, String> {
     Ok(dir)
 }
 
-fn wait_for(mut ready: impl FnMut() -> bool, limit: Duration, what: &str, children: &mut [&mut Child]) -> Result<(), String> {
+fn wait_for(
+    mut ready: impl FnMut() -> bool,
+    limit: Duration,
+    what: &str,
+    children: &mut [&mut Child],
+) -> Result<(), String> {
     let start = Instant::now();
     while !ready() {
         for c in children.iter_mut() {
@@ -164,10 +184,12 @@ fn stop(child: &mut Child, name: &str) {
 
 fn install_signal_handlers() -> Result<(), String> {
     use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
-    let action = SigAction::new(SigHandler::Handler(on_signal), SaFlags::SA_RESTART, SigSet::empty());
+    let action =
+        SigAction::new(SigHandler::Handler(on_signal), SaFlags::SA_RESTART, SigSet::empty());
     for sig in [Signal::SIGTERM, Signal::SIGINT] {
         // SAFETY: the handler only stores to a static atomic, which is async-signal-safe.
-        unsafe { sigaction(sig, &action) }.map_err(|e| format!("cannot install signal handler: {e}"))?;
+        unsafe { sigaction(sig, &action) }
+            .map_err(|e| format!("cannot install signal handler: {e}"))?;
     }
     Ok(())
 }
