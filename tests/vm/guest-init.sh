@@ -87,15 +87,17 @@ cli_check() {
         echo "SKIP quantis-driver $sub: this build has no $sub subcommand"
         return
     fi
+    cmd="quantis-driver $sub $*"
+    cmd=${cmd% }
     out=$(quantis-driver "$sub" "$@" 2>&1)
     rc=$?
     ok=1
     if [ "$want" = zero ]; then [ $rc -eq 0 ] || ok=0; else [ $rc -ne 0 ] || ok=0; fi
     echo "$out" | grep -qi "$pattern" || ok=0
     if [ $ok = 1 ]; then
-        pass "quantis-driver $sub $*: $(echo "$out" | grep -i "$pattern" | head -n 1)"
+        pass "$cmd: $(echo "$out" | grep -i "$pattern" | head -n 1)"
     else
-        failed "quantis-driver $sub $* (exit $rc, want $want exit and \"$pattern\"): $out"
+        failed "$cmd (exit $rc, want $want exit and \"$pattern\"): $out"
     fi
 }
 cli_check probe nonzero "not a Quantis card" --device "$mode:$addr"

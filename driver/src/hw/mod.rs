@@ -43,8 +43,12 @@ pub enum Error {
     Dma { device: String, reason: String },
     #[error("no PCI device {device}: {path} does not exist")]
     NoSuchDevice { device: String, path: String },
-    #[error("{device} is bound to {bound}, not {wanted}; to rebind it (as root): {how}")]
-    WrongDriver { device: String, bound: String, wanted: &'static str, how: String },
+    #[error(
+        "{device} is bound to {}, not {wanted}; to rebind it (as root): {}",
+        .bound.as_deref().unwrap_or("no driver"),
+        pci::bind_commands(*.device, .bound.as_deref(), .wanted).join(" && ")
+    )]
+    WrongDriver { device: PciAddress, bound: Option<String>, wanted: &'static str },
     #[error("{device} has no IOMMU group: the IOMMU is off or absent (boot with intel_iommu=on or amd_iommu=on){hint}")]
     NoIommuGroup { device: String, hint: String },
     #[error(
@@ -59,11 +63,6 @@ pub enum Error {
          at least {needed} bytes (ulimit -l, or LimitMEMLOCK= in the systemd unit)"
     )]
     MemlockLimit { device: String, limit: String, needed: u64 },
-    #[error(
-        "{device} ({id}) is not a Quantis card (Quantis PCI ids: 179a:0001 module cards, 1e89:0002 \
-         PCIe-40M, 1e89:0003 PCIe-240M)"
-    )]
-    NotQuantis { device: String, id: PciId },
     #[error("failed to {op} for {device}")]
     Io {
         op: String,

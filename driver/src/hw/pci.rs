@@ -56,13 +56,6 @@ pub fn quantis_model(id: PciId) -> Option<(CardFamily, &'static str)> {
     }
 }
 
-/// The family and model of an opened device, or [`Error::NotQuantis`] naming it and its id.
-/// Simulated devices report the modelled card's id, so they pass.
-pub fn require_quantis(info: &super::DeviceInfo) -> Result<(CardFamily, &'static str)> {
-    quantis_model(info.id)
-        .ok_or_else(|| Error::NotQuantis { device: info.name.clone(), id: info.id })
-}
-
 /// A view of a sysfs tree (normally `/sys`).
 #[derive(Clone, Debug)]
 pub struct Sysfs {
@@ -103,12 +96,7 @@ impl Sysfs {
         if driver.as_deref() == Some(wanted) {
             return Ok(dir);
         }
-        Err(Error::WrongDriver {
-            device: addr.to_string(),
-            bound: driver.clone().unwrap_or_else(|| "no driver".into()),
-            wanted,
-            how: bind_commands(addr, driver.as_deref(), wanted).join(" && "),
-        })
+        Err(Error::WrongDriver { device: addr, bound: driver, wanted })
     }
 
     /// Vendor and device id from the sysfs `vendor`/`device` files.
@@ -533,25 +521,6 @@ pub(crate) mod tests {
         let empty = format_list(&[]);
         assert!(empty.starts_with("no Quantis card found"), "{empty}");
         assert!(empty.contains("179a:0001"), "{empty}");
-    }
-
-    #[test]
-    fn require_quantis_names_the_device_and_its_id() {
-        let info = |id| crate::hw::DeviceInfo {
-            name: "vfio:0000:00:03.0".into(),
-            id,
-            bars: [None; 6],
-            simulated: false,
-        };
-        let err = require_quantis(&info(PciId { vendor: 0x1234, device: 0x11e8 }))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("vfio:0000:00:03.0 (1234:11e8) is not a Quantis card"), "{err}");
-        assert_eq!(
-            require_quantis(&info(CHIP_CARD_40M)).unwrap(),
-            (CardFamily::Chip, "Quantis PCIe-40M")
-        );
-        assert_eq!(require_quantis(&info(MODULE_CARD)).unwrap().0, CardFamily::Module);
     }
 
     #[test]

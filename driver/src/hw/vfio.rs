@@ -201,7 +201,7 @@ impl VfioDevice {
             vendor: this.config_read16(cfg::VENDOR_ID)?,
             device: this.config_read16(cfg::DEVICE_ID)?,
         };
-        this.enable_memory_and_bus_master()?;
+        this.set_command_bits(cfg::CMD_MEMORY, "memory decoding")?;
         this.map_bars()?;
         Ok(this)
     }
@@ -257,21 +257,34 @@ impl VfioDevice {
         self.region_pwrite(VFIO_PCI_CONFIG_REGION_INDEX, offset, &value.to_le_bytes())
     }
 
-    /// Sets memory-space and bus-master enable in the command register and checks they stuck.
-    pub fn enable_memory_and_bus_master(&self) -> Result<()> {
-        let want = cfg::CMD_MEMORY | cfg::CMD_BUS_MASTER;
+    /// Sets bits of the command register and checks they stuck (VFIO virtualises parts of config
+    /// space, and a write that silently did nothing must not go unnoticed).
+    fn set_command_bits(&self, bits: u16, what: &str) -> Result<()> {
         let cmd = self.config_read16(cfg::COMMAND)?;
-        if cmd & want != want {
-            self.config_write16(cfg::COMMAND, cmd | want)?;
+        if cmd & bits != bits {
+            self.config_write16(cfg::COMMAND, cmd | bits)?;
         }
         let back = self.config_read16(cfg::COMMAND)?;
-        if back & want != want {
+        if back & bits != bits {
             return Err(self.io_err(
-                format!("enable memory and bus mastering (command register reads {back:#06x} after writing {:#06x})", cmd | want),
+                format!(
+                    "enable {what} (command register reads {back:#06x} after writing {:#06x})",
+                    cmd | bits
+                ),
                 std::io::ErrorKind::Other.into(),
             ));
         }
         Ok(())
+    }
+
+    /// Sets memory-space and bus-master enable in the command register and checks they stuck.
+    /// (Open enables memory only; the first DMA mapping enables bus mastering, so `probe` leaves
+    /// a card that never did DMA as it found it.)
+    pub fn enable_memory_and_bus_master(&self) -> Result<()> {
+        self.set_command_bits(
+            cfg::CMD_MEMORY | cfg::CMD_BUS_MASTER,
+            "memory decoding and bus mastering",
+        )
     }
 
     /// Maps every present BAR: mmap where VFIO allows it, else register access by pread/pwrite.
@@ -445,6 +458,9 @@ impl Device for VfioDevice {
     }
 
     fn dma_alloc(&mut self, len: usize) -> Result<DmaBuffer> {
+        // The device needs bus mastering to reach the buffer; a reset or another user may have
+        // cleared it since the last mapping.
+        self.enable_memory_and_bus_master()?;
         let page = page_size();
         let rounded = len.max(1).checked_next_multiple_of(page).ok_or_else(|| Error::Dma {
             device: self.info.name.clone(),
@@ -536,8 +552,12 @@ impl Device for VfioDevice {
             }
             Err(e) => return Err(self.io_err("reset the device (VFIO_DEVICE_RESET)", e.into())),
         }
-        // A reset clears the command register on some devices: restore and check.
-        self.enable_memory_and_bus_master()
+        // A reset clears the command register on some devices: restore what was on, and check.
+        if self.mapped.is_empty() {
+            self.set_command_bits(cfg::CMD_MEMORY, "memory decoding")
+        } else {
+            self.enable_memory_and_bus_master()
+        }
     }
 
     fn wait_interrupt(&mut self, timeout: Duration) -> Result<bool> {
