@@ -186,7 +186,7 @@ impl PioCard {
         self.counters.bytes_dropped += bytes as u64;
         self.overflow_run += 1;
         // Overflow means the wait was too long for this card's rate.
-        self.wait = (self.wait / 2).max(MIN_WAIT);
+        self.wait = (self.wait * 3 / 4).max(MIN_WAIT);
         tracing::debug!(device = %self.info.device, bytes, "FIFO overflow: batch dropped");
         if self.overflow_run >= MAX_OVERFLOW_RUN {
             return Err(Error::FifoOverflow { device: self.device(), batches: self.overflow_run });
@@ -243,12 +243,14 @@ impl PioCard {
         Ok(Some((if direct { avail } else { self.take_spill(out) }, avail)))
     }
 
-    /// Adapts the wait after sleeping: aim at waking with the FIFO 3/4 full.
+    /// Adapts the wait after sleeping: waking to a full FIFO is close to losing data, so the
+    /// wait shrinks quickly; waking to less than half a FIFO wastes wake-ups, so it grows
+    /// slowly. Between the two it stays.
     fn adapt(&mut self, found: usize) {
         if found >= pio::FIFO_BYTES {
-            self.wait = (self.wait * 3 / 4).max(MIN_WAIT);
-        } else if found < pio::FIFO_BYTES * 3 / 4 {
-            self.wait = (self.wait * 5 / 4).min(MAX_WAIT);
+            self.wait = (self.wait * 9 / 10).max(MIN_WAIT);
+        } else if found < pio::FIFO_BYTES / 2 {
+            self.wait = (self.wait * 21 / 20).min(MAX_WAIT);
         }
     }
 }
@@ -300,9 +302,10 @@ impl Card for PioCard {
         self.info.modules_healthy = working;
         self.info.model = model_name(present);
         self.info.rate_bytes_per_s = nominal_rate(working);
-        // Time for the working modules to fill 3/4 of the FIFO.
+        // Time for the working modules to fill 5/8 of the FIFO: up to 1023 bytes may be left
+        // after a batch (the flags count in quarters), so this wakes between 5/8 and 7/8 full.
         let rate = self.info.rate_bytes_per_s.max(1);
-        self.wait = Duration::from_micros((pio::FIFO_BYTES as u64 * 3 / 4) * 1_000_000 / rate)
+        self.wait = Duration::from_micros((pio::FIFO_BYTES as u64 * 5 / 8) * 1_000_000 / rate)
             .clamp(MIN_WAIT, MAX_WAIT);
         self.overflow_run = 0;
         self.started = true;
@@ -329,7 +332,6 @@ impl Card for PioCard {
                     }
                     n += got;
                 }
-                None if n > 0 => break,
                 None => {
                     let now = self.clock.now();
                     if now >= deadline {
@@ -337,6 +339,7 @@ impl Card for PioCard {
                     }
                     self.clock.sleep(self.wait.min(deadline - now), Wait::Poll);
                     slept = true;
+                    self.check_health()?;
                 }
             }
         }

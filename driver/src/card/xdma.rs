@@ -415,11 +415,11 @@ impl XdmaCard {
         Ok((n, done))
     }
 
-    /// Time for the card to fill a quarter of the ring, bounded.
-    fn wait(&self) -> Duration {
+    /// Time for the card to deliver `need` more bytes (at most half the ring), bounded.
+    fn wait_for(&self, need: usize) -> Duration {
         let rate = self.info.rate_bytes_per_s.max(1);
-        Duration::from_micros(((RING * BUF / 4) as u64).saturating_mul(1_000_000) / rate)
-            .clamp(MIN_WAIT, MAX_WAIT)
+        let bytes = need.min(RING * BUF / 2) as u64;
+        Duration::from_micros(bytes.saturating_mul(1_000_000) / rate).clamp(MIN_WAIT, MAX_WAIT)
     }
 }
 
@@ -492,18 +492,18 @@ impl Card for XdmaCard {
             }
             let (got, done) = self.drain(&mut buf[n..], ready)?;
             n += got;
-            if n > 0 && (n == buf.len() || done == ready) {
+            if n == buf.len() {
                 break;
             }
             if done > 0 {
-                // Only discarded bytes so far: look again at once.
+                // Progress (data or discarded bytes): look again before sleeping.
                 continue;
             }
             let now = self.clock.now();
             if now >= deadline {
                 break;
             }
-            self.clock.sleep(self.wait().min(deadline - now), Wait::Poll);
+            self.clock.sleep(self.wait_for(buf.len() - n).min(deadline - now), Wait::Poll);
         }
         self.counters.bytes_read += n as u64;
         Ok(n)
