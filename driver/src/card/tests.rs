@@ -597,3 +597,33 @@ fn card_error_reasons_map() {
     assert_eq!(Error::NotStarted { device: d() }.reason(), Reason::Other);
     let _ = SimDevice::new("pcie-4m".parse().unwrap()).unwrap();
 }
+
+// ---------- into the ring
+
+#[test]
+fn card_pio_and_xdma_end_to_end_into_a_ring() {
+    use crate::ring::{Consumer, Producer, RingOptions};
+    let dir = tempfile::tempdir().unwrap();
+    for spec in ["pcie-16m?rate=0&seed=21", "pcie-240m?rate=0&seed=22"] {
+        let path = dir.path().join(format!("{}.ring", &spec[..spec.find('?').unwrap()]));
+        let opts = RingOptions { capacity: 1 << 16, ..RingOptions::default() };
+        let mut producer = Producer::open(&path, &opts).unwrap();
+        let mut consumer = Consumer::open(&path).unwrap();
+        let mut card = started(spec);
+        let total = 600_000;
+        let (mut raw, mut out) = (vec![0u8; 20_000], Vec::with_capacity(total));
+        let (mut pending, mut at) = (0, 0);
+        let mut chunk = vec![0u8; 7_777];
+        while out.len() < total {
+            if at == pending {
+                pending = card.read(&mut raw).unwrap();
+                at = 0;
+            }
+            at += producer.write(&raw[at..pending]).unwrap();
+            let n = consumer.read(&mut chunk).unwrap();
+            out.extend_from_slice(&chunk[..n]);
+        }
+        out.truncate(total);
+        assert!(out == expected_stream(spec, 0.0, total), "{spec}: bytes through the ring differ");
+    }
+}
