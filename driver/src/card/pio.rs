@@ -80,11 +80,9 @@ fn nominal_rate(modules: u32) -> u64 {
 /// Reads CV_SR and MX_SR only (FS_RR and FD_RR are not touched: reading FD_RR pops data).
 pub fn probe(dev: &mut dyn Device) -> Result<CardInfo> {
     if dev.info().bars[usize::from(pio::BAR)].is_none() {
-        return Err(Error::Hw {
-            op: "find the register BAR",
-            device: dev.info().name.clone(),
-            source: crate::hw::Error::NoSuchBar { device: dev.info().name.clone(), bar: pio::BAR },
-        });
+        let missing =
+            crate::hw::Error::NoSuchBar { device: dev.info().name.clone(), bar: pio::BAR };
+        return Err(super::hw_error(dev, "find the register BAR", missing));
     }
     let version = core_version(dev)?;
     let st = module_status(dev)?;

@@ -590,8 +590,11 @@ fn card_error_reasons_map() {
     let d = || "sim:x".to_string();
     assert_eq!(Error::NoModules { device: d(), status: 0 }.reason(), Reason::ModuleFailure);
     assert_eq!(Error::NoXdmaBar { device: d() }.reason(), Reason::DmaError);
-    let gone =
-        Error::Hw { op: "x", device: d(), source: crate::hw::Error::DeviceGone { device: d() } };
+    let gone = Error::Hw {
+        op: "x",
+        device: d(),
+        source: Box::new(crate::hw::Error::DeviceGone { device: d() }),
+    };
     assert!(gone.is_device_gone());
     assert_eq!(gone.reason(), Reason::DeviceGone);
     assert_eq!(Error::NotStarted { device: d() }.reason(), Reason::Other);

@@ -238,7 +238,7 @@ impl DmaRing {
         let op = "allocate DMA memory";
         let name = dev.info().name.clone();
         let map = |r: crate::hw::Result<DmaBuffer>| {
-            r.map_err(|source| Error::Hw { op, device: name.clone(), source })
+            r.map_err(|source| Error::Hw { op, device: name.clone(), source: Box::new(source) })
         };
         let desc = map(dev.dma_alloc(RING * xdma::DESC_BYTES))?;
         let data = map(dev.dma_alloc(RING * BUF))?;
