@@ -5,7 +5,7 @@
 //! the overflow bit is checked once before and once after each batch instead of after every
 //! word (same outcome: an overflowed batch is dropped whole, at half the register reads), and
 //! instead of spinning on FS_RR up to 10,000 times the driver sleeps for the time the modules
-//! need to refill the FIFO to 3/4, adapting that time to what it finds on waking.
+//! need to put 5/8 of a FIFO in it, adapting that time to what it finds on waking.
 
 use super::regs::{pio, FifoStatus, ModuleBits, ModuleStatus};
 use super::{
