@@ -150,7 +150,10 @@ impl Engine {
                 }
                 stream.produce(&mut self.scratch[..n]);
                 avail -= n as u64;
-                if dma.write(d.dst + u64::from(self.filled), &self.scratch[..n]).is_err() {
+                if dma
+                    .write(d.dst.wrapping_add(u64::from(self.filled)), &self.scratch[..n])
+                    .is_err()
+                {
                     self.stop_with(xdma::ST_WRITE_DECERR);
                     return;
                 }
