@@ -409,6 +409,7 @@ fn card_probe_reports_and_writes_nothing() {
         assert_eq!(info.model, model);
         assert_eq!(info.serial.as_deref(), serial);
         assert_eq!(info.modules_present, present, "{spec}: chips show up only after the start-up");
+        assert!(info.rate_bytes_per_s >= 500_000, "{spec}: nominal rate");
         assert!(info.simulated);
         assert!(writes(&log).is_empty(), "{spec}: probe wrote {:?}", writes(&log));
         assert!(

@@ -80,6 +80,15 @@ pub fn q400_for(model: &str) -> u32 {
     }
 }
 
+/// Chips on a model (quantis-hardware.md: 2 on the 40M, 12 on the 240M).
+pub fn nominal_chips(model: &str) -> u32 {
+    match model {
+        "pcie-40m" => chip::CHIPS_40M,
+        "pcie-240m" => chip::CHIPS_240M,
+        _ => 0,
+    }
+}
+
 /// IDQ's start-up: sw_rst = 0x10, 0, 0x10; wait 100 ms; spi_module_ctrl = 0; q400_num; mode
 /// (testmode_hwreject, mode_sel); wait 100 ms; spi_module_ctrl = 0x40; wait 300 ms;
 /// module_enable = 0x11; spi_module_ctrl = 0x81.
@@ -175,6 +184,11 @@ pub fn probe(dev: &mut dyn Device, model: &str) -> Result<CardInfo> {
     let version = rd_live(dev, bars.idq, chip::VERSION, "read version")?;
     let st = InitStatus(rd(dev, bars.idq, chip::INIT_STATUS, "read init status")?);
     let mode = rd(dev, bars.idq, chip::MODE_SEL, "read mode_sel")?;
+    // Before the start-up (reset held) no chip shows as present: quote the model's nominal rate.
+    let chips = match st.chips_present() {
+        0 => nominal_chips(model),
+        _ => st.chips_working().count_ones(),
+    };
     let info = dev.info();
     Ok(CardInfo {
         device: info.name.clone(),
@@ -188,7 +202,7 @@ pub fn probe(dev: &mut dyn Device, model: &str) -> Result<CardInfo> {
         modules_healthy: st.chips_working(),
         bars: info.bars,
         simulated: info.simulated,
-        rate_bytes_per_s: u64::from(st.chips_working().count_ones()) * chip::CHIP_BYTES_PER_S,
+        rate_bytes_per_s: u64::from(chips) * chip::CHIP_BYTES_PER_S,
         chip_mode: Some(if mode == chip::MODE_SAMPLE { ChipMode::Sample } else { ChipMode::Rng }),
     })
 }
