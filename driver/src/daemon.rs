@@ -314,3 +314,11 @@ pub fn install_signal_handlers() -> std::io::Result<&'static AtomicBool> {
     }
     Ok(&STOP)
 }
+
+/// Restores the default SIGPIPE action, so `quantis-driver list | head` ends quietly instead of
+/// failing to print (Rust ignores SIGPIPE by default). Used by the one-shot subcommands only.
+pub fn default_sigpipe() {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    // SAFETY: installing SIG_DFL runs no handler code, so nothing async-signal-unsafe can happen.
+    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
+}

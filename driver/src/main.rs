@@ -249,6 +249,9 @@ fn main() {
 }
 
 fn real_main(cli: Cli) -> Result<()> {
+    if cli.command.is_some() {
+        daemon::default_sigpipe();
+    }
     match cli.command {
         None => run(cli.run),
         Some(Command::Probe { device, entropy, json }) => probe(&device.device, &entropy, json),
