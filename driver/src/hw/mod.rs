@@ -118,8 +118,9 @@ impl FromStr for DeviceUri {
 
     fn from_str(s: &str) -> Result<Self> {
         let bad = |reason: &str| Error::BadUri { uri: s.to_owned(), reason: reason.to_owned() };
-        let (scheme, rest) =
-            s.split_once(':').ok_or_else(|| bad("expected vfio:<pci>, uio:<pci> or sim:<model>"))?;
+        let (scheme, rest) = s
+            .split_once(':')
+            .ok_or_else(|| bad("expected vfio:<pci>, uio:<pci> or sim:<model>"))?;
         match scheme {
             "vfio" => Ok(DeviceUri::Vfio(rest.parse()?)),
             "uio" => Ok(DeviceUri::Uio(rest.parse()?)),
@@ -218,7 +219,10 @@ mod tests {
     fn device_uri_parses_each_scheme() {
         assert!(matches!("vfio:0000:01:00.0".parse(), Ok(DeviceUri::Vfio(_))));
         assert!(matches!("uio:01:00.0".parse(), Ok(DeviceUri::Uio(_))));
-        assert_eq!("sim:pcie-4m?rate=0".parse::<DeviceUri>().unwrap(), DeviceUri::Sim("pcie-4m?rate=0".into()));
+        assert_eq!(
+            "sim:pcie-4m?rate=0".parse::<DeviceUri>().unwrap(),
+            DeviceUri::Sim("pcie-4m?rate=0".into())
+        );
         for s in ["pcie-4m", "sim:", "usb:1", "vfio:nope"] {
             assert!(s.parse::<DeviceUri>().is_err(), "{s:?} should be rejected");
         }
