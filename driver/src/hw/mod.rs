@@ -11,6 +11,7 @@
 
 pub mod dma;
 pub mod mmio;
+pub mod pci;
 pub mod sim;
 pub mod uio;
 pub mod vfio;
@@ -40,6 +41,24 @@ pub enum Error {
     DeviceGone { device: String },
     #[error("DMA error on {device}: {reason}")]
     Dma { device: String, reason: String },
+    #[error("no PCI device {device}: {path} does not exist")]
+    NoSuchDevice { device: String, path: String },
+    #[error("{device} is bound to {bound}, not {wanted}; to rebind it (as root): {how}")]
+    WrongDriver { device: String, bound: String, wanted: &'static str, how: String },
+    #[error("{device} has no IOMMU group: the IOMMU is off or absent (boot with intel_iommu=on or amd_iommu=on){hint}")]
+    NoIommuGroup { device: String, hint: String },
+    #[error(
+        "IOMMU group {group} of {device} is not viable: every device in the group must be bound to \
+         vfio-pci (or to no driver); the others in group {group}: {others}"
+    )]
+    GroupNotViable { device: String, group: u32, others: String },
+    #[error("permission denied opening {path} for {device}: run as root or give this user access to {path} (udev rule)")]
+    PermissionDenied { device: String, path: String },
+    #[error(
+        "cannot pin {needed} bytes of DMA memory for {device}: RLIMIT_MEMLOCK is {limit}; raise it to \
+         at least {needed} bytes (ulimit -l, or LimitMEMLOCK= in the systemd unit)"
+    )]
+    MemlockLimit { device: String, limit: String, needed: u64 },
     #[error("failed to {op} for {device}")]
     Io {
         op: String,
@@ -71,6 +90,13 @@ pub struct PciAddress {
     pub bus: u8,
     pub device: u8,
     pub function: u8,
+}
+
+/// Serialized as its sysfs name (`0000:3b:00.0`), the form users type.
+impl serde::Serialize for PciAddress {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
 }
 
 impl fmt::Display for PciAddress {
@@ -183,6 +209,26 @@ pub trait Device: Send {
             what: "interrupts",
             why: "the backend does not deliver interrupts".into(),
         })
+    }
+}
+
+/// Waits until `fd` is readable or `timeout` passes; `Ok(true)` if readable. Retries on EINTR.
+pub(crate) fn poll_readable(
+    fd: std::os::fd::BorrowedFd<'_>,
+    timeout: Duration,
+) -> std::io::Result<bool> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout};
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let ms = PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX);
+        let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+        match nix::poll::poll(&mut fds, ms) {
+            Ok(0) => return Ok(false),
+            Ok(_) => return Ok(true),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
     }
 }
 
