@@ -47,8 +47,8 @@ fn script() -> PathBuf {
 
 fn run_script(file: &Path) -> (i32, String) {
     let out = Command::new("bash").arg(script()).arg(file).output().expect("run entropy-tools.sh");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned()
-        + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     (out.status.code().unwrap_or(-1), text)
 }
 
