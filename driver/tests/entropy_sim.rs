@@ -35,7 +35,7 @@ fn read(card: &mut dyn Card, n: usize) -> Vec<u8> {
 #[test]
 fn simulator_raw_entropy_is_above_the_default_claims() {
     for (spec, bias) in [
-        ("pcie-4m?rate=0&seed=11", 0.0),
+        ("pcie-4m?rate=0&seed=11", 0.0f64),
         ("pcie-240m?rate=0&seed=12", 0.0),
         ("pcie-16m?rate=0&seed=13&bias=0.05", 0.05),
         ("pcie-40m?rate=0&seed=14&bias=0.05", 0.05),
@@ -50,7 +50,7 @@ fn simulator_raw_entropy_is_above_the_default_claims() {
         // Independent bits with P(1) = 0.5 + bias: true min-entropy −log2(max(p, 1 − p)) per
         // bit; the estimate (a 99 % upper bound on p) sits a little below it.
         let p = 0.5 + bias;
-        let truth = -(p as f64).log2();
+        let truth = -p.log2();
         assert!(r.min_entropy_per_bit <= truth + 1e-9 && r.min_entropy_per_bit > truth - 0.01);
         assert!(r.min_entropy_per_bit > EntropyConfig::default_min_entropy(SampleWidth::Bit));
         assert!(r.min_entropy_per_byte > EntropyConfig::default_min_entropy(SampleWidth::Byte));
