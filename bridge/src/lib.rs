@@ -1,2 +1,6 @@
 //! qrng-bridge: serves Quantis rings as a FUSE device file and an HTTP API.
+//!
+//! - [`dispenser`]: the only reader of the rings; hands every byte to exactly one caller, FIFO.
 #![forbid(unsafe_code)]
+
+pub mod dispenser;
