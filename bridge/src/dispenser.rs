@@ -767,10 +767,16 @@ impl Dispenser {
         devices
             .iter()
             .map(|dev| {
-                let st = lock(&dev.state);
+                let mut st = lock(&dev.state);
                 let s = st.status.clone();
-                let (ring_fill, cap) =
+                let (status_fill, cap) =
                     s.as_ref().map_or((0, 0), |s| (s.tail.saturating_sub(s.head), s.capacity));
+                // The live fill when the ring can be read (the status copy may be a few ms old).
+                let ring_fill = if st.broken {
+                    status_fill
+                } else {
+                    st.source.available().map_or(status_fill, |n| n as u64)
+                };
                 let hb = s.as_ref().map_or(0, |s| s.heartbeat_ns);
                 DeviceStatus {
                     name: dev.name.clone(),

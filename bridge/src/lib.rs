@@ -1,6 +1,8 @@
 //! qrng-bridge: serves Quantis rings as a FUSE device file and an HTTP API.
 //!
 //! - [`dispenser`]: the only reader of the rings; hands every byte to exactly one caller, FIFO.
+//! - [`http`]: the axum API (random values, ANU legacy API, devices, health, metrics, OpenAPI).
 #![forbid(unsafe_code)]
 
 pub mod dispenser;
+pub mod http;
