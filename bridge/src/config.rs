@@ -112,8 +112,14 @@ mod tests {
 
     #[test]
     fn defaults_and_repeatable_rings() {
-        let c = Config::try_parse_from(["qrng-bridge", "--ring", "/run/qrng/a.ring", "--ring", "/b.ring"])
-            .expect("parse");
+        let c = Config::try_parse_from([
+            "qrng-bridge",
+            "--ring",
+            "/run/qrng/a.ring",
+            "--ring",
+            "/b.ring",
+        ])
+        .expect("parse");
         assert_eq!(c.rings, vec![PathBuf::from("/run/qrng/a.ring"), PathBuf::from("/b.ring")]);
         assert_eq!(c.listen, "127.0.0.1:8080".parse().expect("addr"));
         assert_eq!(c.mount, PathBuf::from("/run/qrng/dev"));
@@ -128,9 +134,13 @@ mod tests {
     fn bad_values_are_refused() {
         assert!(Config::try_parse_from(["qrng-bridge", "--listen", "nowhere"]).is_err());
         assert!(Config::try_parse_from(["qrng-bridge", "--log-format", "xml"]).is_err());
-        let c = Config::try_parse_from(["qrng-bridge", "--rate-limit", "5", "--log-format", "json"])
-            .expect("parse");
-        assert_eq!(c.http().expect("http").rate_limit, Some(RateLimit { per_second: 5.0, burst: 20 }));
+        let c =
+            Config::try_parse_from(["qrng-bridge", "--rate-limit", "5", "--log-format", "json"])
+                .expect("parse");
+        assert_eq!(
+            c.http().expect("http").rate_limit,
+            Some(RateLimit { per_second: 5.0, burst: 20 })
+        );
         assert_eq!(c.log_format, LogFormat::Json);
     }
 }

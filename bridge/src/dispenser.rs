@@ -36,6 +36,17 @@
 //! With `device = None` the dispenser picks a servable device, preferring `ok` over `degraded` and
 //! `starting`, then the one with the shortest queue and the most bytes ready.
 //!
+//! API for front ends (HTTP here, FUSE in `fuse/`):
+//!
+//! | call | use | errors worth mapping |
+//! |---|---|---|
+//! | [`Dispenser::attach`] / [`Dispenser::detach`] | start / hot-plug | `Ring` (refused header), `AlreadyAttached` |
+//! | [`Dispenser::take`] (async, bounded wait) | HTTP | `Timeout`/`Stale` → 503, `Failed`/`Stopped` → 503 |
+//! | [`Dispenser::take_blocking`] (deadline or none) | FUSE read | `Failed`/`Stopped`/`Detached` → EIO |
+//! | [`Dispenser::try_take`] (what is ready, ≤ max) | FUSE O_NONBLOCK read | `Empty` → EAGAIN |
+//! | [`Dispenser::wait_readable`] (callback once) | FUSE poll | `Err` → POLLERR/EIO |
+//! | [`Dispenser::devices`], [`Dispenser::device`], [`Dispenser::health`] | /health, ioctls | |
+//!
 //! Sources: [`Dispenser::attach`] opens a ring file (`quantis_driver::ring::Consumer`);
 //! [`Dispenser::attach_source`] takes any [`RingSource`] (tests and benchmarks use in-memory ones).
 
@@ -991,6 +1002,12 @@ impl Dispenser {
         st.ready_callbacks.push(on_ready);
         dev.wake(&st);
         Ok(false)
+    }
+
+    /// A snapshot of one device (for the FUSE ioctls: model, serial, modules…).
+    pub fn device(&self, name: &str) -> Option<DeviceStatus> {
+        // devices() is cheap for the handful of cards a host has.
+        self.devices().into_iter().find(|d| d.name == name)
     }
 
     /// The health state of one device.

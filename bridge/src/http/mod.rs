@@ -21,7 +21,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use metrics::{Histogram, Key, Label, Recorder};
+use metrics::{Counter, Histogram, Key, Label, Recorder};
 use metrics_exporter_prometheus::{Matcher, PrometheusHandle, PrometheusRecorder};
 
 pub use error::ApiError;
@@ -119,6 +119,7 @@ struct Inner {
     handle: PrometheusHandle,
     durations: HashMap<&'static str, Histogram>,
     other_duration: Histogram,
+    responses: std::sync::RwLock<HashMap<(&'static str, u16), Counter>>,
     limiter: Option<limit::Limiter>,
 }
 
@@ -166,6 +167,7 @@ impl AppState {
             handle,
             durations,
             other_duration,
+            responses: std::sync::RwLock::new(HashMap::new()),
             limiter,
         })))
     }
@@ -185,6 +187,32 @@ impl AppState {
             .take(device, n, self.0.cfg.wait)
             .await
             .map_err(|e| ApiError::from_dispense(e, self.0.cfg.retry_after))
+    }
+
+    /// `http_responses_total{endpoint,status}`, registered once per pair and cached (the hot path
+    /// then costs a read lock and an atomic add).
+    fn response_counter(&self, endpoint: &'static str, status: u16) -> Counter {
+        let cached = self
+            .0
+            .responses
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(endpoint, status))
+            .cloned();
+        if let Some(c) = cached {
+            return c;
+        }
+        let key = Key::from_parts(
+            "http_responses_total",
+            vec![Label::new("endpoint", endpoint), Label::new("status", status.to_string())],
+        );
+        let c = self.0.recorder.register_counter(&key, &metadata());
+        self.0
+            .responses
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((endpoint, status), c.clone());
+        c
     }
 
     /// Folds buffered histogram samples (call about once a second so memory stays flat).
@@ -208,14 +236,7 @@ async fn track(State(s): State<AppState>, req: Request, next: Next) -> Response 
         Some(h) => h.record(elapsed),
         None => s.0.other_duration.record(elapsed),
     }
-    let key = Key::from_parts(
-        "http_responses_total",
-        vec![
-            Label::new("endpoint", label.unwrap_or("other")),
-            Label::new("status", resp.status().as_str().to_owned()),
-        ],
-    );
-    s.0.recorder.register_counter(&key, &metadata()).increment(1);
+    s.response_counter(label.unwrap_or("other"), resp.status().as_u16()).increment(1);
     resp
 }
 
