@@ -22,6 +22,7 @@ BRIDGE_PORT=${BRIDGE_PORT:-18080}
 NGINX_PORT=${NGINX_PORT:-18081}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 WORK=$(mktemp -d /dev/shm/qrng-bench.XXXXXX)
+chmod 755 "$WORK"   # nginx workers run as www-data
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 pids=()
 cleanup() {

@@ -839,9 +839,10 @@ impl Dispenser {
         if let Some(name) = device {
             return self.get(name);
         }
-        let devices = self.0.snapshot();
-        let mut best: Option<(SelectKey, Arc<Device>)> = None;
-        for dev in devices {
+        // Device locks are taken under the map's read lock; no path takes them the other way round.
+        let devices = self.0.read_devices();
+        let mut best: Option<(SelectKey, &Arc<Device>)> = None;
+        for dev in devices.values() {
             let mut st = lock(&dev.state);
             if st.broken || st.check_servable(&dev.name).is_err() {
                 continue;
@@ -861,7 +862,7 @@ impl Dispenser {
                 best = Some((key, dev));
             }
         }
-        best.map(|(_, d)| d).ok_or(DispenseError::NoHealthyDevice)
+        best.map(|(_, d)| Arc::clone(d)).ok_or(DispenseError::NoHealthyDevice)
     }
 
     /// Serves `n` bytes now if possible, else queues the request with `make` building its completion.
