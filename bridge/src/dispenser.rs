@@ -57,7 +57,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::thread::{self, JoinHandle, Thread};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+
+use quantis_driver::ring;
 
 use serde::Serialize;
 use tokio::sync::oneshot;
@@ -84,8 +86,9 @@ pub enum SourceHealth {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourceStatus {
     pub epoch: u64,
-    /// Producer heartbeat, CLOCK_REALTIME nanoseconds; 0 = never.
-    pub heartbeat_ns: u64,
+    /// Time since the producer's last heartbeat (None: it never beat). The ring measures it on
+    /// CLOCK_BOOTTIME, which every process shares and which never jumps.
+    pub heartbeat_age: Option<Duration>,
     pub health: SourceHealth,
     /// Lower-case reason (`ring::Reason`'s Display), "none" when healthy.
     pub reason: String,
@@ -116,6 +119,48 @@ pub trait RingSource: Send + 'static {
     fn read(&mut self, buf: &mut [u8]) -> Result<usize, SourceError>;
     /// A validated copy of the status line.
     fn status(&mut self) -> Result<SourceStatus, SourceError>;
+}
+
+fn ring_err(e: ring::Error) -> SourceError {
+    SourceError(e.to_string())
+}
+
+/// The real source: a quantis-driver ring.
+impl RingSource for ring::Consumer {
+    fn available(&mut self) -> Result<usize, SourceError> {
+        ring::Consumer::available(self).map_err(ring_err)
+    }
+
+    fn read(&mut self, buf: &mut [u8]) -> Result<usize, SourceError> {
+        ring::Consumer::read(self, buf).map_err(ring_err)
+    }
+
+    fn status(&mut self) -> Result<SourceStatus, SourceError> {
+        let s = ring::Consumer::status(self).map_err(ring_err)?;
+        Ok(SourceStatus {
+            epoch: s.epoch,
+            heartbeat_age: s.heartbeat_age(),
+            health: match s.health {
+                ring::Health::Starting => SourceHealth::Starting,
+                ring::Health::Ok => SourceHealth::Ok,
+                ring::Health::Failed => SourceHealth::Failed,
+                ring::Health::Stopped => SourceHealth::Stopped,
+            },
+            reason: s.reason.to_string(),
+            model: s.identity.model,
+            serial: s.identity.serial,
+            modules: s.identity.modules,
+            simulated: s.identity.simulated,
+            extractor: s.identity.extractor,
+            raw_bytes_read: s.raw_bytes_read,
+            bytes_published: s.bytes_published,
+            health_alarms: s.health_alarms,
+            bytes_dropped: s.bytes_dropped,
+            capacity: s.capacity,
+            head: s.head,
+            tail: s.tail,
+        })
+    }
 }
 
 /// Dispenser settings.
@@ -175,11 +220,12 @@ pub enum DispenseError {
     Detached { device: String },
     #[error("invalid ring path {path}: no file stem to name the device")]
     BadPath { path: PathBuf },
-    #[error("failed to open ring {path}: {source}")]
-    Open {
+    /// The ring was refused: unreadable file, bad header, or another consumer attached.
+    #[error("cannot attach ring {}", path.display())]
+    Ring {
         path: PathBuf,
         #[source]
-        source: SourceError,
+        source: ring::Error,
     },
     #[error("failed to start the consumer thread for {device}")]
     Spawn {
@@ -275,6 +321,8 @@ type ReadyCallback = Box<dyn FnOnce() + Send>;
 struct DevState {
     source: Box<dyn RingSource>,
     status: Option<SourceStatus>,
+    /// When `status` was read.
+    status_read: Instant,
     health: DeviceHealth,
     reason: String,
     /// Set when the source itself errored: the device stays failed until re-attached.
@@ -335,12 +383,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn realtime_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-}
-
 fn source_label(status: Option<&SourceStatus>) -> String {
     match status {
         Some(s) if s.simulated => "simulated".to_owned(),
@@ -354,6 +396,7 @@ impl DevState {
         Self {
             source,
             status: None,
+            status_read: Instant::now(),
             health: DeviceHealth::Starting,
             reason: "no status read yet".to_owned(),
             broken: false,
@@ -490,10 +533,7 @@ impl DevState {
             Ok(s) => s,
             Err(e) => return self.mark_broken(&e, &dev.name, done),
         };
-        let now = realtime_ns();
-        let stale = status.heartbeat_ns == 0
-            || now.saturating_sub(status.heartbeat_ns)
-                > u64::try_from(cfg.heartbeat_timeout.as_nanos()).unwrap_or(u64::MAX);
+        let stale = status.heartbeat_age.is_none_or(|age| age > cfg.heartbeat_timeout);
         let (health, reason) = match status.health {
             SourceHealth::Failed => (DeviceHealth::Failed, status.reason.clone()),
             SourceHealth::Stopped => (DeviceHealth::Stopped, status.reason.clone()),
@@ -519,6 +559,7 @@ impl DevState {
             None => self.rate_mark = Some((mono, status.bytes_published)),
         }
         self.status = Some(status);
+        self.status_read = mono;
         if matches!(health, DeviceHealth::Failed | DeviceHealth::Stopped) {
             self.fail_waiters(&dev.name, done);
         }
@@ -705,6 +746,19 @@ impl Dispenser {
         Ok(())
     }
 
+    /// Opens the ring at `ring_path` (validating its header; a second consumer is refused) and
+    /// starts its consumer thread. The device is named after the file stem; returns that name.
+    pub fn attach(&self, ring_path: &Path) -> Result<String, DispenseError> {
+        let name = Self::device_name(ring_path)?;
+        if self.0.read_devices().contains_key(&name) {
+            return Err(DispenseError::AlreadyAttached(name));
+        }
+        let consumer = ring::Consumer::open(ring_path)
+            .map_err(|source| DispenseError::Ring { path: ring_path.to_owned(), source })?;
+        self.attach_source(&name, Some(ring_path.to_owned()), Box::new(consumer))?;
+        Ok(name)
+    }
+
     /// The device name for a ring path: its file stem (`/run/qrng/qrng0.ring` → `qrng0`).
     pub fn device_name(ring_path: &Path) -> Result<String, DispenseError> {
         ring_path
@@ -774,7 +828,6 @@ impl Dispenser {
     /// A snapshot of every attached device.
     pub fn devices(&self) -> Vec<DeviceStatus> {
         let devices = self.0.snapshot();
-        let now = realtime_ns();
         devices
             .iter()
             .map(|dev| {
@@ -788,7 +841,9 @@ impl Dispenser {
                 } else {
                     st.source.available().map_or(status_fill, |n| n as u64)
                 };
-                let hb = s.as_ref().map_or(0, |s| s.heartbeat_ns);
+                // The copy is up to one status interval old: age it by the time since it was read.
+                let hb_age =
+                    s.as_ref().and_then(|s| s.heartbeat_age).map(|a| a + st.status_read.elapsed());
                 DeviceStatus {
                     name: dev.name.clone(),
                     path: dev.path.clone(),
@@ -801,7 +856,8 @@ impl Dispenser {
                     simulated: s.as_ref().is_some_and(|s| s.simulated),
                     extractor: s.as_ref().map(|s| s.extractor.clone()).unwrap_or_default(),
                     epoch: s.as_ref().map_or(0, |s| s.epoch),
-                    heartbeat_age_ms: (hb != 0).then(|| now.saturating_sub(hb) / 1_000_000),
+                    heartbeat_age_ms: hb_age
+                        .map(|a| u64::try_from(a.as_millis()).unwrap_or(u64::MAX)),
                     heartbeat_stale: st.health == DeviceHealth::Degraded,
                     ring_capacity: cap,
                     ring_fill,

@@ -257,7 +257,7 @@ fn failed_ring_serves_nothing_and_fails_queued_requests_then_recovers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_heartbeat_serves_what_is_in_the_ring_then_reports_stale() {
     let ring = MemoryRing::new("S", false, 4096);
-    ring.set_heartbeat(1); // 1970: the driver is long gone
+    ring.set_last_beat(None); // the driver is gone
     ring.push(&pattern(0, 16));
     let d = Dispenser::new(DispenserConfig { heartbeat_timeout: Duration::from_secs(1), ..cfg() });
     d.attach_source("qrng0", None, ring.source()).expect("attach");
@@ -271,7 +271,7 @@ async fn stale_heartbeat_serves_what_is_in_the_ring_then_reports_stale() {
     let r = d.take(None, 1, Duration::from_millis(20)).await;
     assert!(matches!(r, Err(DispenseError::Stale { .. })), "{r:?}");
     // The driver comes back.
-    ring.set_heartbeat(realtime_ns());
+    ring.beat();
     let d2 = d.clone();
     tokio::task::spawn_blocking(move || {
         wait_until("ok", || d2.health("qrng0").ok() == Some(DeviceHealth::Ok))
@@ -415,4 +415,99 @@ fn detach_fails_queued_requests() {
 fn device_name_is_the_ring_file_stem() {
     assert_eq!(Dispenser::device_name(Path::new("/run/qrng/qrng0.ring")).expect("name"), "qrng0");
     assert!(matches!(Dispenser::device_name(Path::new("/")), Err(DispenseError::BadPath { .. })));
+}
+
+/// The same dispenser over a real quantis-driver ring file (producer in this process).
+mod real_ring {
+    use quantis_driver::ring::{Consumer, Health, Identity, Producer, Reason, RingOptions};
+
+    use super::*;
+
+    fn producer(path: &Path) -> Producer {
+        let mut p =
+            Producer::open(path, &RingOptions { capacity: 1 << 16, mode: 0o600, group: None })
+                .expect("producer");
+        p.set_identity(&Identity {
+            model: "pcie-16m".into(),
+            serial: "171234A410".into(),
+            modules: 0b11,
+            simulated: false,
+            extractor: "none".into(),
+        });
+        p.heartbeat();
+        p.set_health(Health::Ok, Reason::None);
+        p
+    }
+
+    #[test]
+    fn attach_serves_the_ring_and_a_reattach_resumes_at_the_head() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("qrng0.ring");
+        let mut p = producer(&path);
+        assert_eq!(p.write(&pattern(0, 1000)).expect("write"), 1000);
+        let d = Dispenser::new(cfg());
+        assert_eq!(d.attach(&path).expect("attach"), "qrng0");
+        let st = status_of(&d, "qrng0");
+        assert_eq!(
+            (st.serial.as_str(), st.source.as_str(), st.modules),
+            ("171234A410", "171234A410", 3)
+        );
+        assert_eq!(st.health, DeviceHealth::Ok);
+        assert_eq!(st.ring_fill, 1000);
+        assert_eq!(d.take_blocking("qrng0", 300, None).expect("take").bytes, pattern(0, 300));
+        assert!(matches!(d.attach(&path), Err(DispenseError::AlreadyAttached(_))));
+        // A bridge restart: nothing is served twice, nothing skipped.
+        d.detach("qrng0");
+        d.attach(&path).expect("re-attach");
+        assert_eq!(d.take_blocking("qrng0", 700, None).expect("take").bytes, pattern(300, 700));
+        p.set_health(Health::Failed, Reason::RepetitionCount);
+        wait_until("failed", || d.health("qrng0").ok() == Some(DeviceHealth::Failed));
+        match d.try_take("qrng0", 1) {
+            Err(DispenseError::Failed { reason, .. }) => {
+                assert_eq!(reason, Reason::RepetitionCount.to_string())
+            }
+            other => panic!("expected Failed, got {other:?}"),
+        }
+        d.shutdown();
+    }
+
+    #[test]
+    fn refused_rings_give_clear_errors() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let d = Dispenser::new(cfg());
+        let junk = dir.path().join("junk.ring");
+        std::fs::write(&junk, vec![0xA5u8; 8192]).expect("write");
+        let e = d.attach(&junk).expect_err("junk refused");
+        assert!(matches!(e, DispenseError::Ring { .. }), "{e:?}");
+        let chain = format!(
+            "{e}: {}",
+            std::error::Error::source(&e).map(ToString::to_string).unwrap_or_default()
+        );
+        assert!(chain.contains("junk.ring") && chain.contains("magic"), "{chain}");
+        let missing = dir.path().join("nope.ring");
+        assert!(matches!(d.attach(&missing), Err(DispenseError::Ring { .. })));
+        // Another consumer already holds the ring.
+        let path = dir.path().join("qrng1.ring");
+        let _p = producer(&path);
+        let _other = Consumer::open(&path).expect("first consumer");
+        assert!(matches!(d.attach(&path), Err(DispenseError::Ring { .. })));
+        assert!(d.devices().is_empty(), "nothing attached by a refused ring");
+    }
+
+    #[test]
+    fn dead_producer_is_degraded_but_still_serves_its_ring() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("qrng0.ring");
+        let mut p = producer(&path);
+        p.write(&pattern(0, 64)).expect("write");
+        drop(p); // the driver dies; its heartbeat ages
+        let d = Dispenser::new(DispenserConfig {
+            heartbeat_timeout: Duration::from_millis(50),
+            ..cfg()
+        });
+        d.attach(&path).expect("attach");
+        wait_until("degraded", || d.health("qrng0").ok() == Some(DeviceHealth::Degraded));
+        assert_eq!(d.take_blocking("qrng0", 64, None).expect("take").bytes, pattern(0, 64));
+        d.shutdown();
+    }
 }

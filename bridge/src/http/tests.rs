@@ -413,7 +413,7 @@ async fn health_and_devices_report_state() {
     assert_eq!(d["bytes_served"], 10);
 
     // The driver dies: still serving what is in the ring, but /health says degraded with 503.
-    f.ring.set_heartbeat(1);
+    f.ring.set_last_beat(None);
     wait_health(&f, DeviceHealth::Degraded).await;
     let (s, _, v) = get_json(&f, "/health").await;
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
