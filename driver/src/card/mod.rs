@@ -165,8 +165,9 @@ pub trait Card: Send + fmt::Debug {
     fn info(&self) -> &CardInfo;
     /// Reset, start-up sequence and enable (chip cards also arm the DMA ring and the discard).
     fn start(&mut self) -> Result<()>;
-    /// Raw random bytes. Waits without spinning up to the read timeout (default 50 ms) for
-    /// data; `Ok(0)` if none came. Health, chip, DMA and unplug failures are errors.
+    /// Raw random bytes. Fills `buf`, sleeping (never spinning) while the card produces; returns
+    /// early with what it has when the read timeout (default 50 ms) passes, `Ok(0)` if nothing
+    /// came. Health, chip, DMA and unplug failures are errors.
     fn read(&mut self, buf: &mut [u8]) -> Result<usize>;
     /// Disables modules / runs the shutdown sequence: the card is left quiet.
     fn stop(&mut self) -> Result<()>;
