@@ -293,6 +293,6 @@ mod tests {
         assert!(v[1000..1500].iter().all(|&b| b == 0), "stuck inside the window");
         assert!(v[..1000].iter().filter(|&&b| b == 0).count() < 20, "healthy before");
         assert!(v[1500..].iter().filter(|&&b| b == 0).count() < 40, "healthy again after");
-        assert!(n.fault_active(Fault::Stuck0) == false);
+        assert!(!n.fault_active(Fault::Stuck0));
     }
 }
