@@ -268,7 +268,7 @@ pub fn open(dev: Box<dyn Device>, opts: &CardOptions) -> Result<Box<dyn Card>> {
         Some((Family::Module, _)) => Ok(Box::new(pio::PioCard::open(dev, opts)?)),
         Some((Family::Chip, model)) => {
             let model = model.unwrap_or("chip card");
-            if info.name.starts_with("uio:") {
+            if !info.dma {
                 return Err(Error::DmaNeedsIommu { device: info.name.clone(), model });
             }
             Ok(Box::new(xdma::XdmaCard::open(dev, opts, model)?))

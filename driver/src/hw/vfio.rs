@@ -186,6 +186,7 @@ impl VfioDevice {
                 id: PciId { vendor: 0, device: 0 },
                 bars: [None; 6],
                 simulated: false,
+                dma: true,
             },
             addr,
             sysfs_path: dir,

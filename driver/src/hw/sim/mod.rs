@@ -353,6 +353,7 @@ impl SimDevice {
             id: spec.model.pci_id(),
             bars,
             simulated: true,
+            dma: true,
         };
         Ok(SimDevice { info, spec, card, dma: DmaTable::new() })
     }
