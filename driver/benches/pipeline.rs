@@ -4,6 +4,11 @@
 //!
 //! `cargo bench -p quantis-driver --bench pipeline` (set `QRNG_BENCH_SECS` to change the 5 s
 //! measuring window). This bench process is the ring's consumer and drains it as fast as it can.
+//! Set `QRNG_BENCH_BASELINE=<path of another quantis-driver binary>` to run every case on that
+//! binary too, alternating with this one, and print the ratio: on a shared machine only figures
+//! from the same run compare. "per CPU-second" (bytes published per second of driver CPU) is
+//! the figure that depends least on how busy the machine is. `QRNG_BENCH_ONLY=<text>` runs only
+//! the devices whose uri ends with the text (`rate=0`, `pcie-16m`, `240m?rate=0`).
 
 use quantis_driver::ring::{Consumer, Health};
 use std::path::Path;
@@ -22,19 +27,46 @@ fn main() {
     let window = Duration::from_secs(secs);
     let memcpy = memcpy_gbps();
     println!("pipeline/memcpy-baseline (1 MiB chunks, one core):  {memcpy:>6.2} GB/s");
+    let baseline = std::env::var_os("QRNG_BENCH_BASELINE");
+    let mut bins = vec![("", std::ffi::OsString::from(BIN))];
+    if let Some(b) = baseline {
+        bins.insert(0, ("baseline ", b));
+    }
     for model in ["pcie-240m", "pcie-16m"] {
-        let (gbps, cpu) = run(&format!("sim:{model}?rate=0"), window);
-        println!(
-            "pipeline/{model}?rate=0 published into the ring: {gbps:>6.2} GB/s  ({:.2} x memcpy; driver CPU {cpu:.0} % of a core)",
-            gbps / memcpy
-        );
+        let mut first = None;
+        for (label, bin) in &bins {
+            let Some((gbps, cpu)) = run(bin.as_ref(), &format!("sim:{model}?rate=0"), window)
+            else {
+                continue;
+            };
+            let per_cpu = gbps / (cpu / 100.0).max(1e-9);
+            println!(
+                "pipeline/{label}{model}?rate=0 published into the ring: {gbps:>6.2} GB/s  ({:.2} x memcpy; driver CPU {cpu:.0} % of a core; {per_cpu:.2} GB per CPU-second){}",
+                gbps / memcpy,
+                ratio(&mut first, gbps),
+            );
+        }
     }
     for model in ["pcie-4m", "pcie-16m", "pcie-40m", "pcie-240m"] {
-        let (gbps, cpu) = run(&format!("sim:{model}"), window);
-        println!(
-            "pipeline/{model} at its real rate: {:>8.3} MB/s published, driver CPU {cpu:>5.2} % of a core",
-            gbps * 1000.0
-        );
+        let mut first = None;
+        for (label, bin) in &bins {
+            let Some((gbps, cpu)) = run(bin.as_ref(), &format!("sim:{model}"), window) else {
+                continue;
+            };
+            println!(
+                "pipeline/{label}{model} at its real rate: {:>8.3} MB/s published, driver CPU {cpu:>5.2} % of a core{}",
+                gbps * 1000.0,
+                ratio(&mut first, cpu),
+            );
+        }
+    }
+}
+
+/// " (x.xx x baseline)" for the second binary of a pair.
+fn ratio(first: &mut Option<f64>, v: f64) -> String {
+    match first.replace(v) {
+        Some(b) if b > 0.0 => format!("  ({:.2} x baseline)", v / b),
+        _ => String::new(),
     }
 }
 
@@ -67,10 +99,13 @@ fn cpu_secs(child: &Child) -> f64 {
 
 /// Starts the driver on `device`, waits for OK, drains the ring for `window`; returns the
 /// published rate in GB/s and the driver's CPU use in % of one core over the window.
-fn run(device: &str, window: Duration) -> (f64, f64) {
+fn run(bin: &Path, device: &str, window: Duration) -> Option<(f64, f64)> {
+    if std::env::var("QRNG_BENCH_ONLY").is_ok_and(|only| !device.ends_with(&only)) {
+        return None;
+    }
     let dir = tempfile::tempdir().expect("tempdir");
     let ring = dir.path().join("bench.ring");
-    let mut child = Command::new(BIN)
+    let mut child = Command::new(bin)
         .args(["--device", device, "--ring"])
         .arg(&ring)
         .args(["--ring-size", "64M"])
@@ -96,7 +131,7 @@ fn run(device: &str, window: Duration) -> (f64, f64) {
     let cpu = (cpu_secs(&child) - cpu0) / elapsed * 100.0;
     let _ = child.kill();
     let _ = child.wait();
-    (published as f64 / elapsed / 1e9, cpu)
+    Some((published as f64 / elapsed / 1e9, cpu))
 }
 
 fn attach(ring: &Path) -> Consumer {

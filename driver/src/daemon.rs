@@ -12,7 +12,8 @@
 //! The status line (health, counters, heartbeat) is kept current; under systemd the daemon sends
 //! READY once the ring is published and feeds the watchdog with the heartbeat.
 
-use crate::card::{self, Card, CardOptions};
+use crate::card::prefetch::Prefetch;
+use crate::card::{self, CardOptions};
 use crate::entropy::{EntropyConfig, Gate};
 use crate::hw::{self, DeviceUri};
 use crate::ring::{self, Health, Identity, Producer, Reason, RingOptions};
@@ -45,6 +46,12 @@ pub enum Error {
     Entropy(#[from] crate::entropy::Error),
     #[error(transparent)]
     Ring(#[from] ring::Error),
+    #[error("failed to start the card reader thread for {device}")]
+    Thread {
+        device: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -60,16 +67,19 @@ pub enum Exit {
 
 /// Bytes asked of the card per read: large enough to amortise the per-call cost at full speed,
 /// small enough that a failing batch wastes little.
-const BATCH: usize = 64 << 10;
+const BATCH: usize = 256 << 10;
 
 /// Runs until `stop` is set or the card goes away.
 pub fn run(cfg: &Config, stop: &AtomicBool) -> Result<Exit> {
     // Everything that can fail on bad configuration fails here, before the card is touched.
     let mut gate = Gate::new(&cfg.entropy)?;
     let dev = hw::open(&cfg.device)?;
-    let mut card = card::open(dev, &cfg.card)?;
+    let card = card::open(dev, &cfg.card)?;
     let mut ring = Producer::open(&cfg.ring, &cfg.ring_options)?;
     let info = card.info().clone();
+    // The next batch is read while this one is tested and published (see card::prefetch).
+    let mut card = Prefetch::new(card, BATCH)
+        .map_err(|source| Error::Thread { device: info.device.clone(), source })?;
     if ring.capacity() != cfg.ring_options.capacity {
         tracing::warn!(
             ring = %cfg.ring.display(),
@@ -99,7 +109,7 @@ pub fn run(cfg: &Config, stop: &AtomicBool) -> Result<Exit> {
         "card opened; running start-up tests"
     );
 
-    let mut pump = Pump::new(card.as_mut(), &mut gate, &mut ring, cfg);
+    let mut pump = Pump::new(&mut card, &mut gate, &mut ring, cfg);
     let exit = pump.run(stop);
     let exit = match exit {
         Ok(e) => e,
@@ -130,7 +140,7 @@ pub fn run(cfg: &Config, stop: &AtomicBool) -> Result<Exit> {
 
 /// The read → test → publish loop and its recovery state.
 struct Pump<'a> {
-    card: &'a mut dyn Card,
+    card: &'a mut Prefetch,
     gate: &'a mut Gate,
     ring: &'a mut Producer,
     cfg: &'a Config,
@@ -146,7 +156,7 @@ struct Pump<'a> {
 
 impl<'a> Pump<'a> {
     fn new(
-        card: &'a mut dyn Card,
+        card: &'a mut Prefetch,
         gate: &'a mut Gate,
         ring: &'a mut Producer,
         cfg: &'a Config,
@@ -166,7 +176,6 @@ impl<'a> Pump<'a> {
     }
 
     fn run(&mut self, stop: &AtomicBool) -> Result<Exit> {
-        let mut raw = vec![0u8; BATCH];
         let mut out = Vec::with_capacity(BATCH);
         let mut pending = 0..0;
         if let Err(e) = self.card.start() {
@@ -195,8 +204,8 @@ impl<'a> Pump<'a> {
                 }
                 continue;
             }
-            let n = match self.card.read(&mut raw) {
-                Ok(n) => n,
+            let raw = match self.card.read() {
+                Ok(raw) => raw,
                 Err(e) if e.is_device_gone() => return Ok(Exit::DeviceGone),
                 Err(e) => {
                     self.alarm(e.reason(), &e.to_string());
@@ -204,12 +213,13 @@ impl<'a> Pump<'a> {
                     continue;
                 }
             };
+            let n = raw.len();
             if n == 0 {
                 continue;
             }
             self.ring.add_counters(n as u64, 0, 0);
             out.clear();
-            match self.gate.process(&raw[..n], &mut out) {
+            match self.gate.process(raw, &mut out) {
                 Ok(()) => {
                     if self.gate.started() && self.health != Health::Ok {
                         self.set_health(Health::Ok, Reason::None);

@@ -5,6 +5,7 @@
 //! is without changing it. The sequences performed are in `docs/hardware-protocols.md`.
 
 pub mod pio;
+pub mod prefetch;
 pub mod regs;
 pub mod xdma;
 
@@ -146,7 +147,8 @@ pub struct CardCounters {
     pub bytes_dropped: u64,
     /// FIFO overflows seen.
     pub overflows: u64,
-    /// Bytes discarded after a reset (chip cards).
+    /// Bytes discarded around a reset: chip cards' post-reset warm-up, and the batch read ahead
+    /// that [`prefetch::Prefetch`] throws away at a start or stop.
     pub bytes_discarded: u64,
 }
 
