@@ -85,16 +85,19 @@ fn memcpy_gbps() -> f64 {
     n as f64 / t.elapsed().as_secs_f64() / 1e9
 }
 
-/// CPU seconds (user + system) the process has used so far.
+/// CPU seconds the process's threads have run so far, in nanoseconds from
+/// /proc/<pid>/task/*/schedstat (clock ticks from /proc/<pid>/stat are 10 ms: too coarse for a
+/// driver using 1 % of a core over a few seconds).
 fn cpu_secs(child: &Child) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap_or_default();
-    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // SAFETY: sysconf has no memory-safety preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    (ticks(11) + ticks(12)) / hz
+    let tasks = std::fs::read_dir(format!("/proc/{}/task", child.id()));
+    let ns: u64 = tasks
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()))
+        .sum();
+    ns as f64 / 1e9
 }
 
 /// Starts the driver on `device`, waits for OK, drains the ring for `window`; returns the

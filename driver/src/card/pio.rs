@@ -205,10 +205,14 @@ impl PioCard {
         n
     }
 
-    /// Reads `bytes` from FD_RR into `out` (whole words, host byte order as IDQ's driver).
+    /// Reads `out.len()` bytes (at most a FIFO) from FD_RR into `out`: whole words, host byte
+    /// order as IDQ's driver. One [`Device::read32_repeat`] call, not a call per word.
     fn read_words(dev: &mut dyn Device, out: &mut [u8]) -> Result<()> {
-        for chunk in out.chunks_exact_mut(4) {
-            let w = rd(dev, pio::BAR, pio::FD_RR, "read the FIFO (FD_RR)")?;
+        let mut words = [0u32; pio::FIFO_BYTES / 4];
+        let words = &mut words[..out.len() / 4];
+        dev.read32_repeat(pio::BAR, pio::FD_RR, words)
+            .map_err(|source| super::hw_error(dev, "read the FIFO (FD_RR)", source))?;
+        for (chunk, w) in out.chunks_exact_mut(4).zip(words.iter()) {
             chunk.copy_from_slice(&w.to_ne_bytes());
         }
         Ok(())

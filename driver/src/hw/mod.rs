@@ -198,6 +198,16 @@ pub trait Device: Send {
 
     fn write32(&mut self, bar: u8, offset: u64, value: u32) -> Result<()>;
 
+    /// Reads the register at `offset` `out.len()` times in a row, as that many [`Device::read32`]
+    /// calls would (for a FIFO data port: each read pops a word). Backends may do it with less
+    /// overhead per word; on an error the words before it have been read.
+    fn read32_repeat(&mut self, bar: u8, offset: u64, out: &mut [u32]) -> Result<()> {
+        for w in out {
+            *w = self.read32(bar, offset)?;
+        }
+        Ok(())
+    }
+
     /// Allocates `len` bytes (rounded up to whole pages) of pinned, page-aligned host memory and
     /// maps it for the device's DMA; the buffer carries its IOVA.
     fn dma_alloc(&mut self, len: usize) -> Result<DmaBuffer>;

@@ -401,6 +401,16 @@ impl Device for SimDevice {
         })
     }
 
+    fn read32_repeat(&mut self, bar: u8, offset: u64, out: &mut [u32]) -> Result<()> {
+        // One bounds check and dispatch for the whole run instead of one per word.
+        self.check(bar, offset)?;
+        match &mut self.card {
+            Card::Module(m) => m.read_repeat(offset, out),
+            Card::Chip(c) => out.iter_mut().for_each(|w| *w = c.read(bar, offset, &self.dma)),
+        }
+        Ok(())
+    }
+
     fn write32(&mut self, bar: u8, offset: u64, value: u32) -> Result<()> {
         self.check(bar, offset)?;
         match &mut self.card {

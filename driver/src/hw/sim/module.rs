@@ -167,6 +167,31 @@ impl ModuleCard {
         w
     }
 
+    /// `out.len()` reads of `offset`, as many [`ModuleCard::read`] calls would give; FIFO data
+    /// is copied out in runs rather than popped word by word.
+    pub fn read_repeat(&mut self, offset: u64, out: &mut [u32]) {
+        if offset != pio::FD_RR {
+            out.iter_mut().for_each(|w| *w = self.read(offset));
+            return;
+        }
+        let mut i = 0;
+        while i < out.len() && !self.gone {
+            if self.len == 0 && self.pace.unlimited() {
+                self.refill();
+            }
+            if self.len == 0 || self.gone {
+                break;
+            }
+            let n = (out.len() - i).min(self.len).min(FIFO_WORDS - self.head);
+            out[i..i + n].copy_from_slice(&self.fifo[self.head..self.head + n]);
+            self.head = (self.head + n) % FIFO_WORDS;
+            self.len -= n;
+            i += n;
+        }
+        // The rest reads an empty FIFO (0, see `pop`), or a card that is gone (all-ones).
+        out[i..].fill(if self.gone { u32::MAX } else { 0 });
+    }
+
     fn module_status(&self) -> u32 {
         (0..pio::MAX_MODULES).fold(0, |v, i| {
             let bit = 1 << i;

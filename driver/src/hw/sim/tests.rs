@@ -100,6 +100,35 @@ fn sim_pio_fifo_flags_fill_and_drain() {
 }
 
 #[test]
+fn sim_read32_repeat_is_the_same_as_reading_word_by_word() {
+    // A refill in the middle (rate=0), an unplug in the middle, an empty FIFO at a slow rate.
+    for spec in [
+        "pcie-16m?rate=0&seed=4",
+        "pcie-4m?rate=0&seed=4&fault=unplug&fault-after=6000",
+        "pcie-4m?rate=1k&seed=4",
+    ] {
+        let (mut a, mut b) = (dev(spec), dev(spec));
+        for d in [&mut a, &mut b] {
+            w(d, 1, pio::MX_ER, 0x0202_0202);
+            r(d, 1, pio::FS_RR);
+        }
+        let mut bulk = vec![0u32; 1024 + 100];
+        a.read32_repeat(1, pio::FD_RR, &mut bulk).unwrap();
+        let single: Vec<u32> = (0..bulk.len()).map(|_| r(&mut b, 1, pio::FD_RR)).collect();
+        assert!(bulk == single, "{spec}: bulk FIFO read differs from single reads");
+        let data = bulk.iter().filter(|&&w| w != 0 && w != u32::MAX).count();
+        assert!(spec.contains("1k") || data >= 1000, "{spec}: only {data} data words");
+        let fs = r(&mut a, 1, pio::FS_RR);
+        assert_eq!(fs, r(&mut b, 1, pio::FS_RR), "{spec}: same FIFO state afterwards");
+    }
+    let mut a = dev("pcie-16m?rate=0&seed=4");
+    let mut bulk = vec![0u32; 16];
+    // Bad registers are refused as by read32, before anything is read.
+    assert!(a.read32_repeat(1, pio::WINDOW, &mut bulk).is_err());
+    assert!(a.read32_repeat(2, 0, &mut bulk).is_err());
+}
+
+#[test]
 fn sim_pio_partial_levels_at_a_slow_rate() {
     // 8 kbit/s = 1000 bytes/s: nothing measurable arrives between two register reads.
     let mut d = dev("pcie-4m?rate=8k&seed=1");
