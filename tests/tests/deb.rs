@@ -86,7 +86,7 @@ facts() {
              /usr/lib/udev/rules.d/70-quantis-qrng.rules /usr/lib/systemd/system/quantis-driver@.service \
              /usr/lib/systemd/system/qrng-bridge.service /usr/lib/sysusers.d/quantis-qrng.conf \
              /usr/lib/tmpfiles.d/quantis-qrng.conf /usr/share/doc/quantis-qrng/deployment.md \
-             /run/qrng /run/qrng/dev /var/lib/qrng /dev/qrng0 \
+             /run/qrng /run/qrng/dev /run/qrng/cards /var/lib/qrng /dev/qrng0 \
              /etc/systemd/system/multi-user.target.wants/qrng-bridge.service; do
         if [ -e "$p" ] || [ -L "$p" ]; then stat -c "%n %U %G %a %F" "$p"; fi
     done
@@ -192,6 +192,7 @@ fn deb_package_installs_verifies_removes_and_purges_cleanly() {
     );
     assert_eq!(fact(&installed, "/run/qrng"), Some("qrng qrng 755 directory"));
     assert_eq!(fact(&installed, "/run/qrng/dev"), Some("qrng qrng 755 directory"));
+    assert_eq!(fact(&installed, "/run/qrng/cards"), Some("qrng qrng 755 directory"));
     assert_eq!(fact(&installed, "/var/lib/qrng"), Some("qrng qrng 750 directory"));
     assert_eq!(read(&out, "qrng0").trim(), "/run/qrng/dev/qrng0");
     assert!(

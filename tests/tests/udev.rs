@@ -423,3 +423,71 @@ fn udev_helper_lists_only_quantis_cards() {
     let (rc, out, _) = helper(&env, "units 42", &[]);
     assert_eq!((rc, out.as_str()), (1, ""), "a group that does not exist holds no card");
 }
+
+#[test]
+fn udev_helper_ring_indices_follow_pci_order_and_stick_to_the_card() {
+    let Some(env) =
+        env("udev_helper_ring_indices_follow_pci_order_and_stick_to_the_card", &["unshare"])
+    else {
+        return;
+    };
+    for addr in ["0000:03:00.0", "0000:04:00.0", "0000:05:00.0", "0000:09:00.0"] {
+        env.sys.add_pci(addr, 0x1e89, 0x0002).unwrap();
+    }
+    env.sys.add_pci("0000:07:00.0", 0x8086, 0x10d3).unwrap();
+    // qrng1 is still claimed by a card that has since gone (claims last for the boot).
+    let body = format!(
+        "set +e\n{HELPER} ring 0000:03:00.0; echo \"RESULT nodir $?\"\nset -e\n\
+         mkdir -p /run/qrng/cards\nln -s 0000:0f:00.0 /run/qrng/cards/qrng1\n\
+         for a in 05 03 09 05 04 03; do echo \"RESULT ring $a $({HELPER} ring 0000:$a:00.0)\"; done\n\
+         set +e\n{HELPER} ring 0000:07:00.0 2>/dev/null; echo \"RESULT foreign $?\"\n\
+         for c in /run/qrng/cards/*; do echo \"RESULT claim $(basename $c) $(readlink $c)\"; done"
+    );
+    let (stdout, stderr) = run_ns(&env, &[], &body);
+    let t = UdevTest::parse(&stdout, &stderr);
+    assert_eq!(t.result("nodir"), Some("1"), "no claims directory must be an error");
+    let rings: Vec<&str> = t.results.iter().filter_map(|r| r.strip_prefix("ring ")).collect();
+    assert_eq!(
+        rings,
+        [
+            "05 /run/qrng/qrng2.ring", // its position among the four cards
+            "03 /run/qrng/qrng0.ring",
+            "09 /run/qrng/qrng3.ring",
+            "05 /run/qrng/qrng2.ring", // again: the same ring
+            "04 /run/qrng/qrng4.ring", // position 1 is taken: lowest free
+            "03 /run/qrng/qrng0.ring",
+        ],
+        "{stderr}"
+    );
+    assert_eq!(t.result("foreign"), Some("1"), "a foreign device must get no ring");
+    let claims: Vec<&str> = t.results.iter().filter_map(|r| r.strip_prefix("claim ")).collect();
+    assert_eq!(
+        claims,
+        [
+            "qrng0 0000:03:00.0",
+            "qrng1 0000:0f:00.0",
+            "qrng2 0000:05:00.0",
+            "qrng3 0000:09:00.0",
+            "qrng4 0000:04:00.0"
+        ]
+    );
+}
+
+#[test]
+fn udev_helper_start_refuses_an_unusable_card_before_claiming_a_ring() {
+    let Some(env) =
+        env("udev_helper_start_refuses_an_unusable_card_before_claiming_a_ring", &["unshare"])
+    else {
+        return;
+    };
+    env.sys.add_pci("0000:03:00.0", 0x179a, 0x0001).unwrap();
+    let body = format!(
+        "mkdir -p /run/qrng/cards\nset +e\n{HELPER} start 0000:03:00.0 2>/run/err; echo \"RESULT rc $?\"\n\
+         sed 's/^/RESULT err /' /run/err\necho \"RESULT claims $(ls /run/qrng/cards | wc -l)\""
+    );
+    let (stdout, stderr) = run_ns(&env, &[], &body);
+    let t = UdevTest::parse(&stdout, &stderr);
+    assert_eq!(t.result("rc"), Some("1"));
+    assert!(t.result("err").is_some_and(|e| e.contains("not vfio-pci")), "{:?}", t.results);
+    assert_eq!(t.result("claims"), Some("0"));
+}

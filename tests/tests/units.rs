@@ -99,7 +99,7 @@ fn units_verify_rejects_missing_binaries_and_unknown_keys() {
     let (ok, findings, all) = verify(dir.path());
     assert!(!ok, "verify passed without the binaries:\n{all}");
     assert!(
-        findings.iter().any(|l| l.contains("/usr/bin/quantis-driver is not executable")),
+        findings.iter().any(|l| l.contains("/usr/bin/qrng-bridge is not executable")),
         "{findings:#?}"
     );
 
