@@ -152,3 +152,107 @@ fn units_exposure_check_flags_an_unhardened_unit() {
     let level = exposure(dir.path(), "plain.service");
     assert!(level > MAX_EXPOSURE, "an unhardened unit scored {level}");
 }
+
+// ---- the bridge's privileges: enough to mount FUSE for other users, nothing more ----
+
+/// The bridge unit's privilege settings that the mount test below reproduces with setpriv.
+const BRIDGE_PRIVILEGES: [&str; 4] = [
+    "User=qrng",
+    "CapabilityBoundingSet=CAP_SYS_ADMIN",
+    "AmbientCapabilities=CAP_SYS_ADMIN",
+    "NoNewPrivileges=yes",
+];
+
+/// Entry point of the child started by the test below (not a test by itself): mounts a FUSE file
+/// system the way fuser does as a non-root user holding CAP_SYS_ADMIN (mount(2) with fd=,
+/// allow_other), checks it in mountinfo and detaches it.
+#[test]
+#[ignore = "child process of units_bridge_privileges_suffice_to_mount_fuse_for_other_users"]
+fn units_child_mount_fuse() {
+    use nix::mount::{mount, umount2, MntFlags, MsFlags};
+    use std::os::fd::AsRawFd;
+    let Some(dir) = std::env::var_os("QRNG_CHILD_MOUNTPOINT") else {
+        return; // run by `cargo test -- --ignored` without the parent: nothing to do
+    };
+    let dir = PathBuf::from(dir);
+    let fuse =
+        fs::OpenOptions::new().read(true).write(true).open("/dev/fuse").expect("open /dev/fuse");
+    let opts = format!(
+        "fd={},rootmode=40000,user_id={},group_id={},allow_other,default_permissions",
+        fuse.as_raw_fd(),
+        nix::unistd::getuid(),
+        nix::unistd::getgid()
+    );
+    mount(
+        Some("qrng"),
+        &dir,
+        Some("fuse.qrng"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some(opts.as_str()),
+    )
+    .unwrap_or_else(|e| {
+        panic!("mount fuse on {} as uid {}: {e}", dir.display(), nix::unistd::getuid())
+    });
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let line =
+        info.lines().find(|l| l.contains(dir.to_str().unwrap())).expect("mount in mountinfo");
+    assert!(line.contains("fuse.qrng") && line.contains("allow_other"), "{line}");
+    umount2(&dir, MntFlags::MNT_DETACH).expect("detach the mount");
+    println!("CHILD-MOUNTED {line}");
+}
+
+#[test]
+fn units_bridge_privileges_suffice_to_mount_fuse_for_other_users() {
+    let test = "units_bridge_privileges_suffice_to_mount_fuse_for_other_users";
+    if let Some(reason) = missing_prerequisites(&["setpriv", "unshare"], true) {
+        return skip(test, &reason);
+    }
+    if !Path::new("/dev/fuse").exists() {
+        return skip(test, "no /dev/fuse on this machine");
+    }
+    let unit = fs::read_to_string(workspace_root().join("systemd").join(BRIDGE_UNIT)).unwrap();
+    for setting in BRIDGE_PRIVILEGES {
+        assert!(
+            unit.lines().any(|l| l == setting),
+            "{BRIDGE_UNIT} lacks {setting}: the test below no longer matches it"
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mnt = dir.path().join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    // The test binary, where user nobody can execute it.
+    let exe = dir.path().join("child");
+    fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+
+    let run = |caps: &[&str]| {
+        let out = Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "setpriv"])
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--no-new-privs"])
+            .args(caps)
+            .arg(&exe)
+            .args([
+                "--exact",
+                "units_child_mount_fuse",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("QRNG_CHILD_MOUNTPOINT", &mnt)
+            .output()
+            .unwrap();
+        let (stdout, stderr) = output_text(&out);
+        (out.status.success() && stdout.contains("CHILD-MOUNTED"), format!("{stdout}\n{stderr}"))
+    };
+    // As the unit: a non-root uid whose only capability is CAP_SYS_ADMIN, ambient, no new privileges.
+    let (mounted, log) = run(&[
+        "--inh-caps=-all,+sys_admin",
+        "--ambient-caps=-all,+sys_admin",
+        "--bounding-set=-all,+sys_admin",
+    ]);
+    assert!(mounted, "CAP_SYS_ADMIN alone did not mount FUSE:\n{log}");
+    // Control: the same user without it cannot.
+    let (mounted, log) = run(&["--inh-caps=-all", "--ambient-caps=-all", "--bounding-set=-all"]);
+    assert!(!mounted, "mounted FUSE without CAP_SYS_ADMIN?\n{log}");
+    assert!(log.contains("EPERM"), "expected EPERM without CAP_SYS_ADMIN:\n{log}");
+}
