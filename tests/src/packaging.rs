@@ -372,3 +372,60 @@ mod tests {
         assert_eq!(t.result("node"), Some("42 660"));
     }
 }
+
+/// Mounts an empty FUSE file system on `dir` the way fuser does when it may call mount(2) itself
+/// (an open /dev/fuse passed as `fd=`, `allow_other`): what qrng-bridge needs its privileges for.
+/// Returns the /dev/fuse handle (the mount dies with it) and the mount's line in mountinfo.
+pub fn mount_fuse_like_fuser(dir: &Path) -> io::Result<(fs::File, String)> {
+    use nix::mount::{mount, MsFlags};
+    use std::os::fd::AsRawFd;
+    let fuse = fs::OpenOptions::new().read(true).write(true).open("/dev/fuse")?;
+    let opts = format!(
+        "fd={},rootmode=40000,user_id={},group_id={},allow_other,default_permissions",
+        fuse.as_raw_fd(),
+        nix::unistd::getuid(),
+        nix::unistd::getgid()
+    );
+    mount(
+        Some("qrng"),
+        dir,
+        Some("fuse.qrng"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some(opts.as_str()),
+    )
+    .map_err(|e| io::Error::other(format!("mount fuse on {}: {e}", dir.display())))?;
+    let info = fs::read_to_string("/proc/self/mountinfo")?;
+    let dir_text = dir.display().to_string();
+    let line = info
+        .lines()
+        .find(|l| l.split(' ').nth(4) == Some(dir_text.as_str()) && l.contains("fuse.qrng"))
+        .ok_or_else(|| {
+            io::Error::other(format!("no fuse.qrng mount at {dir_text} in mountinfo"))
+        })?;
+    Ok((fuse, line.to_owned()))
+}
+
+/// Sends `READY=1` to systemd's notify socket if there is one (sd_notify(3) without libsystemd).
+pub fn notify_ready() -> io::Result<()> {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return Ok(());
+    };
+    let sock = std::os::unix::net::UnixDatagram::unbound()?;
+    sock.send_to(b"READY=1", PathBuf::from(path))?;
+    Ok(())
+}
+
+/// Polls `check` every 200 ms until it returns `Some` or `limit` has passed (a bound on waiting,
+/// not a speed assertion).
+pub fn wait_for<T>(limit: std::time::Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(v) = check() {
+            return Some(v);
+        }
+        if start.elapsed() > limit {
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}

@@ -5,7 +5,8 @@
 //! a check which silently passes everything would fail here.
 
 use qrng_e2e::packaging::{
-    build_binaries, missing_prerequisites, output_text, parse_exposure, skip, workspace_root,
+    build_binaries, missing_prerequisites, mount_fuse_like_fuser, output_text, parse_exposure,
+    skip, workspace_root,
 };
 use std::fs;
 use std::os::unix::fs::symlink;
@@ -169,35 +170,14 @@ const BRIDGE_PRIVILEGES: [&str; 4] = [
 #[test]
 #[ignore = "child process of units_bridge_privileges_suffice_to_mount_fuse_for_other_users"]
 fn units_child_mount_fuse() {
-    use nix::mount::{mount, umount2, MntFlags, MsFlags};
-    use std::os::fd::AsRawFd;
     let Some(dir) = std::env::var_os("QRNG_CHILD_MOUNTPOINT") else {
         return; // run by `cargo test -- --ignored` without the parent: nothing to do
     };
     let dir = PathBuf::from(dir);
-    let fuse =
-        fs::OpenOptions::new().read(true).write(true).open("/dev/fuse").expect("open /dev/fuse");
-    let opts = format!(
-        "fd={},rootmode=40000,user_id={},group_id={},allow_other,default_permissions",
-        fuse.as_raw_fd(),
-        nix::unistd::getuid(),
-        nix::unistd::getgid()
-    );
-    mount(
-        Some("qrng"),
-        &dir,
-        Some("fuse.qrng"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        Some(opts.as_str()),
-    )
-    .unwrap_or_else(|e| {
-        panic!("mount fuse on {} as uid {}: {e}", dir.display(), nix::unistd::getuid())
-    });
-    let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let line =
-        info.lines().find(|l| l.contains(dir.to_str().unwrap())).expect("mount in mountinfo");
-    assert!(line.contains("fuse.qrng") && line.contains("allow_other"), "{line}");
-    umount2(&dir, MntFlags::MNT_DETACH).expect("detach the mount");
+    let (_fuse, line) = mount_fuse_like_fuser(&dir)
+        .unwrap_or_else(|e| panic!("{e} as uid {}", nix::unistd::getuid()));
+    assert!(line.contains("allow_other"), "{line}");
+    nix::mount::umount2(&dir, nix::mount::MntFlags::MNT_DETACH).expect("detach the mount");
     println!("CHILD-MOUNTED {line}");
 }
 
