@@ -335,44 +335,6 @@ pub fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn exposure_is_parsed_from_the_summary_line() {
-        let out =
-            "✗ UMask= ...   0.1\n\n→ Overall exposure level for qrng-bridge.service: 3.4 OK 🙂\n";
-        assert_eq!(parse_exposure(out), Some(3.4));
-        assert_eq!(parse_exposure("no summary here"), None);
-    }
-
-    #[test]
-    fn udev_problems_are_parse_messages_of_that_file_only() {
-        let log = "Reading rules file: /etc/udev/rules.d/70-x.rules\n\
-                   /etc/udev/rules.d/70-x.rules:3 Invalid key 'FOO'\n\
-                   0000:03:00.0: /etc/udev/rules.d/70-x.rules:5 RUN 'x'\n\
-                   /etc/udev/rules.d/80-other.rules:1 Invalid key 'BAR'\n";
-        assert_eq!(
-            udev_rule_problems(log, "/etc/udev/rules.d/70-x.rules"),
-            vec!["/etc/udev/rules.d/70-x.rules:3 Invalid key 'FOO'".to_owned()]
-        );
-    }
-
-    #[test]
-    fn udevadm_test_output_is_split_into_properties_and_runs() {
-        let t = UdevTest::parse(
-            "DEVPATH=/devices/x\nTAGS=:systemd:\nrun: '/bin/echo a b'\nRESULT node 42 660\n",
-            "log",
-        );
-        assert_eq!(t.property("DEVPATH"), Some("/devices/x"));
-        assert!(t.has_tag("systemd"));
-        assert!(!t.has_tag("uaccess"));
-        assert_eq!(t.run, vec!["/bin/echo a b".to_owned()]);
-        assert_eq!(t.result("node"), Some("42 660"));
-    }
-}
-
 /// Mounts an empty FUSE file system on `dir` the way fuser does when it may call mount(2) itself
 /// (an open /dev/fuse passed as `fd=`, `allow_other`): what qrng-bridge needs its privileges for.
 /// Returns the /dev/fuse handle (the mount dies with it) and the mount's line in mountinfo.
@@ -427,5 +389,79 @@ pub fn wait_for<T>(limit: std::time::Duration, mut check: impl FnMut() -> Option
             return None;
         }
         std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+/// Builds the `quantis-qrng` .deb with cargo-deb into `out_dir` from the binaries the tests use
+/// (`cargo deb --no-build --profile <the test profile>`); returns its path.
+pub fn build_deb(out_dir: &Path) -> io::Result<PathBuf> {
+    let bins = build_binaries()?;
+    let profile = match bins.file_name().and_then(|n| n.to_str()) {
+        Some("debug") | None => "dev".to_owned(),
+        Some(other) => other.to_owned(),
+    };
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = Command::new(cargo)
+        .current_dir(workspace_root())
+        .args([
+            "deb",
+            "-p",
+            "quantis-driver",
+            "--no-build",
+            "--no-strip",
+            "--fast",
+            "--profile",
+            &profile,
+            "-o",
+        ])
+        .arg(out_dir)
+        .output()?;
+    let (stdout, stderr) = output_text(&out);
+    if !out.status.success() {
+        return Err(io::Error::other(format!("cargo deb failed:\n{stdout}\n{stderr}")));
+    }
+    fs::read_dir(out_dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|e| e == "deb"))
+        .ok_or_else(|| {
+            io::Error::other(format!("cargo deb wrote no .deb into {}", out_dir.display()))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposure_is_parsed_from_the_summary_line() {
+        let out =
+            "✗ UMask= ...   0.1\n\n→ Overall exposure level for qrng-bridge.service: 3.4 OK 🙂\n";
+        assert_eq!(parse_exposure(out), Some(3.4));
+        assert_eq!(parse_exposure("no summary here"), None);
+    }
+
+    #[test]
+    fn udev_problems_are_parse_messages_of_that_file_only() {
+        let log = "Reading rules file: /etc/udev/rules.d/70-x.rules\n\
+                   /etc/udev/rules.d/70-x.rules:3 Invalid key 'FOO'\n\
+                   0000:03:00.0: /etc/udev/rules.d/70-x.rules:5 RUN 'x'\n\
+                   /etc/udev/rules.d/80-other.rules:1 Invalid key 'BAR'\n";
+        assert_eq!(
+            udev_rule_problems(log, "/etc/udev/rules.d/70-x.rules"),
+            vec!["/etc/udev/rules.d/70-x.rules:3 Invalid key 'FOO'".to_owned()]
+        );
+    }
+
+    #[test]
+    fn udevadm_test_output_is_split_into_properties_and_runs() {
+        let t = UdevTest::parse(
+            "DEVPATH=/devices/x\nTAGS=:systemd:\nrun: '/bin/echo a b'\nRESULT node 42 660\n",
+            "log",
+        );
+        assert_eq!(t.property("DEVPATH"), Some("/devices/x"));
+        assert!(t.has_tag("systemd"));
+        assert!(!t.has_tag("uaccess"));
+        assert_eq!(t.run, vec!["/bin/echo a b".to_owned()]);
+        assert_eq!(t.result("node"), Some("42 660"));
     }
 }

@@ -5,11 +5,10 @@
 //! The installed units are checked again with `systemd-analyze verify` and `security` in place.
 
 use qrng_e2e::packaging::{
-    build_binaries, missing_prerequisites, output_text, parse_exposure, run_in_mount_namespace,
-    skip, workspace_root,
+    build_deb, missing_prerequisites, output_text, parse_exposure, run_in_mount_namespace, skip,
 };
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 const PACKAGE: &str = "quantis-qrng";
@@ -26,39 +25,6 @@ const FILES: [(&str, &str); 9] = [
     ("/usr/lib/tmpfiles.d/quantis-qrng.conf", "644"),
     ("/usr/share/doc/quantis-qrng/deployment.md", "644"),
 ];
-
-/// Builds the .deb with cargo-deb from the binaries the tests use; returns its path.
-fn build_deb(out_dir: &Path) -> PathBuf {
-    let bins = build_binaries().expect("build the binaries");
-    let profile = match bins.file_name().and_then(|n| n.to_str()) {
-        Some("debug") | None => "dev".to_owned(),
-        Some(other) => other.to_owned(),
-    };
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let out = Command::new(cargo)
-        .current_dir(workspace_root())
-        .args([
-            "deb",
-            "-p",
-            "quantis-driver",
-            "--no-build",
-            "--no-strip",
-            "--fast",
-            "--profile",
-            &profile,
-            "-o",
-        ])
-        .arg(out_dir)
-        .output()
-        .expect("run cargo deb");
-    let (stdout, stderr) = output_text(&out);
-    assert!(out.status.success(), "cargo deb failed:\n{stdout}\n{stderr}");
-    fs::read_dir(out_dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|e| e == "deb"))
-        .unwrap_or_else(|| panic!("cargo deb wrote no .deb into {}:\n{stdout}", out_dir.display()))
-}
 
 /// The shell run in the namespace: overlay root, chroot, install, inspect, remove, purge. Every
 /// observation goes to a file in /out for the assertions below.
@@ -133,7 +99,7 @@ fn deb_package_installs_verifies_removes_and_purges_cleanly() {
         return skip(test, &reason);
     }
     let work = tempfile::tempdir().unwrap();
-    let deb = build_deb(&work.path().join("deb"));
+    let deb = build_deb(&work.path().join("deb")).expect("build the package");
 
     // The archive itself: contents with modes, dependencies, maintainer scripts.
     let listing = Command::new("dpkg-deb").arg("--contents").arg(&deb).output().unwrap();
