@@ -303,7 +303,9 @@ fn units_run_under_systemd_in_a_container() {
     fs::copy(&deb, c.path("/tmp/pkg.deb")).unwrap();
     fs::copy(std::env::current_exe().unwrap(), c.path(STANDIN)).unwrap();
     fs::set_permissions(c.path(STANDIN), fs::Permissions::from_mode(0o755)).unwrap();
-    let install = c.sh("dpkg -i /tmp/pkg.deb");
+    // An image's policy-rc.d (Docker's refuses every action) would keep the maintainer scripts from
+    // starting and stopping units; this is about a booted system, so drop it in the container.
+    let install = c.sh("rm -f /usr/sbin/policy-rc.d; dpkg -i /tmp/pkg.deb");
     let (stdout, stderr) = output_text(&install);
     assert!(install.status.success(), "dpkg -i with systemd as PID 1 failed:\n{stdout}\n{stderr}");
     assert_eq!(c.ok("systemctl is-enabled qrng-bridge.service").trim(), "enabled");
@@ -388,4 +390,19 @@ fn units_run_under_systemd_in_a_container() {
     assert_eq!(fact("w_etc"), "false", "ProtectSystem=strict");
     assert_eq!(fact("w_usr"), "false");
     assert_eq!(fact("w_var_lib"), "false");
+
+    // ---- removal with systemd running: prerm stops the bridge (and its mount goes) ----
+    c.ok("systemctl start qrng-bridge.service");
+    c.wait_active("qrng-bridge.service", 0);
+    assert_eq!(c.qrng_mounts().len(), 1);
+    let purge = c.sh("dpkg -P quantis-qrng");
+    let (stdout, stderr) = output_text(&purge);
+    assert!(purge.status.success(), "dpkg -P with systemd as PID 1 failed:\n{stdout}\n{stderr}");
+    assert_eq!(c.ok("systemctl is-active qrng-bridge.service || true").trim(), "inactive");
+    assert_eq!(c.qrng_mounts(), Vec::<String>::new(), "mount left after purge");
+    for gone in
+        ["/run/qrng", "/var/lib/qrng", "/dev/qrng0", "/usr/lib/systemd/system/qrng-bridge.service"]
+    {
+        assert!(fs::symlink_metadata(c.path(gone)).is_err(), "{gone} left after purge");
+    }
 }
