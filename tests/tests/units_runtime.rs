@@ -13,6 +13,13 @@
 //!   here): the stand-in records what the sandbox lets it see and do. Checked: user qrng, no
 //!   capabilities, RLIMIT_MEMLOCK 8 MiB, only /dev/vfio and pseudo devices in /dev, only the
 //!   loopback interface, writes only to /run/qrng and /var/lib/qrng, no /home.
+//! - The real binaries on the simulator under the same units: quantis-driver (`--device
+//!   sim:pcie-16m`) reaches READY and writes its ring 0640 qrng:qrng; qrng-bridge (the shipped
+//!   ExecStart once it takes `--ring-dir`, until then `--ring /run/qrng/qrng0.ring`) serves that
+//!   ring over HTTP on 127.0.0.1:8080 inside the container's private network; the driver stops
+//!   cleanly.
+//! - `dpkg -P` with systemd running stops the bridge; its mount, /run/qrng, /var/lib/qrng,
+//!   /dev/qrng0 and the units are gone.
 //!
 //! Not checkable here: the device cgroup (DeviceAllow=) is not enforced inside this container.
 
@@ -38,6 +45,7 @@ fn units_standin_child() {
     match std::env::var("QRNG_STANDIN").as_deref() {
         Ok("bridge") => standin_bridge(),
         Ok("driver") => standin_driver(),
+        Ok("get") => standin_get(),
         _ => {} // run by `cargo test -- --ignored` on its own: nothing to do
     }
 }
@@ -113,6 +121,21 @@ fn standin_driver() {
     notify_ready().expect("notify READY");
 }
 
+/// `GET $QRNG_GET_PATH` from 127.0.0.1:8080 (HTTP/1.0, the container has no curl guarantee);
+/// prints the status line and body.
+fn standin_get() {
+    use std::io::{Read, Write};
+    let path = std::env::var("QRNG_GET_PATH").expect("QRNG_GET_PATH");
+    let mut s = std::net::TcpStream::connect("127.0.0.1:8080").expect("connect to the bridge");
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).expect("read the response");
+    let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
+    println!("STATUS {}", head.lines().next().unwrap_or(""));
+    println!("BODY {body}");
+}
+
 /// A booted container; dropping it shuts it down.
 struct Container {
     nspawn: Child,
@@ -130,7 +153,7 @@ mount -t tmpfs tmpfs "$B"
 mkdir -p "$B/up" "$B/work" "$B/root"
 mount -t overlay overlay -o "lowerdir=/,upperdir=$B/up,workdir=$B/work" "$B/root"
 exec systemd-nspawn -D "$B/root" --register=no --keep-unit --link-journal=no --boot --quiet \
-    --console=passive --bind=/dev/fuse --machine="$NAME"
+    --console=passive --bind=/dev/fuse --private-network --machine="$NAME"
 "#;
         let nspawn = Command::new("unshare")
             .args(["--mount", "--propagation", "private", "sh", "-e", "-c", script])
@@ -391,7 +414,64 @@ fn units_run_under_systemd_in_a_container() {
     assert_eq!(fact("w_usr"), "false");
     assert_eq!(fact("w_var_lib"), "false");
 
+    // ---- the real binaries on the simulator, under the same sandboxes ----
+    // The driver: its unit with the card swapped for the simulator. READY means it opened the
+    // device, passed its start-up tests and published, all inside the sandbox.
+    c.ok(&format!(
+        "systemctl stop qrng-bridge.service; rm -rf /etc/systemd/system/qrng-bridge.service.d && \
+         sed -e '/^BindsTo=/d' -e 's|^ExecStart=.*|ExecStart=/usr/bin/quantis-driver --device sim:pcie-16m --ring /run/qrng/qrng0.ring|' \
+             /usr/lib/systemd/system/quantis-driver@.service > /etc/systemd/system/quantis-sim@.service && \
+         systemctl daemon-reload && systemctl start quantis-sim@0.service"
+    ));
+    let ring = c.ok("stat -c '%U %G %a' /run/qrng/qrng0.ring");
+    assert_eq!(ring.trim(), "qrng qrng 640", "the driver's ring");
+    // The bridge: the shipped ExecStart once the bridge takes --ring-dir, else one ring by name.
+    let help = c.ok("/usr/bin/qrng-bridge --help");
+    if !help.contains("--ring-dir") {
+        eprintln!(
+            "qrng-bridge has no --ring-dir yet: ExecStart swapped for --ring /run/qrng/qrng0.ring"
+        );
+        c.ok(
+            "mkdir -p /etc/systemd/system/qrng-bridge.service.d && printf '%s\\n' '[Service]' 'ExecStart=' \
+             'ExecStart=/usr/bin/qrng-bridge --ring /run/qrng/qrng0.ring --mount /run/qrng/dev --listen 127.0.0.1:8080' \
+             > /etc/systemd/system/qrng-bridge.service.d/ring.conf && systemctl daemon-reload",
+        );
+    }
+    c.ok("systemctl reset-failed qrng-bridge.service; systemctl start qrng-bridge.service");
+    c.wait_active("qrng-bridge.service", 0);
+    let get = |path: &str| {
+        c.ok(&format!("QRNG_STANDIN=get QRNG_GET_PATH='{path}' {STANDIN} {STANDIN_ARGS}"))
+    };
+    let devices = get("/api/v1/devices");
+    assert!(
+        devices.lines().any(|l| l.contains("STATUS HTTP/") && l.contains(" 200 ")),
+        "{devices}"
+    );
+    assert!(
+        devices.contains("\"name\":\"qrng0\""),
+        "the bridge does not serve the driver's ring: {devices}"
+    );
+    let bytes = get("/api/v1/random/bytes?length=16");
+    assert!(
+        bytes.lines().any(|l| l.contains("STATUS HTTP/") && l.contains(" 200 ")),
+        "{bytes}\n{}",
+        c.journal("qrng-bridge.service")
+    );
+    c.ok("systemctl stop quantis-sim@0.service");
+    assert_eq!(
+        c.ok("systemctl show -p Result --value quantis-sim@0.service").trim(),
+        "success",
+        "the driver did not stop cleanly:\n{}",
+        c.journal("quantis-sim@0.service")
+    );
+
     // ---- removal with systemd running: prerm stops the bridge (and its mount goes) ----
+    c.ok(&format!(
+        "systemctl stop qrng-bridge.service; printf '%s\\n' '[Service]' 'ExecStart=' \
+         'ExecStart={STANDIN} {STANDIN_ARGS}' \
+         'Environment=QRNG_STANDIN=bridge QRNG_CHILD_MOUNTPOINT=/run/qrng/dev' \
+         > /etc/systemd/system/qrng-bridge.service.d/zz-standin.conf && systemctl daemon-reload"
+    ));
     c.ok("systemctl start qrng-bridge.service");
     c.wait_active("qrng-bridge.service", 0);
     assert_eq!(c.qrng_mounts().len(), 1);
