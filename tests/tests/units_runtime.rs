@@ -417,12 +417,12 @@ fn units_run_under_systemd_in_a_container() {
     // ---- the real binaries on the simulator, under the same sandboxes ----
     // The driver: its unit with the card swapped for the simulator. READY means it opened the
     // device, passed its start-up tests and published, all inside the sandbox.
-    c.ok(&format!(
+    c.ok(
         "systemctl stop qrng-bridge.service; rm -rf /etc/systemd/system/qrng-bridge.service.d && \
          sed -e '/^BindsTo=/d' -e 's|^ExecStart=.*|ExecStart=/usr/bin/quantis-driver --device sim:pcie-16m --ring /run/qrng/qrng0.ring|' \
              /usr/lib/systemd/system/quantis-driver@.service > /etc/systemd/system/quantis-sim@.service && \
          systemctl daemon-reload && systemctl start quantis-sim@0.service"
-    ));
+    );
     let ring = c.ok("stat -c '%U %G %a' /run/qrng/qrng0.ring");
     assert_eq!(ring.trim(), "qrng qrng 640", "the driver's ring");
     // The bridge: the shipped ExecStart once the bridge takes --ring-dir, else one ring by name.
