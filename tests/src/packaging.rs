@@ -408,7 +408,7 @@ pub fn build_deb(out_dir: &Path) -> io::Result<PathBuf> {
             "-p",
             "quantis-driver",
             "--no-build",
-            "--no-strip",
+            "--strip",
             "--fast",
             "--profile",
             &profile,
