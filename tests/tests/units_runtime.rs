@@ -414,6 +414,19 @@ fn units_run_under_systemd_in_a_container() {
     assert_eq!(fact("w_usr"), "false");
     assert_eq!(fact("w_var_lib"), "false");
 
+    // The shipped ExecStart (the helper) runs inside the sandbox and refuses, in one clear journal
+    // line, a card that is not there (the container has no Quantis card).
+    let start = c.sh("sed -e '/^BindsTo=/d' /usr/lib/systemd/system/quantis-driver@.service \
+             > /etc/systemd/system/quantis-shipped@.service && systemctl daemon-reload && \
+         systemctl start quantis-shipped@0000:03:00.0.service");
+    assert!(!start.status.success(), "a driver for an absent card must not start");
+    c.ok("systemctl stop quantis-shipped@0000:03:00.0.service");
+    let journal = c.journal("quantis-shipped@0000:03:00.0.service");
+    assert!(
+        journal.contains("quantis-vfio: no PCI device 0000:03:00.0 in /sys/bus/pci/devices"),
+        "{journal}"
+    );
+
     // ---- the real binaries on the simulator, under the same sandboxes ----
     // The driver: its unit with the card swapped for the simulator. READY means it opened the
     // device, passed its start-up tests and published, all inside the sandbox.
