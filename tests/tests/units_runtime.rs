@@ -152,13 +152,19 @@ mkdir -p "$B"
 mount -t tmpfs tmpfs "$B"
 mkdir -p "$B/up" "$B/work" "$B/root"
 mount -t overlay overlay -o "lowerdir=/,upperdir=$B/up,workdir=$B/work" "$B/root"
-exec systemd-nspawn -D "$B/root" --register=no --keep-unit --link-journal=no --boot --quiet \
+exec systemd-nspawn -D "$B/root" --register=no $KEEP_UNIT --link-journal=no --boot --quiet \
     --console=passive --bind=/dev/fuse --private-network --machine="$NAME"
 "#;
         let nspawn = Command::new("unshare")
             .args(["--mount", "--propagation", "private", "sh", "-e", "-c", script])
             .env("WORK", work.path())
             .env("NAME", format!("qrngtest{}", std::process::id()))
+            // Without systemd on the host there is no one to create a scope unit for the container:
+            // nspawn then stays in its caller's cgroup. With systemd, nspawn asks it for a scope.
+            .env(
+                "KEEP_UNIT",
+                if Path::new("/run/systemd/system").exists() { "" } else { "--keep-unit" },
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
