@@ -4,7 +4,8 @@
 //! throw-away overlay of `/` instead of the host.
 //!
 //! The tests skip (printing `SKIPPED <test>: <reason>`) only when a tool they drive is absent or
-//! when they are not run as root (mount namespaces and bind mounts need it).
+//! when they are not run as root (mount namespaces and bind mounts need it); under
+//! `QRNG_REQUIRE_TOOLS=1` they fail instead.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -48,8 +49,12 @@ pub fn missing_prerequisites(tools: &[&str], needs_root: bool) -> Option<String>
     None
 }
 
-/// Prints why `test` is skipped, in a form a CI log search finds.
+/// Prints why `test` is skipped, in a form a CI log search finds. Under `QRNG_REQUIRE_TOOLS=1`
+/// (set by `.ci/run`, which installs everything) a test that cannot run fails instead.
 pub fn skip(test: &str, reason: &str) {
+    if std::env::var("QRNG_REQUIRE_TOOLS").is_ok_and(|v| v == "1") {
+        panic!("{test} cannot run: {reason} (QRNG_REQUIRE_TOOLS=1: a missing tool is a failure)");
+    }
     eprintln!("SKIPPED {test}: {reason}");
 }
 
