@@ -287,7 +287,8 @@ fn healthy_sources_raise_no_alarm_over_a_long_run() {
         t.process(&buf).expect("healthy byte source raised an alarm");
     }
     // Bit mode on a biased but healthy source (P(1) = 0.55, H = 0.86 > 0.8): 1 MiB = 2^23 bits,
-    // 2^14 windows, per-window false alarm < 2^-40 for this source.
+    // 2^14 windows. For this source the RCT fires with ≈ 0.55^38 + 0.45^38 ≈ 2^-32.8 per sample
+    // (≈ 2^-9.8 over the run) and the APT with < 2^-40 per window.
     let p = Params::new(SampleWidth::Bit, 0.8, 30).unwrap();
     let mut t = HealthTester::new(p);
     let raw = biased_bytes(43, 1 << 20, 0.55);
