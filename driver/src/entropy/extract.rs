@@ -44,6 +44,18 @@ impl Shape {
     pub fn seed_bytes(self) -> usize {
         (self.n + self.k - 1).div_ceil(8)
     }
+    /// Checks the shape is one the extractors support (n, k multiples of 64, k < n) and that
+    /// `len` bytes of matrix or seed are the `need` bytes it takes.
+    fn validate(self, what: &str, len: usize, need: usize) -> std::result::Result<(), String> {
+        if !self.n.is_multiple_of(64) || !self.k.is_multiple_of(64) || self.k >= self.n {
+            return Err(format!("unsupported {what} shape {}→{}", self.n, self.k));
+        }
+        if len != need {
+            return Err(format!("{len} bytes where {need} are needed"));
+        }
+        Ok(())
+    }
+
     fn in_bytes(self) -> usize {
         self.n / 8
     }
@@ -177,12 +189,7 @@ impl std::fmt::Debug for MatrixExtractor {
 impl MatrixExtractor {
     /// Builds the extractor from matrix bytes in IDQ's layout; the length must be n·k/8.
     pub fn from_idq_bytes(shape: Shape, m: &[u8]) -> std::result::Result<MatrixExtractor, String> {
-        if !shape.n.is_multiple_of(64) || !shape.k.is_multiple_of(64) || shape.k >= shape.n {
-            return Err(format!("unsupported matrix shape {}→{}", shape.n, shape.k));
-        }
-        if m.len() != shape.matrix_bytes() {
-            return Err(format!("{} bytes where {} are needed", m.len(), shape.matrix_bytes()));
-        }
+        shape.validate("matrix", m.len(), shape.matrix_bytes())?;
         let (kw, tb) = (shape.k / 64, MATRIX_TB);
         let bits = m.view_bits::<Lsb0>();
         let mut tables = Tables { words: Vec::with_capacity((shape.n / tb) * (kw << tb)), kw };
@@ -205,16 +212,7 @@ impl MatrixExtractor {
     /// Loads a matrix file; its size selects the shape (98,304 bytes: 1024→768; 458,752 bytes:
     /// 2048→1792). Anything else, or a missing file, is an error now rather than at first use.
     pub fn load(path: &Path) -> Result<MatrixExtractor> {
-        let data = read_small_file(path, "matrix", Shape::OFFERED.map(Shape::matrix_bytes))?;
-        let shape = Shape::OFFERED
-            .into_iter()
-            .find(|s| s.matrix_bytes() == data.len())
-            .expect("read_small_file checked the size");
-        MatrixExtractor::from_idq_bytes(shape, &data).map_err(|why| Error::BadFile {
-            what: "matrix",
-            path: path.to_owned(),
-            why,
-        })
+        load_sized(path, "matrix", Shape::matrix_bytes, MatrixExtractor::from_idq_bytes)
     }
 
     pub fn shape(&self) -> Shape {
@@ -284,12 +282,7 @@ impl ToeplitzExtractor {
     /// Builds the extractor from a seed of n + k − 1 bits (whole bytes; the spare high bits of
     /// the last byte are ignored).
     pub fn from_seed(shape: Shape, seed: &[u8]) -> std::result::Result<ToeplitzExtractor, String> {
-        if !shape.n.is_multiple_of(64) || !shape.k.is_multiple_of(64) || shape.k >= shape.n {
-            return Err(format!("unsupported Toeplitz shape {}→{}", shape.n, shape.k));
-        }
-        if seed.len() != shape.seed_bytes() {
-            return Err(format!("{} bytes where {} are needed", seed.len(), shape.seed_bytes()));
-        }
+        shape.validate("Toeplitz", seed.len(), shape.seed_bytes())?;
         let sbits = shape.n + shape.k - 1;
         let gb = (shape.n + shape.k) / 8;
         let mut g = vec![0u8; 256 * gb];
@@ -318,16 +311,7 @@ impl ToeplitzExtractor {
     /// Loads a seed file; its size selects the shape (224 bytes: 1024→768; 480 bytes:
     /// 2048→1792).
     pub fn load(path: &Path) -> Result<ToeplitzExtractor> {
-        let data = read_small_file(path, "toeplitz seed", Shape::OFFERED.map(Shape::seed_bytes))?;
-        let shape = Shape::OFFERED
-            .into_iter()
-            .find(|s| s.seed_bytes() == data.len())
-            .expect("read_small_file checked the size");
-        ToeplitzExtractor::from_seed(shape, &data).map_err(|why| Error::BadFile {
-            what: "toeplitz seed",
-            path: path.to_owned(),
-            why,
-        })
+        load_sized(path, "toeplitz seed", Shape::seed_bytes, ToeplitzExtractor::from_seed)
     }
 
     pub fn shape(&self) -> Shape {
@@ -443,6 +427,22 @@ impl<E: BlockExtract> Blocked<E> {
     pub fn reset(&mut self) {
         self.pending.clear();
     }
+}
+
+/// Loads a matrix or seed file whose size (`size_of` one of the offered shapes) selects the shape,
+/// and builds the extractor from it. Missing, short or odd-sized files are errors naming the path.
+fn load_sized<T>(
+    path: &Path,
+    what: &'static str,
+    size_of: fn(Shape) -> usize,
+    build: fn(Shape, &[u8]) -> std::result::Result<T, String>,
+) -> Result<T> {
+    let data = read_small_file(path, what, Shape::OFFERED.map(size_of))?;
+    let shape = Shape::OFFERED
+        .into_iter()
+        .find(|&s| size_of(s) == data.len())
+        .expect("read_small_file checked the size");
+    build(shape, &data).map_err(|why| Error::BadFile { what, path: path.to_owned(), why })
 }
 
 /// Reads a whole small file and checks its length is one of `sizes`.
