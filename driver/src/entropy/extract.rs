@@ -19,7 +19,7 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use super::{Error, Result};
+use super::{kernels, Error, Result};
 
 /// Extractor input/output sizes in bits (n → k). Both multiples of 64.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -151,23 +151,16 @@ impl Tables {
 }
 
 #[inline(always)]
-fn xor_entry<const KW: usize>(acc: &mut [u64; KW], e: &[u64]) {
-    let e: &[u64; KW] = e.try_into().expect("table entry has KW words");
-    for w in 0..KW {
-        acc[w] ^= e[w];
-    }
-}
-
-#[inline(always)]
 fn write_words(acc: &[u64], out: &mut [u8]) {
     for (o, w) in out.chunks_exact_mut(8).zip(acc) {
         o.copy_from_slice(&w.to_le_bytes());
     }
 }
 
-/// Input bits per table lookup in the matrix extractor. Nibbles (16 entries per position) keep
-/// the tables in L2: 384 KiB for 1024→768 and 1.75 MiB for 2048→1792, where byte-wide tables
-/// would need 3 MiB and 14 MiB and run from L3/DRAM (measured slower; see docs/entropy.md).
+/// Input bits per table lookup in the matrix extractor. Nibbles: 16 entries per position, tables
+/// of 384 KiB (1024→768) and 1.75 MiB (2048→1792) that stay in L2. Byte-wide positions halve the
+/// lookups but need 3 MiB and 14 MiB; measured no faster for 1024→768 (both ≈ 0.5× Toeplitz on the
+/// same run), so the smaller tables win.
 const MATRIX_TB: usize = 4;
 
 /// IDQ-compatible random-matrix extractor: y = M·x over GF(2) for every n-bit input block, with M
@@ -177,6 +170,7 @@ const MATRIX_TB: usize = 4;
 pub struct MatrixExtractor {
     shape: Shape,
     tables: Tables,
+    cpu: kernels::Cpu,
 }
 
 impl std::fmt::Debug for MatrixExtractor {
@@ -206,7 +200,7 @@ impl MatrixExtractor {
             }
             tables.push_position(&cols, tb);
         }
-        Ok(MatrixExtractor { shape, tables })
+        Ok(MatrixExtractor { shape, tables, cpu: kernels::Cpu::detect() })
     }
 
     /// Loads a matrix file; its size selects the shape (98,304 bytes: 1024→768; 458,752 bytes:
@@ -227,21 +221,10 @@ impl MatrixExtractor {
     /// Extracts one block: `input` is n/8 bytes, `out` k/8 bytes.
     pub fn extract_block(&self, input: &[u8], out: &mut [u8]) {
         match self.tables.kw {
-            12 => self.block_const::<12>(input, out),
-            28 => self.block_const::<28>(input, out),
+            12 => kernels::matrix::<12, MATRIX_TB>(self.cpu, &self.tables.words, input, out),
+            28 => kernels::matrix::<28, MATRIX_TB>(self.cpu, &self.tables.words, input, out),
             _ => self.block_dyn(input, out),
         }
-    }
-
-    fn block_const<const KW: usize>(&self, input: &[u8], out: &mut [u8]) {
-        // Two nibble positions per input byte: low nibble = bits 8p..8p+4 (LSB first).
-        let mut acc = [0u64; KW];
-        for (tab, &b) in self.tables.words.chunks_exact(32 * KW).zip(input) {
-            let (lo, hi) = tab.split_at(16 * KW);
-            xor_entry::<KW>(&mut acc, &lo[(b & 15) as usize * KW..][..KW]);
-            xor_entry::<KW>(&mut acc, &hi[(b >> 4) as usize * KW..][..KW]);
-        }
-        write_words(&acc, out);
     }
 
     fn block_dyn(&self, input: &[u8], out: &mut [u8]) {
@@ -270,6 +253,7 @@ pub struct ToeplitzExtractor {
     /// contribution of input byte p is the k-bit window of g[x_p] starting at byte n/8 − p.
     g: Vec<u8>,
     gb: usize,
+    cpu: kernels::Cpu,
 }
 
 impl std::fmt::Debug for ToeplitzExtractor {
@@ -305,7 +289,7 @@ impl ToeplitzExtractor {
                 g[b * gb + i] = g[prev * gb + i] ^ shifted[low].as_raw_slice()[i];
             }
         }
-        Ok(ToeplitzExtractor { shape, g, gb })
+        Ok(ToeplitzExtractor { shape, g, gb, cpu: kernels::Cpu::detect() })
     }
 
     /// Loads a seed file; its size selects the shape (224 bytes: 1024→768; 480 bytes:
@@ -326,25 +310,10 @@ impl ToeplitzExtractor {
     /// Extracts one block: `input` is n/8 bytes, `out` k/8 bytes.
     pub fn extract_block(&self, input: &[u8], out: &mut [u8]) {
         match self.shape.k / 8 {
-            96 => self.block_const::<96>(input, out),
-            224 => self.block_const::<224>(input, out),
+            96 => kernels::toeplitz::<96>(self.cpu, &self.g, self.gb, input, out),
+            224 => kernels::toeplitz::<224>(self.cpu, &self.g, self.gb, input, out),
             _ => self.block_dyn(input, out),
         }
-    }
-
-    fn block_const<const KB: usize>(&self, input: &[u8], out: &mut [u8]) {
-        let nb = self.shape.n / 8;
-        // Byte-wise XOR: no endianness work, and the compiler turns it into full-width vector
-        // XORs of unaligned windows.
-        let mut acc = [0u8; KB];
-        for (p, &b) in input.iter().enumerate() {
-            let row = &self.g[b as usize * self.gb..][..self.gb];
-            let win: &[u8; KB] = row[nb - p..][..KB].try_into().expect("window fits");
-            for (a, v) in acc.iter_mut().zip(win) {
-                *a ^= v;
-            }
-        }
-        out.copy_from_slice(&acc);
     }
 
     fn block_dyn(&self, input: &[u8], out: &mut [u8]) {
