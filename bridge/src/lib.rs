@@ -1,2 +1,10 @@
 //! qrng-bridge: serves Quantis rings as a FUSE device file and an HTTP API.
+//!
+//! - [`config`]: command line and environment.
+//! - [`dispenser`]: the only reader of the rings; hands every byte to exactly one caller, FIFO.
+//! - [`http`]: the axum API (random values, ANU legacy API, devices, health, metrics, OpenAPI).
 #![forbid(unsafe_code)]
+
+pub mod config;
+pub mod dispenser;
+pub mod http;
