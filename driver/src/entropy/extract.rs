@@ -542,6 +542,9 @@ pub fn write_secret_file(path: &Path, what: &'static str, data: &[u8]) -> Result
     }
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    // A temporary file left by a crashed run with the same pid would block create_new; removing
+    // it does not follow symlinks, and create_new (O_EXCL) refuses anything that reappears.
+    let _ = fs::remove_file(&tmp);
     let mut f = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
