@@ -336,6 +336,35 @@ fn gate_discards_startup_and_fails_closed() {
 }
 
 #[test]
+fn gate_bit_mode_discards_two_windows_and_reports_params() {
+    let cfg = EntropyConfig {
+        min_entropy: EntropyConfig::default_min_entropy(SampleWidth::Bit),
+        sample: SampleWidth::Bit,
+        ..EntropyConfig::default()
+    };
+    let mut g = Gate::new(&cfg).unwrap();
+    assert_eq!(
+        g.params(),
+        HealthParams { min_entropy_milli: 800, rct_cutoff: 39, apt_window: 512, apt_cutoff: 361 }
+    );
+    let raw = random_bytes(15, 1000);
+    let mut out = Vec::new();
+    g.process(&raw[..100], &mut out).unwrap();
+    assert!(out.is_empty() && !g.started());
+    g.process(&raw[100..], &mut out).unwrap();
+    // 1024 bit samples = 128 bytes of start-up, discarded.
+    assert!(g.started());
+    assert!(out == raw[128..]);
+    // 39 equal bits in a row close the gate: 1 + 16 zero bits end the first batch (0x5A ends
+    // in a 0, LSB first), 24 more arrive in the second.
+    let mut out2 = Vec::new();
+    g.process(&[0x5A, 0x00, 0x00], &mut out2).unwrap();
+    let a = g.process(&[0x00, 0x00, 0x00], &mut out2).unwrap_err();
+    assert_eq!(a.reason, Reason::RepetitionCount);
+    assert_eq!(out2.len(), 3);
+}
+
+#[test]
 fn gate_startup_failure_is_reported_as_startup() {
     let mut g = Gate::new(&EntropyConfig::default()).unwrap();
     let mut out = Vec::new();
