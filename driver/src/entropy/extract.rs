@@ -170,9 +170,6 @@ const MATRIX_TB: usize = 4;
 pub struct MatrixExtractor {
     shape: Shape,
     tables: Tables,
-    /// The matrix bytes regrouped for the bit-sliced kernel: mt[g·k + r] = IDQ byte r·n/8 + g,
-    /// i.e. M[r][8g..8g+8] (n·k/8 bytes: 96 KiB for 1024→768, 448 KiB for 2048→1792).
-    mt: Vec<u8>,
     cpu: kernels::Cpu,
 }
 
@@ -203,14 +200,7 @@ impl MatrixExtractor {
             }
             tables.push_position(&cols, tb);
         }
-        let nb = shape.n / 8;
-        let mut mt = vec![0u8; m.len()];
-        for (g, col) in mt.chunks_exact_mut(shape.k).enumerate() {
-            for (r, v) in col.iter_mut().enumerate() {
-                *v = m[r * nb + g];
-            }
-        }
-        Ok(MatrixExtractor { shape, tables, mt, cpu: kernels::Cpu::detect() })
+        Ok(MatrixExtractor { shape, tables, cpu: kernels::Cpu::detect() })
     }
 
     /// Loads a matrix file; its size selects the shape (98,304 bytes: 1024→768; 458,752 bytes:
@@ -226,21 +216,6 @@ impl MatrixExtractor {
     /// Memory held by the lookup tables, in bytes.
     pub fn table_bytes(&self) -> usize {
         self.tables.words.len() * 8
-    }
-
-    /// Extracts whole blocks (`input` a multiple of n/8 bytes, `out` k/8 per block): groups of
-    /// 256 blocks through the bit-sliced kernel, the rest one by one through the nibble tables.
-    pub fn extract_blocks(&self, input: &[u8], out: &mut [u8]) {
-        let (ib, ob) = (self.shape.in_bytes(), self.shape.out_bytes());
-        let (sib, sob) = (kernels::SLICE_BLOCKS * ib, kernels::SLICE_BLOCKS * ob);
-        let whole = input.len() / sib;
-        for (i, o) in input.chunks_exact(sib).zip(out.chunks_exact_mut(sob)) {
-            kernels::matrix_sliced(self.cpu, self.shape.n, self.shape.k, &self.mt, i, o);
-        }
-        let rest = input[whole * sib..].chunks_exact(ib);
-        for (i, o) in rest.zip(out[whole * sob..].chunks_exact_mut(ob)) {
-            self.extract_block(i, o);
-        }
     }
 
     /// Extracts one block: `input` is n/8 bytes, `out` k/8 bytes.
@@ -367,13 +342,6 @@ pub struct Blocked<E> {
 pub trait BlockExtract {
     fn shape(&self) -> Shape;
     fn block(&self, input: &[u8], out: &mut [u8]);
-    /// Any number of whole blocks (`input` a multiple of n/8 bytes, `out` the matching k/8s).
-    fn blocks(&self, input: &[u8], out: &mut [u8]) {
-        let (ib, ob) = (self.shape().in_bytes(), self.shape().out_bytes());
-        for (i, o) in input.chunks_exact(ib).zip(out.chunks_exact_mut(ob)) {
-            self.block(i, o);
-        }
-    }
 }
 
 impl BlockExtract for MatrixExtractor {
@@ -382,9 +350,6 @@ impl BlockExtract for MatrixExtractor {
     }
     fn block(&self, input: &[u8], out: &mut [u8]) {
         self.extract_block(input, out);
-    }
-    fn blocks(&self, input: &[u8], out: &mut [u8]) {
-        self.extract_blocks(input, out);
     }
 }
 
@@ -421,7 +386,9 @@ impl<E: BlockExtract> Blocked<E> {
         let blocks = input.len() / ib;
         let start = out.len();
         out.resize(start + blocks * ob, 0);
-        self.ext.blocks(&input[..blocks * ib], &mut out[start..]);
+        for (i, o) in input.chunks_exact(ib).zip(out[start..].chunks_exact_mut(ob)) {
+            self.ext.block(i, o);
+        }
         self.pending.extend_from_slice(&input[blocks * ib..]);
     }
 

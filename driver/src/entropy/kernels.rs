@@ -59,104 +59,6 @@ fn toeplitz_body<const KB: usize>(g: &[u8], gb: usize, input: &[u8], out: &mut [
     out.copy_from_slice(&acc);
 }
 
-/// Lanes of 64 blocks each in the bit-sliced matrix kernel.
-const LANES: usize = 4;
-/// Blocks the bit-sliced matrix kernel processes at once.
-pub(super) const SLICE_BLOCKS: usize = 64 * LANES;
-type Lane = [u64; LANES];
-
-/// Transposes a 64×64 bit matrix in place: afterwards bit b of a[c] is what bit c of a[b] was
-/// (recursive block swaps, Hacker's Delight §7-3, LSB-first numbering).
-#[inline(always)]
-fn transpose64(a: &mut [u64; 64]) {
-    let mut j = 32usize;
-    let mut m = 0x0000_0000_FFFF_FFFFu64;
-    while j != 0 {
-        let mut k = 0usize;
-        while k < 64 {
-            let t = ((a[k] >> j) ^ a[k + j]) & m;
-            a[k + j] ^= t;
-            a[k] ^= t << j;
-            k = (k + j + 1) & !j;
-        }
-        j >>= 1;
-        m ^= m << j;
-    }
-}
-
-/// Bit-sliced "Method of Four Russians" (M4RM) for SLICE_BLOCKS blocks at once. The input is
-/// transposed so that X[j] holds input bit j of every block (one bit per block); for each group
-/// of 8 input bits a 256-entry table of XOR combinations of their X rows is built, and output row
-/// r of every block is the XOR over groups g of table[M byte (r, g)]. `mt[g·k + r]` is the matrix
-/// byte holding M[r][8g..8g+8] (IDQ layout byte r·n/8 + g). Everything fits in L1/L2; the work
-/// per block is n/8·(255 + k)/SLICE_BLOCKS lane XORs plus two bit-matrix transposes.
-#[inline(always)]
-fn matrix_sliced_body(n: usize, k: usize, mt: &[u8], input: &[u8], out: &mut [u8]) {
-    let (nb, kb) = (n / 8, k / 8);
-    let mut x: Vec<Lane> = vec![[0; LANES]; n];
-    let mut a = [0u64; 64];
-    for l in 0..LANES {
-        for w in 0..n / 64 {
-            for (b, v) in a.iter_mut().enumerate() {
-                let at = (64 * l + b) * nb + 8 * w;
-                *v = u64::from_le_bytes(input[at..at + 8].try_into().expect("8 bytes"));
-            }
-            transpose64(&mut a);
-            for (c, v) in a.iter().enumerate() {
-                x[64 * w + c][l] = *v;
-            }
-        }
-    }
-    let mut c: Vec<Lane> = vec![[0; LANES]; k];
-    let mut t: Vec<Lane> = vec![[0; LANES]; 256];
-    for (g, rows) in mt.chunks_exact(k).enumerate().take(nb) {
-        for v in 1..256usize {
-            let (prev, col) = (t[v & (v - 1)], x[8 * g + v.trailing_zeros() as usize]);
-            for l in 0..LANES {
-                t[v][l] = prev[l] ^ col[l];
-            }
-        }
-        for (cr, &m) in c.iter_mut().zip(rows) {
-            let e = t[m as usize];
-            for l in 0..LANES {
-                cr[l] ^= e[l];
-            }
-        }
-    }
-    for l in 0..LANES {
-        for w in 0..k / 64 {
-            for (r, v) in a.iter_mut().enumerate() {
-                *v = c[64 * w + r][l];
-            }
-            transpose64(&mut a);
-            for (b, v) in a.iter().enumerate() {
-                let at = (64 * l + b) * kb + 8 * w;
-                out[at..at + 8].copy_from_slice(&v.to_le_bytes());
-            }
-        }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn matrix_sliced_avx2(n: usize, k: usize, mt: &[u8], input: &[u8], out: &mut [u8]) {
-    matrix_sliced_body(n, k, mt, input, out);
-}
-
-/// SLICE_BLOCKS matrix blocks at once (SLICE_BLOCKS·n/8 input bytes → SLICE_BLOCKS·k/8 output
-/// bytes); `mt` as for [`matrix_sliced_body`].
-pub(super) fn matrix_sliced(cpu: Cpu, n: usize, k: usize, mt: &[u8], input: &[u8], out: &mut [u8]) {
-    #[cfg(target_arch = "x86_64")]
-    if cpu.avx2 {
-        // SAFETY: `matrix_sliced_avx2` only requires AVX2, and `cpu.avx2` is true only when
-        // `Cpu::detect` found it on this CPU.
-        unsafe { matrix_sliced_avx2(n, k, mt, input, out) };
-        return;
-    }
-    let _ = cpu;
-    matrix_sliced_body(n, k, mt, input, out);
-}
-
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 fn matrix_avx2<const KW: usize, const TB: usize>(tables: &[u64], input: &[u8], out: &mut [u8]) {
@@ -209,25 +111,6 @@ pub(super) fn toeplitz<const KB: usize>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn transpose64_matches_definition() {
-        let mut x = 0x2545_F491_4F6C_DD1Du64;
-        let mut a = [0u64; 64];
-        for v in a.iter_mut() {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            *v = x;
-        }
-        let orig = a;
-        transpose64(&mut a);
-        for r in 0..64 {
-            for c in 0..64 {
-                assert_eq!((a[c] >> r) & 1, (orig[r] >> c) & 1, "row {r} col {c}");
-            }
-        }
-    }
 
     /// Both builds give the same bytes (the AVX2 one only where the CPU has it).
     #[test]
