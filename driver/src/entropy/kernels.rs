@@ -1,10 +1,10 @@
-//! The extractors' inner loops (XOR of precomputed table entries), compiled twice: for the
-//! baseline x86-64 target (SSE2, 16-byte vectors) and with AVX2 enabled (32-byte vectors), the
-//! build picked at run time from the CPU's feature flags. The call into the AVX2 build is the only
-//! unsafe code of the entropy module.
+//! The hot loops of the entropy module — the extractors' table XORs and the health tests —
+//! compiled twice: for the baseline x86-64 target (SSE2) and with AVX2, POPCNT, BMI1 and LZCNT
+//! enabled (32-byte vectors, one-instruction bit counts), the build picked at run time from the
+//! CPU's feature flags. The calls into the second build are the only unsafe code of the module.
 
 /// What the CPU can run. Only [`Cpu::detect`] makes one, so `avx2` is true only when the CPU has
-/// AVX2: that is the invariant the unsafe calls below rely on.
+/// AVX2, POPCNT, BMI1 and LZCNT: that is the invariant the unsafe calls below rely on.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Cpu {
     avx2: bool,
@@ -13,11 +13,40 @@ pub(super) struct Cpu {
 impl Cpu {
     pub(super) fn detect() -> Cpu {
         #[cfg(target_arch = "x86_64")]
-        let avx2 = std::arch::is_x86_feature_detected!("avx2");
+        let avx2 = std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("popcnt")
+            && std::arch::is_x86_feature_detected!("bmi1")
+            && std::arch::is_x86_feature_detected!("lzcnt");
         #[cfg(not(target_arch = "x86_64"))]
         let avx2 = false;
         Cpu { avx2 }
     }
+
+    /// The baseline build only (tests compare it with the detected one).
+    #[cfg(test)]
+    pub(super) fn baseline() -> Cpu {
+        Cpu { avx2: false }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,popcnt,bmi1,lzcnt")]
+fn call_fast<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
+/// Runs `f`, compiled with the fast instruction set when the CPU has it. Only code inlined into
+/// `f` benefits, so the callers mark their hot functions `#[inline(always)]`.
+#[inline(always)]
+pub(super) fn run<R>(cpu: Cpu, f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    if cpu.avx2 {
+        // SAFETY: `call_fast` only requires AVX2, POPCNT, BMI1 and LZCNT, and `cpu.avx2` is true
+        // only when `Cpu::detect` found all four on this CPU.
+        return unsafe { call_fast(f) };
+    }
+    let _ = cpu;
+    f()
 }
 
 /// Matrix block: `tables` holds n/TB positions of 2^TB entries of KW words, 8/TB positions per
@@ -60,13 +89,13 @@ fn toeplitz_body<const KB: usize>(g: &[u8], gb: usize, input: &[u8], out: &mut [
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,popcnt,bmi1,lzcnt")]
 fn matrix_avx2<const KW: usize, const TB: usize>(tables: &[u64], input: &[u8], out: &mut [u8]) {
     matrix_body::<KW, TB>(tables, input, out);
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,popcnt,bmi1,lzcnt")]
 fn toeplitz_avx2<const KB: usize>(g: &[u8], gb: usize, input: &[u8], out: &mut [u8]) {
     toeplitz_body::<KB>(g, gb, input, out);
 }
@@ -80,8 +109,8 @@ pub(super) fn matrix<const KW: usize, const TB: usize>(
 ) {
     #[cfg(target_arch = "x86_64")]
     if cpu.avx2 {
-        // SAFETY: `matrix_avx2` only requires AVX2, and `cpu.avx2` is true only when
-        // `Cpu::detect` found it on this CPU.
+        // SAFETY: `matrix_avx2` only requires AVX2, POPCNT, BMI1 and LZCNT, and `cpu.avx2` is
+        // true only when `Cpu::detect` found all four on this CPU.
         unsafe { matrix_avx2::<KW, TB>(tables, input, out) };
         return;
     }
@@ -99,8 +128,8 @@ pub(super) fn toeplitz<const KB: usize>(
 ) {
     #[cfg(target_arch = "x86_64")]
     if cpu.avx2 {
-        // SAFETY: `toeplitz_avx2` only requires AVX2, and `cpu.avx2` is true only when
-        // `Cpu::detect` found it on this CPU.
+        // SAFETY: `toeplitz_avx2` only requires AVX2, POPCNT, BMI1 and LZCNT, and `cpu.avx2` is
+        // true only when `Cpu::detect` found all four on this CPU.
         unsafe { toeplitz_avx2::<KB>(g, gb, input, out) };
         return;
     }
@@ -116,7 +145,7 @@ mod tests {
     #[test]
     fn avx2_and_baseline_builds_agree() {
         let cpu = Cpu::detect();
-        let base = Cpu { avx2: false };
+        let base = Cpu::baseline();
         let mut x = 0x9E37_79B9_7F4A_7C15u64;
         let mut next = || {
             x ^= x << 13;
