@@ -325,6 +325,8 @@ struct DevState {
     status_read: Instant,
     health: DeviceHealth,
     reason: String,
+    /// The producer's heartbeat is older than the limit (or it never beat).
+    stale: bool,
     /// Set when the source itself errored: the device stays failed until re-attached.
     broken: bool,
     carry: VecDeque<u8>,
@@ -399,6 +401,7 @@ impl DevState {
             status_read: Instant::now(),
             health: DeviceHealth::Starting,
             reason: "no status read yet".to_owned(),
+            stale: false,
             broken: false,
             carry: VecDeque::new(),
             waiters: VecDeque::new(),
@@ -548,6 +551,7 @@ impl DevState {
         }
         self.health = health;
         self.reason = reason;
+        self.stale = stale;
         let mono = Instant::now();
         match self.rate_mark {
             Some((t0, p0)) if mono.duration_since(t0) >= RATE_WINDOW => {
@@ -858,7 +862,7 @@ impl Dispenser {
                     epoch: s.as_ref().map_or(0, |s| s.epoch),
                     heartbeat_age_ms: hb_age
                         .map(|a| u64::try_from(a.as_millis()).unwrap_or(u64::MAX)),
-                    heartbeat_stale: st.health == DeviceHealth::Degraded,
+                    heartbeat_stale: st.stale,
                     ring_capacity: cap,
                     ring_fill,
                     buffer_fill_ratio: if cap == 0 {
@@ -918,7 +922,17 @@ impl Dispenser {
                 best = Some((key, dev));
             }
         }
-        best.map(|(_, d)| Arc::clone(d)).ok_or(DispenseError::NoHealthyDevice)
+        if let Some((_, d)) = best {
+            return Ok(Arc::clone(d));
+        }
+        // With a single card, its own reason says more than "no healthy device".
+        match devices.values().next() {
+            Some(only) if devices.len() == 1 => {
+                let st = lock(&only.state);
+                Err(st.check_servable(&only.name).err().unwrap_or(DispenseError::NoHealthyDevice))
+            }
+            _ => Err(DispenseError::NoHealthyDevice),
+        }
     }
 
     /// Serves `n` bytes now if possible, else queues the request with `make` building its completion.

@@ -297,7 +297,7 @@ fn stopped_ring_serves_nothing() {
             .build()
             .expect("rt")
             .block_on(d.take(None, 1, Duration::from_millis(10))),
-        Err(DispenseError::NoHealthyDevice)
+        Err(DispenseError::Stopped { .. })
     ));
     d.shutdown();
 }
@@ -377,10 +377,20 @@ async fn any_device_skips_failed_ones_and_named_device_is_honoured() {
         d.attach_source("b", None, good.source()),
         Err(DispenseError::AlreadyAttached(_))
     ));
+    // Two cards, none servable: no healthy device.
+    let bad2 = MemoryRing::new("BAD2", false, 4096);
+    bad2.set_health(SourceHealth::Stopped, "device gone");
+    d.attach_source("c", None, bad2.source()).expect("attach");
     d.detach("b");
     assert!(matches!(
         d.take(None, 8, Duration::from_secs(5)).await,
         Err(DispenseError::NoHealthyDevice)
+    ));
+    // One card left: its own reason.
+    d.detach("c");
+    assert!(matches!(
+        d.take(None, 8, Duration::from_secs(5)).await,
+        Err(DispenseError::Failed { .. })
     ));
     d.shutdown();
     assert!(d.devices().is_empty());

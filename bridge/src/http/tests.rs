@@ -202,8 +202,8 @@ async fn failed_device_gives_503_and_nothing_is_consumed() {
     )
     .await;
     assert!(h.contains_key("retry-after"));
-    assert_error(&f, "/api/v1/random/uuid", StatusCode::SERVICE_UNAVAILABLE, "no_healthy_device")
-        .await;
+    // Without device=: the only card's own reason.
+    assert_error(&f, "/api/v1/random/uuid", StatusCode::SERVICE_UNAVAILABLE, "device_failed").await;
     let (s, _, v) = get_json(&f, "/health").await;
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(v["status"], "unhealthy");
