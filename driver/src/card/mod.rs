@@ -23,7 +23,7 @@ pub enum Error {
         op: &'static str,
         device: String,
         #[source]
-        source: hw::Error,
+        source: Box<hw::Error>,
     },
     #[error("{device} is gone: registers read all-ones while trying to {op}")]
     DeviceGone { device: String, op: &'static str },
@@ -64,17 +64,20 @@ impl Error {
             Error::NoModules { .. } | Error::ModuleFailure { .. } => Reason::ModuleFailure,
             Error::ChipError { .. } | Error::NotReady { .. } => Reason::ChipError,
             Error::Dma { .. } | Error::NoXdmaBar { .. } => Reason::DmaError,
-            Error::Hw { source: hw::Error::Dma { .. }, .. } => Reason::DmaError,
+            Error::Hw { source, .. } if matches!(**source, hw::Error::Dma { .. }) => {
+                Reason::DmaError
+            }
             _ => Reason::Other,
         }
     }
 
     /// True if the card disappeared (surprise removal): the daemon exits instead of retrying.
     pub fn is_device_gone(&self) -> bool {
-        matches!(
-            self,
-            Error::DeviceGone { .. } | Error::Hw { source: hw::Error::DeviceGone { .. }, .. }
-        )
+        match self {
+            Error::DeviceGone { .. } => true,
+            Error::Hw { source, .. } => matches!(**source, hw::Error::DeviceGone { .. }),
+            _ => false,
+        }
     }
 }
 
@@ -162,8 +165,9 @@ pub trait Card: Send + fmt::Debug {
     fn info(&self) -> &CardInfo;
     /// Reset, start-up sequence and enable (chip cards also arm the DMA ring and the discard).
     fn start(&mut self) -> Result<()>;
-    /// Raw random bytes. Waits without spinning up to the read timeout (default 50 ms) for
-    /// data; `Ok(0)` if none came. Health, chip, DMA and unplug failures are errors.
+    /// Raw random bytes. Fills `buf`, sleeping (never spinning) while the card produces; returns
+    /// early with what it has when the read timeout (default 50 ms) passes, `Ok(0)` if nothing
+    /// came. Health, chip, DMA and unplug failures are errors.
     fn read(&mut self, buf: &mut [u8]) -> Result<usize>;
     /// Disables modules / runs the shutdown sequence: the card is left quiet.
     fn stop(&mut self) -> Result<()>;
@@ -243,7 +247,7 @@ impl CardOptions {
 
 /// Register access with the card layer's error context.
 pub(crate) fn rd(dev: &mut dyn Device, bar: u8, off: u64, op: &'static str) -> Result<u32> {
-    dev.read32(bar, off).map_err(|source| Error::Hw { op, device: dev.info().name.clone(), source })
+    dev.read32(bar, off).map_err(|source| hw_error(dev, op, source))
 }
 
 /// Like [`rd`], and an all-ones value means the card is gone (a PCIe read to a removed device
@@ -257,11 +261,12 @@ pub(crate) fn rd_live(dev: &mut dyn Device, bar: u8, off: u64, op: &'static str)
 }
 
 pub(crate) fn wr(dev: &mut dyn Device, bar: u8, off: u64, v: u32, op: &'static str) -> Result<()> {
-    dev.write32(bar, off, v).map_err(|source| Error::Hw {
-        op,
-        device: dev.info().name.clone(),
-        source,
-    })
+    dev.write32(bar, off, v).map_err(|source| hw_error(dev, op, source))
+}
+
+/// Wraps an access-layer error with the operation and the device.
+pub(crate) fn hw_error(dev: &dyn Device, op: &'static str, source: hw::Error) -> Error {
+    Error::Hw { op, device: dev.info().name.clone(), source: Box::new(source) }
 }
 
 /// Opens the card on `dev`: identifies the family by PCI id. Does not touch the card's state;

@@ -43,8 +43,12 @@ pub enum Error {
     Dma { device: String, reason: String },
     #[error("no PCI device {device}: {path} does not exist")]
     NoSuchDevice { device: String, path: String },
-    #[error("{device} is bound to {bound}, not {wanted}; to rebind it (as root): {how}")]
-    WrongDriver { device: String, bound: String, wanted: &'static str, how: String },
+    #[error(
+        "{device} is bound to {}, not {wanted}; to rebind it (as root): {}",
+        .bound.as_deref().unwrap_or("no driver"),
+        pci::bind_commands(*.device, .bound.as_deref(), .wanted).join(" && ")
+    )]
+    WrongDriver { device: PciAddress, bound: Option<String>, wanted: &'static str },
     #[error("{device} has no IOMMU group: the IOMMU is off or absent (boot with intel_iommu=on or amd_iommu=on){hint}")]
     NoIommuGroup { device: String, hint: String },
     #[error(
