@@ -44,6 +44,7 @@
 //! | [`Dispenser::take`] (async, bounded wait) | HTTP | `Timeout`/`Stale` → 503, `Failed`/`Stopped` → 503 |
 //! | [`Dispenser::take_blocking`] (deadline or none) | FUSE read | `Failed`/`Stopped`/`Detached` → EIO |
 //! | [`Dispenser::try_take`] (what is ready, ≤ max) | FUSE O_NONBLOCK read | `Empty` → EAGAIN |
+//! | [`Dispenser::try_take_exact`] (all n or nothing) | FUSE blocking read, before handing off | `Empty` → use `take_blocking` |
 //! | [`Dispenser::wait_readable`] (callback once) | FUSE poll | `Err` → POLLERR/EIO |
 //! | [`Dispenser::devices`], [`Dispenser::device`], [`Dispenser::health`] | /health, ioctls | |
 //!
@@ -146,7 +147,11 @@ impl RingSource for ring::Consumer {
                 ring::Health::Failed => SourceHealth::Failed,
                 ring::Health::Stopped => SourceHealth::Stopped,
             },
-            reason: s.reason.to_string(),
+            // The stable kebab-case code ("repetition-count"), as in the ring ABI docs.
+            reason: serde_json::to_value(s.reason)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_else(|| s.reason.to_string()),
             model: s.identity.model,
             serial: s.identity.serial,
             modules: s.identity.modules,
@@ -220,13 +225,10 @@ pub enum DispenseError {
     Detached { device: String },
     #[error("invalid ring path {path}: no file stem to name the device")]
     BadPath { path: PathBuf },
-    /// The ring was refused: unreadable file, bad header, or another consumer attached.
-    #[error("cannot attach ring {}", path.display())]
-    Ring {
-        path: PathBuf,
-        #[source]
-        source: ring::Error,
-    },
+    /// The ring was refused: unreadable file, bad header, or another consumer attached (the ring
+    /// error names the path).
+    #[error(transparent)]
+    Ring(ring::Error),
     #[error("failed to start the consumer thread for {device}")]
     Spawn {
         device: String,
@@ -757,8 +759,7 @@ impl Dispenser {
         if self.0.read_devices().contains_key(&name) {
             return Err(DispenseError::AlreadyAttached(name));
         }
-        let consumer = ring::Consumer::open(ring_path)
-            .map_err(|source| DispenseError::Ring { path: ring_path.to_owned(), source })?;
+        let consumer = ring::Consumer::open(ring_path).map_err(DispenseError::Ring)?;
         self.attach_source(&name, Some(ring_path.to_owned()), Box::new(consumer))?;
         Ok(name)
     }
@@ -1053,6 +1054,33 @@ impl Dispenser {
             return Err(DispenseError::Empty);
         }
         dev.note_served(out.len());
+        Ok(dev.entropy(&st, out))
+    }
+
+    /// Takes exactly `n` bytes if they are ready now, else consumes nothing and reports
+    /// [`DispenseError::Empty`] (also when earlier requests are queued). For a blocking reader that
+    /// wants to answer from the FUSE session thread when it can and hand off to a worker calling
+    /// [`Dispenser::take_blocking`] when it cannot: one request, so its bytes are one contiguous
+    /// piece of the ring stream and its place in the FIFO order is kept (a partial `try_take`
+    /// followed by a blocking take for the rest would let other callers in between).
+    pub fn try_take_exact(&self, device: &str, n: usize) -> Result<Entropy, DispenseError> {
+        if n > self.0.cfg.max_request {
+            return Err(DispenseError::TooLarge { requested: n, limit: self.0.cfg.max_request });
+        }
+        let dev = self.get(device)?;
+        let mut st = lock(&dev.state);
+        st.check_servable(&dev.name)?;
+        if !st.waiters.is_empty() || st.carry.len() + st.source.available().unwrap_or(0) < n {
+            return Err(DispenseError::Empty);
+        }
+        let mut out = Vec::with_capacity(n);
+        st.fill_checked(&dev.name, &mut out, n)?;
+        if out.len() < n {
+            // The ring reported more than it then gave: keep the bytes for the next caller.
+            st.carry.extend(out.iter());
+            return Err(DispenseError::Empty);
+        }
+        dev.note_served(n);
         Ok(dev.entropy(&st, out))
     }
 
