@@ -81,27 +81,17 @@ impl Error {
     }
 }
 
-/// The two card families.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Family {
-    /// 179a:0001: PIO from a 4 KiB FIFO fed by up to four modules.
-    Module,
-    /// 1e89:0002/0003: XDMA card-to-host DMA from 2 or 12 chips.
-    Chip,
-}
+/// The two card families (module cards: PIO; chip cards: XDMA), as the access layer names them.
+pub use crate::hw::pci::CardFamily as Family;
+use crate::hw::pci::{CHIP_CARD_240M, CHIP_CARD_40M, MODULE_CARD};
 
-/// The PCI ids of Quantis cards (quantis-hardware.md, "Two hardware generations").
-pub const MODULE_CARD_ID: PciId = PciId { vendor: 0x179A, device: 0x0001 };
-pub const PCIE_40M_ID: PciId = PciId { vendor: 0x1E89, device: 0x0002 };
-pub const PCIE_240M_ID: PciId = PciId { vendor: 0x1E89, device: 0x0003 };
-
-/// The family of a PCI id, and the model name where the id alone tells it.
+/// The family of a PCI id, and the model name where the id alone tells it (module cards say
+/// which model they are only through their modules, see `pio::probe`).
 pub fn family_of(id: PciId) -> Option<(Family, Option<&'static str>)> {
     match id {
-        MODULE_CARD_ID => Some((Family::Module, None)),
-        PCIE_40M_ID => Some((Family::Chip, Some("pcie-40m"))),
-        PCIE_240M_ID => Some((Family::Chip, Some("pcie-240m"))),
+        MODULE_CARD => Some((Family::Module, None)),
+        CHIP_CARD_40M => Some((Family::Chip, Some("pcie-40m"))),
+        CHIP_CARD_240M => Some((Family::Chip, Some("pcie-240m"))),
         _ => None,
     }
 }
@@ -278,7 +268,7 @@ pub fn open(dev: Box<dyn Device>, opts: &CardOptions) -> Result<Box<dyn Card>> {
         Some((Family::Module, _)) => Ok(Box::new(pio::PioCard::open(dev, opts)?)),
         Some((Family::Chip, model)) => {
             let model = model.unwrap_or("chip card");
-            if info.name.starts_with("uio:") {
+            if !info.dma {
                 return Err(Error::DmaNeedsIommu { device: info.name.clone(), model });
             }
             Ok(Box::new(xdma::XdmaCard::open(dev, opts, model)?))

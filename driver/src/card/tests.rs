@@ -355,6 +355,7 @@ fn disguised(spec: &str, name: &str, id: Option<PciId>) -> Box<dyn Device> {
     let mut info = inner.info().clone();
     info.name = name.into();
     info.simulated = false;
+    info.dma = !name.starts_with("uio:");
     if let Some(id) = id {
         info.id = id;
     }

@@ -182,6 +182,9 @@ pub struct DeviceInfo {
     pub bars: [Option<u64>; 6],
     /// True for the simulator: everything it produces must be labelled "simulated".
     pub simulated: bool,
+    /// The backend can give the card DMA access confined by an IOMMU (VFIO, or the simulator's
+    /// map table). False for UIO: there, a bus-mastering card could write anywhere in memory.
+    pub dma: bool,
 }
 
 /// 32-bit register access on a card's BARs, DMA buffers and interrupts.

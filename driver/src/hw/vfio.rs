@@ -146,7 +146,7 @@ impl std::fmt::Debug for VfioDevice {
 
 impl VfioDevice {
     /// Opens the device at `addr`, which must be bound to vfio-pci, and enables memory decoding
-    /// and bus mastering.
+    /// (bus mastering follows with the first DMA mapping).
     pub fn open(addr: PciAddress) -> Result<VfioDevice> {
         Self::open_in(&Sysfs::default(), addr)
     }
@@ -186,6 +186,7 @@ impl VfioDevice {
                 id: PciId { vendor: 0, device: 0 },
                 bars: [None; 6],
                 simulated: false,
+                dma: true,
             },
             addr,
             sysfs_path: dir,

@@ -191,6 +191,18 @@ fn edu_dma(dev: &mut dyn Device, src: u64, dst: u64, len: usize, cmd: u32) -> Re
     Ok(())
 }
 
+/// A reset either works or is refused with the reason (edu offers no reset method).
+fn check_reset(dev: &mut dyn Device, rep: &mut Report) {
+    rep.check(
+        "device reset",
+        match dev.reset() {
+            Ok(()) => Ok("reset done".into()),
+            Err(Error::Unsupported { why, .. }) => Ok(format!("refused clearly: {why}")),
+            Err(other) => Err(e(other)),
+        },
+    );
+}
+
 /// With nothing raised, a wait must time out (no spurious or stale interrupt).
 fn check_quiet(dev: &mut dyn Device, rep: &mut Report) {
     rep.check(
@@ -392,14 +404,7 @@ fn vfio_checks(addr: PciAddress, rep: &mut Report) {
         rep.skip("DMA unmap and stale-IOVA checks", "the DMA round trip failed");
     }
 
-    rep.check(
-        "device reset",
-        match dev.reset() {
-            Ok(()) => Ok("VFIO_DEVICE_RESET done".into()),
-            Err(Error::Unsupported { why, .. }) => Ok(format!("refused clearly: {why}")),
-            Err(other) => Err(e(other)),
-        },
-    );
+    check_reset(&mut dev, rep);
     check_id_and_liveness(&mut dev, rep);
     // The path for BARs VFIO will not mmap: one pread/pwrite on the device fd per register.
     rep.check(
@@ -620,6 +625,7 @@ fn uio_checks(addr: PciAddress, rep: &mut Report) {
             Ok(format!("command was {c:#06x}; second interrupt {second}"))
         })(),
     );
+    check_reset(&mut dev, rep);
     check_id_and_liveness(&mut dev, rep);
     wrong_driver_check(rep, |a| UioDevice::open(a).map(|_| ()), "uio_pci_generic");
 }
