@@ -44,6 +44,7 @@
 //! | [`Dispenser::take`] (async, bounded wait) | HTTP | `Timeout`/`Stale` → 503, `Failed`/`Stopped` → 503 |
 //! | [`Dispenser::take_blocking`] (deadline or none) | FUSE read | `Failed`/`Stopped`/`Detached` → EIO |
 //! | [`Dispenser::try_take`] (what is ready, ≤ max) | FUSE O_NONBLOCK read | `Empty` → EAGAIN |
+//! | [`Dispenser::try_take_exact`] (all n or nothing) | FUSE blocking read, before handing off | `Empty` → use `take_blocking` |
 //! | [`Dispenser::wait_readable`] (callback once) | FUSE poll | `Err` → POLLERR/EIO |
 //! | [`Dispenser::devices`], [`Dispenser::device`], [`Dispenser::health`] | /health, ioctls | |
 //!
@@ -146,7 +147,11 @@ impl RingSource for ring::Consumer {
                 ring::Health::Failed => SourceHealth::Failed,
                 ring::Health::Stopped => SourceHealth::Stopped,
             },
-            reason: s.reason.to_string(),
+            // The stable kebab-case code ("repetition-count"), as in the ring ABI docs.
+            reason: serde_json::to_value(s.reason)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_else(|| s.reason.to_string()),
             model: s.identity.model,
             serial: s.identity.serial,
             modules: s.identity.modules,
@@ -220,13 +225,10 @@ pub enum DispenseError {
     Detached { device: String },
     #[error("invalid ring path {path}: no file stem to name the device")]
     BadPath { path: PathBuf },
-    /// The ring was refused: unreadable file, bad header, or another consumer attached.
-    #[error("cannot attach ring {}", path.display())]
-    Ring {
-        path: PathBuf,
-        #[source]
-        source: ring::Error,
-    },
+    /// The ring was refused: unreadable file, bad header, or another consumer attached (the ring
+    /// error names the path).
+    #[error(transparent)]
+    Ring(ring::Error),
     #[error("failed to start the consumer thread for {device}")]
     Spawn {
         device: String,
@@ -325,6 +327,8 @@ struct DevState {
     status_read: Instant,
     health: DeviceHealth,
     reason: String,
+    /// The producer's heartbeat is older than the limit (or it never beat).
+    stale: bool,
     /// Set when the source itself errored: the device stays failed until re-attached.
     broken: bool,
     carry: VecDeque<u8>,
@@ -399,6 +403,7 @@ impl DevState {
             status_read: Instant::now(),
             health: DeviceHealth::Starting,
             reason: "no status read yet".to_owned(),
+            stale: false,
             broken: false,
             carry: VecDeque::new(),
             waiters: VecDeque::new(),
@@ -548,6 +553,7 @@ impl DevState {
         }
         self.health = health;
         self.reason = reason;
+        self.stale = stale;
         let mono = Instant::now();
         match self.rate_mark {
             Some((t0, p0)) if mono.duration_since(t0) >= RATE_WINDOW => {
@@ -753,8 +759,7 @@ impl Dispenser {
         if self.0.read_devices().contains_key(&name) {
             return Err(DispenseError::AlreadyAttached(name));
         }
-        let consumer = ring::Consumer::open(ring_path)
-            .map_err(|source| DispenseError::Ring { path: ring_path.to_owned(), source })?;
+        let consumer = ring::Consumer::open(ring_path).map_err(DispenseError::Ring)?;
         self.attach_source(&name, Some(ring_path.to_owned()), Box::new(consumer))?;
         Ok(name)
     }
@@ -858,7 +863,7 @@ impl Dispenser {
                     epoch: s.as_ref().map_or(0, |s| s.epoch),
                     heartbeat_age_ms: hb_age
                         .map(|a| u64::try_from(a.as_millis()).unwrap_or(u64::MAX)),
-                    heartbeat_stale: st.health == DeviceHealth::Degraded,
+                    heartbeat_stale: st.stale,
                     ring_capacity: cap,
                     ring_fill,
                     buffer_fill_ratio: if cap == 0 {
@@ -918,7 +923,17 @@ impl Dispenser {
                 best = Some((key, dev));
             }
         }
-        best.map(|(_, d)| Arc::clone(d)).ok_or(DispenseError::NoHealthyDevice)
+        if let Some((_, d)) = best {
+            return Ok(Arc::clone(d));
+        }
+        // With a single card, its own reason says more than "no healthy device".
+        match devices.values().next() {
+            Some(only) if devices.len() == 1 => {
+                let st = lock(&only.state);
+                Err(st.check_servable(&only.name).err().unwrap_or(DispenseError::NoHealthyDevice))
+            }
+            _ => Err(DispenseError::NoHealthyDevice),
+        }
     }
 
     /// Serves `n` bytes now if possible, else queues the request with `make` building its completion.
@@ -1039,6 +1054,33 @@ impl Dispenser {
             return Err(DispenseError::Empty);
         }
         dev.note_served(out.len());
+        Ok(dev.entropy(&st, out))
+    }
+
+    /// Takes exactly `n` bytes if they are ready now, else consumes nothing and reports
+    /// [`DispenseError::Empty`] (also when earlier requests are queued). For a blocking reader that
+    /// wants to answer from the FUSE session thread when it can and hand off to a worker calling
+    /// [`Dispenser::take_blocking`] when it cannot: one request, so its bytes are one contiguous
+    /// piece of the ring stream and its place in the FIFO order is kept (a partial `try_take`
+    /// followed by a blocking take for the rest would let other callers in between).
+    pub fn try_take_exact(&self, device: &str, n: usize) -> Result<Entropy, DispenseError> {
+        if n > self.0.cfg.max_request {
+            return Err(DispenseError::TooLarge { requested: n, limit: self.0.cfg.max_request });
+        }
+        let dev = self.get(device)?;
+        let mut st = lock(&dev.state);
+        st.check_servable(&dev.name)?;
+        if !st.waiters.is_empty() || st.carry.len() + st.source.available().unwrap_or(0) < n {
+            return Err(DispenseError::Empty);
+        }
+        let mut out = Vec::with_capacity(n);
+        st.fill_checked(&dev.name, &mut out, n)?;
+        if out.len() < n {
+            // The ring reported more than it then gave: keep the bytes for the next caller.
+            st.carry.extend(out.iter());
+            return Err(DispenseError::Empty);
+        }
+        dev.note_served(n);
         Ok(dev.entropy(&st, out))
     }
 

@@ -26,6 +26,11 @@ pub const ANU_MAX: usize = 1024;
 
 /// A header value built from peer-controlled text (the ring's serial): visible ASCII only.
 fn header_text(s: &str) -> HeaderValue {
+    if s.bytes().all(|b| b.is_ascii_graphic()) {
+        if let Ok(v) = HeaderValue::from_str(s) {
+            return v;
+        }
+    }
     let clean: String = s.chars().filter(|c| c.is_ascii_graphic() || *c == ' ').collect();
     HeaderValue::from_str(clean.trim()).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
