@@ -11,8 +11,9 @@
 //! the devices whose uri ends with the text (`rate=0`, `pcie-16m`, `240m?rate=0`).
 
 use quantis_driver::ring::{Consumer, Health};
+use std::collections::HashMap;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_quantis-driver");
@@ -35,28 +36,34 @@ fn main() {
     for model in ["pcie-240m", "pcie-16m"] {
         let mut first = None;
         for (label, bin) in &bins {
-            let Some((gbps, cpu)) = run(bin.as_ref(), &format!("sim:{model}?rate=0"), window)
-            else {
+            let Some(m) = run(bin.as_ref(), &format!("sim:{model}?rate=0"), window) else {
                 continue;
             };
-            let per_cpu = gbps / (cpu / 100.0).max(1e-9);
             println!(
-                "pipeline/{label}{model}?rate=0 published into the ring: {gbps:>6.2} GB/s  ({:.2} x memcpy; driver CPU {cpu:.0} % of a core; {per_cpu:.2} GB per CPU-second){}",
-                gbps / memcpy,
-                ratio(&mut first, gbps),
+                "pipeline/{label}{model}?rate=0 published into the ring: {:>6.2} GB/s  ({:.2} x memcpy){}\n    driver CPU {:.0} % of a core (busiest thread {:.0} %), runnable but waiting for a CPU {:.0} %; {:.2} GB per CPU-second; with a core for its busiest thread: {:.2} GB/s",
+                m.gbps,
+                m.gbps / memcpy,
+                ratio(&mut first, m.gbps),
+                m.cpu,
+                m.busiest,
+                m.waiting,
+                m.gbps / (m.cpu / 100.0).max(1e-9),
+                m.gbps / (m.busiest / 100.0).max(1e-9),
             );
         }
     }
     for model in ["pcie-4m", "pcie-16m", "pcie-40m", "pcie-240m"] {
         let mut first = None;
         for (label, bin) in &bins {
-            let Some((gbps, cpu)) = run(bin.as_ref(), &format!("sim:{model}"), window) else {
+            let Some(m) = run(bin.as_ref(), &format!("sim:{model}"), window) else {
                 continue;
             };
             println!(
-                "pipeline/{label}{model} at its real rate: {:>8.3} MB/s published, driver CPU {cpu:>5.2} % of a core{}",
-                gbps * 1000.0,
-                ratio(&mut first, cpu),
+                "pipeline/{label}{model} at its real rate: {:>8.3} MB/s published, driver CPU {:>5.2} % of a core{}, dropped {:.1} % of raw",
+                m.gbps * 1000.0,
+                m.cpu,
+                ratio(&mut first, m.cpu),
+                m.dropped,
             );
         }
     }
@@ -85,24 +92,39 @@ fn memcpy_gbps() -> f64 {
     n as f64 / t.elapsed().as_secs_f64() / 1e9
 }
 
-/// CPU seconds the process's threads have run so far, in nanoseconds from
+/// Per thread of `pid`: (ns run on a CPU, ns runnable but waiting for one), from
 /// /proc/<pid>/task/*/schedstat (clock ticks from /proc/<pid>/stat are 10 ms: too coarse for a
 /// driver using 1 % of a core over a few seconds).
-fn cpu_secs(child: &Child) -> f64 {
-    let tasks = std::fs::read_dir(format!("/proc/{}/task", child.id()));
-    let ns: u64 = tasks
+fn sched(pid: u32) -> HashMap<String, (u64, u64)> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"));
+    tasks
         .into_iter()
         .flatten()
         .flatten()
-        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
-        .filter_map(|s| s.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()))
-        .sum();
-    ns as f64 / 1e9
+        .filter_map(|t| {
+            let s = std::fs::read_to_string(t.path().join("schedstat")).ok()?;
+            let mut f = s.split_whitespace().map(|v| v.parse::<u64>().ok());
+            Some((t.file_name().to_string_lossy().into_owned(), (f.next()??, f.next()??)))
+        })
+        .collect()
 }
 
-/// Starts the driver on `device`, waits for OK, drains the ring for `window`; returns the
-/// published rate in GB/s and the driver's CPU use in % of one core over the window.
-fn run(bin: &Path, device: &str, window: Duration) -> Option<(f64, f64)> {
+/// One run of the driver, over the measuring window.
+struct Measure {
+    /// Bytes published into the ring, GB/s.
+    gbps: f64,
+    /// Driver CPU, % of one core, all threads.
+    cpu: f64,
+    /// CPU of its busiest thread, % of one core.
+    busiest: f64,
+    /// Time its threads were runnable but waiting for a CPU (others had them), % of one core.
+    waiting: f64,
+    /// Bytes the card produced that were lost (FIFO overflow, ring full), % of raw bytes read.
+    dropped: f64,
+}
+
+/// Starts the driver on `device`, waits for OK, drains the ring for `window`.
+fn run(bin: &Path, device: &str, window: Duration) -> Option<Measure> {
     if std::env::var("QRNG_BENCH_ONLY").is_ok_and(|only| !device.ends_with(&only)) {
         return None;
     }
@@ -123,18 +145,31 @@ fn run(bin: &Path, device: &str, window: Duration) -> Option<(f64, f64)> {
         std::thread::sleep(Duration::from_millis(5));
     }
     let mut buf = vec![0u8; 1 << 20];
-    let (t, cpu0, pub0) = (Instant::now(), cpu_secs(&child), c.status().unwrap().bytes_published);
+    let (t, s0, st0) = (Instant::now(), sched(child.id()), c.status().unwrap());
     while t.elapsed() < window {
         if c.read(&mut buf).expect("read") == 0 {
             std::thread::sleep(Duration::from_micros(200));
         }
     }
     let elapsed = t.elapsed().as_secs_f64();
-    let published = c.status().unwrap().bytes_published - pub0;
-    let cpu = (cpu_secs(&child) - cpu0) / elapsed * 100.0;
+    let (s1, st1) = (sched(child.id()), c.status().unwrap());
     let _ = child.kill();
     let _ = child.wait();
-    Some((published as f64 / elapsed / 1e9, cpu))
+    let pct = |ns: u64| ns as f64 / 1e9 / elapsed * 100.0;
+    let delta = |tid: &String, &(run, wait): &(u64, u64)| {
+        let (r0, w0) = s0.get(tid).copied().unwrap_or((0, 0));
+        (run.saturating_sub(r0), wait.saturating_sub(w0))
+    };
+    let per_thread: Vec<(u64, u64)> = s1.iter().map(|(tid, v)| delta(tid, v)).collect();
+    let raw = (st1.raw_bytes_read - st0.raw_bytes_read) as f64;
+    let dropped = (st1.bytes_dropped - st0.bytes_dropped) as f64;
+    Some(Measure {
+        gbps: (st1.bytes_published - st0.bytes_published) as f64 / elapsed / 1e9,
+        cpu: pct(per_thread.iter().map(|t| t.0).sum()),
+        busiest: pct(per_thread.iter().map(|t| t.0).max().unwrap_or(0)),
+        waiting: pct(per_thread.iter().map(|t| t.1).sum()),
+        dropped: 100.0 * dropped / (raw + dropped).max(1.0),
+    })
 }
 
 fn attach(ring: &Path) -> Consumer {
