@@ -3,13 +3,18 @@
 //! the simulator's noise) overlap the health tests instead of taking turns with them.
 //!
 //! The byte stream is exactly the card's, in order, and errors arrive in the order the card
-//! raised them. At most one batch is read ahead; [`Prefetch::start`] and [`Prefetch::stop`]
-//! first wait for it and throw it away untested (it belongs to the run being reset), counting
-//! it in [`CardCounters::bytes_discarded`], so nothing read before a reset is ever returned after.
+//! raised them. Up to [`DEPTH`] batches are read ahead, so the reader goes straight on to the
+//! next read instead of waiting for the caller to be scheduled (a module card's FIFO holds only
+//! 2 ms of data). [`Prefetch::start`] and [`Prefetch::stop`] first wait for the reads ahead and
+//! throw them away untested (they belong to the run being reset), counting them in
+//! [`CardCounters::bytes_discarded`], so nothing read before a reset is ever returned after.
 
 use super::{Card, CardCounters, CardInfo, Result};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::thread::JoinHandle;
+
+/// Reads queued ahead of the batch the caller holds.
+pub const DEPTH: usize = 2;
 
 enum Cmd {
     Read(Vec<u8>),
@@ -31,12 +36,12 @@ pub struct Prefetch {
     cmd: Option<SyncSender<Cmd>>,
     reply: Receiver<Reply>,
     worker: Option<JoinHandle<()>>,
-    /// A read was sent and its reply not yet received.
-    in_flight: bool,
+    /// Reads sent whose replies are not yet received.
+    in_flight: usize,
     /// The buffer the last batch was returned from.
     current: Vec<u8>,
-    /// A buffer free for the next read, when none is in flight.
-    spare: Option<Vec<u8>>,
+    /// Buffers free for the next reads.
+    spare: Vec<Vec<u8>>,
 }
 
 impl std::fmt::Debug for Prefetch {
@@ -53,8 +58,9 @@ impl Prefetch {
     pub fn new(mut card: Box<dyn Card>, batch: usize) -> std::io::Result<Prefetch> {
         let info = card.info().clone();
         let counters = card.counters();
-        let (cmd_tx, cmd_rx) = sync_channel::<Cmd>(1);
-        let (reply_tx, reply_rx) = sync_channel::<Reply>(1);
+        // Room for every read in flight plus a start or stop: neither side ever blocks on a send.
+        let (cmd_tx, cmd_rx) = sync_channel::<Cmd>(DEPTH + 1);
+        let (reply_tx, reply_rx) = sync_channel::<Reply>(DEPTH + 1);
         let worker = std::thread::Builder::new().name("card-reader".into()).spawn(move || {
             for cmd in cmd_rx {
                 let reply = match cmd {
@@ -84,9 +90,9 @@ impl Prefetch {
             cmd: Some(cmd_tx),
             reply: reply_rx,
             worker: Some(worker),
-            in_flight: false,
+            in_flight: 0,
             current: vec![0; batch],
-            spare: Some(vec![0; batch]),
+            spare: (0..DEPTH).map(|_| vec![0; batch]).collect(),
         })
     }
 
@@ -101,16 +107,16 @@ impl Prefetch {
         c
     }
 
-    /// The next batch of raw bytes (as [`Card::read`]: empty when the read timed out), and the
-    /// read of the batch after it started in the background.
+    /// The next batch of raw bytes (as [`Card::read`]: empty when the read timed out). The
+    /// buffer of the batch returned before goes back to the reader for a read ahead.
     pub fn read(&mut self) -> Result<&[u8]> {
-        if !self.in_flight {
-            self.send_read();
+        while let Some(buf) = self.spare.pop() {
+            self.send(Cmd::Read(buf));
+            self.in_flight += 1;
         }
         let (buf, r) = self.wait_read();
-        self.spare = Some(std::mem::replace(&mut self.current, buf));
+        self.spare.push(std::mem::replace(&mut self.current, buf));
         let n = r?;
-        self.send_read();
         Ok(&self.current[..n])
     }
 
@@ -125,12 +131,12 @@ impl Prefetch {
     }
 
     fn control(&mut self, cmd: Cmd) -> Result<()> {
-        if self.in_flight {
+        while self.in_flight > 0 {
             let (buf, r) = self.wait_read();
-            // An error of the abandoned read is the card's state before the reset; the reset
+            // An error of an abandoned read is the card's state before the reset; the reset
             // itself reports whatever is still wrong.
             self.discarded += r.map_or(0, |n| n as u64);
-            self.spare = Some(buf);
+            self.spare.push(buf);
         }
         self.send(cmd);
         match self.recv() {
@@ -143,14 +149,8 @@ impl Prefetch {
         }
     }
 
-    fn send_read(&mut self) {
-        let buf = self.spare.take().expect("a spare buffer when no read is in flight");
-        self.send(Cmd::Read(buf));
-        self.in_flight = true;
-    }
-
     fn wait_read(&mut self) -> (Vec<u8>, Result<usize>) {
-        self.in_flight = false;
+        self.in_flight -= 1;
         match self.recv() {
             Reply::Read(buf, r, counters) => {
                 self.counters = counters;
@@ -186,11 +186,9 @@ impl Prefetch {
 
 impl Drop for Prefetch {
     fn drop(&mut self) {
-        // Closing the command channel ends the thread's loop once its current read returns.
+        // Closing the command channel ends the thread's loop once the queued reads are done
+        // (their replies fit in the reply channel, so the thread never blocks on them).
         self.cmd = None;
-        if self.in_flight {
-            let _ = self.reply.recv();
-        }
         if let Some(w) = self.worker.take() {
             let _ = w.join();
         }
@@ -249,10 +247,10 @@ mod tests {
         let first = p.read().unwrap().to_vec();
         assert_eq!(first.len(), batch);
         assert_eq!(p.counters().bytes_discarded, 0);
-        // The second batch is being read ahead; the restart must drop it, not return it.
+        // The next batches are being read ahead; the restart must drop them, not return them.
         p.stop().unwrap();
         p.start().unwrap();
-        assert_eq!(p.counters().bytes_discarded, batch as u64);
+        assert_eq!(p.counters().bytes_discarded, (DEPTH - 1) as u64 * batch as u64);
         let after = p.read().unwrap().to_vec();
         let stream = direct("pcie-16m?rate=0&seed=13", batch, 3 * batch);
         assert_eq!(first, stream[..batch]);
