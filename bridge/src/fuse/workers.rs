@@ -77,7 +77,9 @@ impl Pool {
     pub fn submit(&self, job: impl FnOnce() + Send + 'static) {
         let mut s = self.lock();
         s.jobs.push_back(Box::new(job));
-        let grow = s.idle == 0 && s.total < self.0.max && !s.shutdown;
+        // Idle workers that were notified but have not woken yet still count as idle, so compare
+        // the whole queue with them: grow whenever some queued job has no idle worker to take it.
+        let grow = s.jobs.len() > s.idle && s.total < self.0.max && !s.shutdown;
         if grow {
             s.total += 1;
         }
