@@ -7,6 +7,7 @@
 //! - [`ring`]: the shared-memory ring ABI that the driver publishes into and the bridge consumes.
 
 pub mod card;
+pub mod daemon;
 pub mod entropy;
 pub mod hw;
 pub mod ring;

@@ -5,11 +5,17 @@
 //! copies, and the buffer hands out its address only as a raw pointer.
 
 use std::ptr::NonNull;
+use std::sync::atomic::{fence, Ordering};
+use std::sync::Arc;
 
 /// Page-aligned, zero-initialised anonymous memory plus the IOVA the device sees it at.
+///
+/// The mapping is reference-counted: a backend keeps a [`DmaBuffer::share`]d handle in its
+/// DMA-map table, so the memory stays allocated until the backend has unmapped it, even if the
+/// driver drops its handle first (the device can never write into freed memory).
 #[derive(Debug)]
 pub struct DmaBuffer {
-    map: memmap2::MmapMut,
+    map: Arc<memmap2::MmapMut>,
     len: usize,
     iova: u64,
 }
@@ -27,7 +33,17 @@ impl DmaBuffer {
         let page = page_size();
         let len = len.max(1).div_ceil(page) * page;
         let map = memmap2::MmapOptions::new().len(len).map_anon()?;
-        Ok(DmaBuffer { map, len, iova })
+        Ok(DmaBuffer { map: Arc::new(map), len, iova })
+    }
+
+    /// A second handle on the same memory (for the backend's DMA-map table).
+    pub fn share(&self) -> DmaBuffer {
+        DmaBuffer { map: Arc::clone(&self.map), len: self.len, iova: self.iova }
+    }
+
+    /// True if both handles name the same memory.
+    pub fn same_memory(&self, other: &DmaBuffer) -> bool {
+        Arc::ptr_eq(&self.map, &other.map)
     }
 
     pub fn len(&self) -> usize {
@@ -50,37 +66,43 @@ impl DmaBuffer {
 
     /// Copies `dst.len()` bytes starting at `offset` out of the buffer.
     ///
+    /// Call it only for bytes the device has finished writing (it reported the descriptor
+    /// complete through a register read): the Acquire fence orders this copy after that read.
+    ///
     /// # Panics
     /// If the range is outside the buffer (a caller bug, never peer-controlled).
     pub fn read(&self, offset: usize, dst: &mut [u8]) {
         let end = offset.checked_add(dst.len()).expect("dma read range overflows");
         assert!(end <= self.len, "dma read {offset}..{end} outside buffer of {}", self.len);
-        let src = self.as_ptr().as_ptr();
-        for (i, d) in dst.iter_mut().enumerate() {
-            // SAFETY: offset + i < end <= self.len, inside the live mapping; a volatile read of a
-            // u8 has no alignment requirement and never creates a reference into device memory.
-            *d = unsafe { std::ptr::read_volatile(src.add(offset + i)) };
-        }
+        fence(Ordering::Acquire);
+        // SAFETY: offset <= end <= self.len, so the result stays inside the live mapping.
+        let src = unsafe { self.as_ptr().as_ptr().add(offset) };
+        // SAFETY: offset..end lies inside the live mapping (checked above; the Arc keeps it
+        // mapped). `dst` is a Rust slice, which cannot overlap the mapping because no reference
+        // into the mapping is ever created. The device does not write this range concurrently:
+        // callers only read bytes the engine reported complete, and the fence orders the copy
+        // after that report. No reference into the mapping is made; u8 needs no alignment.
+        unsafe { std::ptr::copy_nonoverlapping(src, dst.as_mut_ptr(), dst.len()) };
     }
 
-    /// Copies `src` into the buffer at `offset` (descriptor rings are written this way).
+    /// Copies `src` into the buffer at `offset` (descriptor rings are written this way; the
+    /// simulator's engine writes card data this way). The Release fence makes the bytes visible
+    /// before any later register write that hands them to the device.
     ///
     /// # Panics
     /// If the range is outside the buffer.
     pub fn write(&self, offset: usize, src: &[u8]) {
         let end = offset.checked_add(src.len()).expect("dma write range overflows");
         assert!(end <= self.len, "dma write {offset}..{end} outside buffer of {}", self.len);
-        let dst = self.as_ptr().as_ptr();
-        for (i, s) in src.iter().enumerate() {
-            // SAFETY: as in `read`: in bounds of the live mapping, byte-sized volatile store.
-            unsafe { std::ptr::write_volatile(dst.add(offset + i), *s) };
-        }
+        // SAFETY: offset <= end <= self.len, so the result stays inside the live mapping.
+        let dst = unsafe { self.as_ptr().as_ptr().add(offset) };
+        // SAFETY: in bounds of the live mapping (checked above); `src` is a Rust slice and so
+        // cannot overlap the mapping, into which no reference is ever made; the device is not
+        // reading this range while the driver prepares it (it is handed over only afterwards).
+        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst, src.len()) };
+        fence(Ordering::Release);
     }
 }
-
-// SAFETY: the buffer owns its mapping; access is through raw pointers with volatile operations, so
-// moving it to another thread cannot create aliasing references.
-unsafe impl Send for DmaBuffer {}
 
 #[cfg(test)]
 mod tests {

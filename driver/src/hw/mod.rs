@@ -11,6 +11,7 @@
 
 pub mod dma;
 pub mod mmio;
+pub mod pci;
 pub mod sim;
 pub mod uio;
 pub mod vfio;
@@ -40,6 +41,24 @@ pub enum Error {
     DeviceGone { device: String },
     #[error("DMA error on {device}: {reason}")]
     Dma { device: String, reason: String },
+    #[error("no PCI device {device}: {path} does not exist")]
+    NoSuchDevice { device: String, path: String },
+    #[error("{device} is bound to {bound}, not {wanted}; to rebind it (as root): {how}")]
+    WrongDriver { device: String, bound: String, wanted: &'static str, how: String },
+    #[error("{device} has no IOMMU group: the IOMMU is off or absent (boot with intel_iommu=on or amd_iommu=on){hint}")]
+    NoIommuGroup { device: String, hint: String },
+    #[error(
+        "IOMMU group {group} of {device} is not viable: every device in the group must be bound to \
+         vfio-pci (or to no driver); the others in group {group}: {others}"
+    )]
+    GroupNotViable { device: String, group: u32, others: String },
+    #[error("permission denied opening {path} for {device}: run as root or give this user access to {path} (udev rule)")]
+    PermissionDenied { device: String, path: String },
+    #[error(
+        "cannot pin {needed} bytes of DMA memory for {device}: RLIMIT_MEMLOCK is {limit}; raise it to \
+         at least {needed} bytes (ulimit -l, or LimitMEMLOCK= in the systemd unit)"
+    )]
+    MemlockLimit { device: String, limit: String, needed: u64 },
     #[error("failed to {op} for {device}")]
     Io {
         op: String,
@@ -71,6 +90,13 @@ pub struct PciAddress {
     pub bus: u8,
     pub device: u8,
     pub function: u8,
+}
+
+/// Serialized as its sysfs name (`0000:3b:00.0`), the form users type.
+impl serde::Serialize for PciAddress {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
 }
 
 impl fmt::Display for PciAddress {
@@ -118,8 +144,9 @@ impl FromStr for DeviceUri {
 
     fn from_str(s: &str) -> Result<Self> {
         let bad = |reason: &str| Error::BadUri { uri: s.to_owned(), reason: reason.to_owned() };
-        let (scheme, rest) =
-            s.split_once(':').ok_or_else(|| bad("expected vfio:<pci>, uio:<pci> or sim:<model>"))?;
+        let (scheme, rest) = s
+            .split_once(':')
+            .ok_or_else(|| bad("expected vfio:<pci>, uio:<pci> or sim:<model>"))?;
         match scheme {
             "vfio" => Ok(DeviceUri::Vfio(rest.parse()?)),
             "uio" => Ok(DeviceUri::Uio(rest.parse()?)),
@@ -185,6 +212,26 @@ pub trait Device: Send {
     }
 }
 
+/// Waits until `fd` is readable or `timeout` passes; `Ok(true)` if readable. Retries on EINTR.
+pub(crate) fn poll_readable(
+    fd: std::os::fd::BorrowedFd<'_>,
+    timeout: Duration,
+) -> std::io::Result<bool> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout};
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let ms = PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX);
+        let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+        match nix::poll::poll(&mut fds, ms) {
+            Ok(0) => return Ok(false),
+            Ok(_) => return Ok(true),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// Opens the device a uri names.
 pub fn open(uri: &DeviceUri) -> Result<Box<dyn Device>> {
     match uri {
@@ -218,7 +265,10 @@ mod tests {
     fn device_uri_parses_each_scheme() {
         assert!(matches!("vfio:0000:01:00.0".parse(), Ok(DeviceUri::Vfio(_))));
         assert!(matches!("uio:01:00.0".parse(), Ok(DeviceUri::Uio(_))));
-        assert_eq!("sim:pcie-4m?rate=0".parse::<DeviceUri>().unwrap(), DeviceUri::Sim("pcie-4m?rate=0".into()));
+        assert_eq!(
+            "sim:pcie-4m?rate=0".parse::<DeviceUri>().unwrap(),
+            DeviceUri::Sim("pcie-4m?rate=0".into())
+        );
         for s in ["pcie-4m", "sim:", "usb:1", "vfio:nope"] {
             assert!(s.parse::<DeviceUri>().is_err(), "{s:?} should be rejected");
         }

@@ -1,1 +1,406 @@
-//! The shared-memory ring ABI (see docs/ring-abi.md).
+//! The shared-memory ring between one `quantis-driver` (producer) and one `qrng-bridge` consumer.
+//!
+//! One file = a 4 KiB header page + a power-of-two data area. The producer publishes by advancing
+//! `tail` (total bytes ever written), the consumer consumes by advancing `head` (total bytes ever
+//! read); both are free-running u64s, reduced modulo the capacity only to address the data area.
+//! As in io_uring, each side stores its own index with Release after touching the data and loads
+//! the peer's with Acquire before touching the data, and each side keeps a private cached copy of
+//! the peer's index so the shared line is read only when the cache says full (producer) or empty
+//! (consumer).
+//!
+//! The peer is untrusted: everything read from the header is loaded once, validated, and only the
+//! validated local copy is used. Validation failures are typed [`Error`]s. The normative
+//! description of the format is `docs/ring-abi.md`.
+
+mod consumer;
+pub mod layout;
+pub mod pattern;
+mod producer;
+mod shm;
+
+use std::fmt;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+pub use consumer::Consumer;
+pub use producer::Producer;
+
+use layout::*;
+use shm::Shared;
+
+/// Which side of the ring a handle is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Producer,
+    Consumer,
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Producer => "producer",
+            Role::Consumer => "consumer",
+        })
+    }
+}
+
+/// Everything that can be wrong with a ring file or its peer.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("ring {path}: file is {len} bytes, too short for its header and data area")]
+    Truncated { path: PathBuf, len: u64 },
+    #[error("ring {path}: bad magic {found:#018x} (not a qrng ring file)")]
+    BadMagic { path: PathBuf, found: u64 },
+    #[error("ring {path}: ABI version {found} is not supported (this build speaks {ABI_VERSION})")]
+    BadVersion { path: PathBuf, found: u32 },
+    #[error("ring {path}: header length {header_len} / data offset {data_offset} do not match ABI {ABI_VERSION}")]
+    BadLayout { path: PathBuf, header_len: u32, data_offset: u64 },
+    #[error("ring {path}: capacity {capacity} is not a power of two between {MIN_CAPACITY} and {MAX_CAPACITY}")]
+    CapacityNotPowerOfTwo { path: PathBuf, capacity: u64 },
+    #[error("ring {path}: head {head} is beyond tail {tail}")]
+    HeadBeyondTail { path: PathBuf, head: u64, tail: u64 },
+    #[error("ring {path}: tail {tail} is more than the capacity {capacity} ahead of head {head}")]
+    TailTooFarAhead { path: PathBuf, head: u64, tail: u64, capacity: u64 },
+    #[error("ring {path}: {index} went backwards from {was} to {now}")]
+    IndexWentBack { path: PathBuf, index: &'static str, was: u64, now: u64 },
+    #[error("ring {path}: unknown health code {health} / reason code {reason} in the status line")]
+    BadStatus { path: PathBuf, health: u32, reason: u32 },
+    #[error("ring {path}: another {role} is attached (only one at a time)")]
+    AlreadyAttached { role: Role, path: PathBuf },
+    #[error("ring {path}: invalid options: {reason}")]
+    BadOptions { path: PathBuf, reason: String },
+    #[error("ring {path}: failed to {op}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn io(op: &'static str, path: &Path, source: std::io::Error) -> Error {
+        Error::Io { op, path: path.into(), source }
+    }
+}
+
+/// How a producer creates a ring file that does not exist yet.
+#[derive(Clone, Debug)]
+pub struct RingOptions {
+    /// Size of the data area in bytes: a power of two, at least 4 KiB.
+    pub capacity: u64,
+    /// Permission bits of a newly created file (umask does not apply).
+    pub mode: u32,
+    /// Group of a newly created file; `None` keeps the creator's.
+    pub group: Option<u32>,
+}
+
+impl Default for RingOptions {
+    fn default() -> Self {
+        RingOptions { capacity: DEFAULT_CAPACITY, mode: 0o640, group: None }
+    }
+}
+
+/// The source's health as published by the producer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+#[repr(u32)]
+pub enum Health {
+    /// Attached, start-up tests not yet passed: nothing is being published.
+    Starting = 1,
+    /// Publishing bytes that passed the health tests.
+    Ok = 2,
+    /// A health test or the card failed: nothing new is published.
+    Failed = 3,
+    /// The producer shut down (or the card is gone).
+    Stopped = 4,
+}
+
+/// Why the health is what it is. Wire values are fixed by the ABI.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+#[repr(u32)]
+pub enum Reason {
+    None = 0,
+    StartupTest = 1,
+    RepetitionCount = 2,
+    AdaptiveProportion = 3,
+    ModuleFailure = 4,
+    ChipError = 5,
+    DmaError = 6,
+    DeviceGone = 7,
+    RecoveryExhausted = 8,
+    Shutdown = 9,
+    Other = 255,
+}
+
+impl Health {
+    pub fn from_code(code: u32) -> Option<Health> {
+        Some(match code {
+            1 => Health::Starting,
+            2 => Health::Ok,
+            3 => Health::Failed,
+            4 => Health::Stopped,
+            _ => return None,
+        })
+    }
+}
+
+impl Reason {
+    pub fn from_code(code: u32) -> Option<Reason> {
+        use Reason::*;
+        Some(match code {
+            0 => None,
+            1 => StartupTest,
+            2 => RepetitionCount,
+            3 => AdaptiveProportion,
+            4 => ModuleFailure,
+            5 => ChipError,
+            6 => DmaError,
+            7 => DeviceGone,
+            8 => RecoveryExhausted,
+            9 => Shutdown,
+            255 => Other,
+            _ => return Option::None,
+        })
+    }
+}
+
+impl fmt::Display for Health {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Health::Starting => "starting",
+            Health::Ok => "ok",
+            Health::Failed => "failed",
+            Health::Stopped => "stopped",
+        })
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Reason::None => "none",
+            Reason::StartupTest => "start-up test failed",
+            Reason::RepetitionCount => "repetition count test failed",
+            Reason::AdaptiveProportion => "adaptive proportion test failed",
+            Reason::ModuleFailure => "module failure",
+            Reason::ChipError => "chip error",
+            Reason::DmaError => "dma error",
+            Reason::DeviceGone => "device gone",
+            Reason::RecoveryExhausted => "recovery attempts exhausted",
+            Reason::Shutdown => "shut down",
+            Reason::Other => "other",
+        })
+    }
+}
+
+/// What the card is, as shown to clients. Strings are stored in at most 31 bytes (longer ones are
+/// cut at a character boundary).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Identity {
+    pub model: String,
+    pub serial: String,
+    /// Bit i set: module (or chip) i is enabled and healthy.
+    pub modules: u32,
+    /// The source is the simulator: every byte served from it must be labelled "simulated".
+    pub simulated: bool,
+    pub extractor: String,
+}
+
+/// The health-test parameters in force.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct HealthParams {
+    /// Claimed min-entropy H per sample, in thousandths of a bit.
+    pub min_entropy_milli: u32,
+    pub rct_cutoff: u32,
+    pub apt_window: u32,
+    pub apt_cutoff: u32,
+}
+
+/// A validated copy of the status line plus the indices.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct StatusSnapshot {
+    pub epoch: u64,
+    /// CLOCK_BOOTTIME nanoseconds of the producer's last heartbeat (0: never).
+    pub heartbeat_ns: u64,
+    pub health: Health,
+    pub reason: Reason,
+    pub identity: Identity,
+    pub params: HealthParams,
+    pub raw_bytes_read: u64,
+    pub bytes_published: u64,
+    pub health_alarms: u64,
+    pub bytes_dropped: u64,
+    pub capacity: u64,
+    pub head: u64,
+    pub tail: u64,
+}
+
+impl StatusSnapshot {
+    /// How long ago the producer last beat; `None` if it never did.
+    pub fn heartbeat_age(&self) -> Option<Duration> {
+        if self.heartbeat_ns == 0 {
+            return None;
+        }
+        Some(Duration::from_nanos(boottime_ns().saturating_sub(self.heartbeat_ns)))
+    }
+
+    /// Bytes published and not yet consumed.
+    pub fn fill(&self) -> u64 {
+        self.tail - self.head
+    }
+}
+
+/// Nanoseconds on CLOCK_BOOTTIME: shared by every process on the host, never jumps, counts suspend.
+pub fn boottime_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
+        .map(|t| {
+            (t.tv_sec() as u64).saturating_mul(1_000_000_000).saturating_add(t.tv_nsec() as u64)
+        })
+        .unwrap_or(0)
+}
+
+/// An opened, locked, mapped and validated ring file; shared by both roles.
+#[derive(Debug)]
+struct Attached {
+    path: PathBuf,
+    file: File,
+    shm: Shared,
+    capacity: u64,
+}
+
+impl Attached {
+    /// Validates the header of an open file and maps it. Every value is loaded once.
+    fn validate(file: File, path: &Path) -> Result<Attached> {
+        let len = file.metadata().map_err(|e| Error::io("stat", path, e))?.len();
+        if len < HEADER_LEN {
+            return Err(Error::Truncated { path: path.into(), len });
+        }
+        let header = Shared::map(&file, HEADER_LEN, path)?;
+        let magic = header.load64(OFF_MAGIC, Ordering::Acquire);
+        if magic != MAGIC {
+            return Err(Error::BadMagic { path: path.into(), found: magic });
+        }
+        let version = header.load32(OFF_VERSION, Ordering::Relaxed);
+        if version != ABI_VERSION {
+            return Err(Error::BadVersion { path: path.into(), found: version });
+        }
+        let header_len = header.load32(OFF_HEADER_LEN, Ordering::Relaxed);
+        let data_offset = header.load64(OFF_DATA_OFFSET, Ordering::Relaxed);
+        if u64::from(header_len) != HEADER_LEN || data_offset != DATA_OFFSET {
+            return Err(Error::BadLayout { path: path.into(), header_len, data_offset });
+        }
+        let capacity = header.load64(OFF_CAPACITY, Ordering::Relaxed);
+        if !capacity.is_power_of_two() || !(MIN_CAPACITY..=MAX_CAPACITY).contains(&capacity) {
+            return Err(Error::CapacityNotPowerOfTwo { path: path.into(), capacity });
+        }
+        let total = DATA_OFFSET + capacity;
+        if len < total {
+            return Err(Error::Truncated { path: path.into(), len });
+        }
+        drop(header);
+        let shm = Shared::map(&file, total, path)?;
+        Ok(Attached { path: path.into(), file, shm, capacity })
+    }
+
+    /// Loads head and tail once each and checks `head <= tail <= head + capacity`.
+    fn indices(&self) -> Result<(u64, u64)> {
+        let head = self.shm.load64(OFF_HEAD, Ordering::Acquire);
+        let tail = self.shm.load64(OFF_TAIL, Ordering::Acquire);
+        self.check(head, tail)?;
+        Ok((head, tail))
+    }
+
+    fn check(&self, head: u64, tail: u64) -> Result<()> {
+        if head > tail {
+            return Err(Error::HeadBeyondTail { path: self.path.clone(), head, tail });
+        }
+        if tail - head > self.capacity {
+            return Err(Error::TailTooFarAhead {
+                path: self.path.clone(),
+                head,
+                tail,
+                capacity: self.capacity,
+            });
+        }
+        Ok(())
+    }
+
+    fn status(&self) -> Result<StatusSnapshot> {
+        let s = &self.shm;
+        let (head, tail) = self.indices()?;
+        let word = s.load64(OFF_HEALTH, Ordering::Acquire);
+        let (hc, rc) = ((word >> 32) as u32, word as u32);
+        let (Some(health), Some(reason)) = (Health::from_code(hc), Reason::from_code(rc)) else {
+            return Err(Error::BadStatus { path: self.path.clone(), health: hc, reason: rc });
+        };
+        let (identity, params) = self.identity();
+        Ok(StatusSnapshot {
+            epoch: s.load64(OFF_EPOCH, Ordering::Acquire),
+            heartbeat_ns: s.load64(OFF_HEARTBEAT, Ordering::Relaxed),
+            health,
+            reason,
+            identity,
+            params,
+            raw_bytes_read: s.load64(OFF_RAW_READ, Ordering::Relaxed),
+            bytes_published: s.load64(OFF_PUBLISHED, Ordering::Relaxed),
+            health_alarms: s.load64(OFF_ALARMS, Ordering::Relaxed),
+            bytes_dropped: s.load64(OFF_DROPPED, Ordering::Relaxed),
+            capacity: self.capacity,
+            head,
+            tail,
+        })
+    }
+
+    /// Reads the identity block under its sequence counter. A producer that died mid-update leaves
+    /// the counter odd; after a bounded number of tries the last read is returned as is (every
+    /// string is still validated, so the worst case is a mixed-up but well-formed identity).
+    fn identity(&self) -> (Identity, HealthParams) {
+        let s = &self.shm;
+        let mut last = None;
+        for _ in 0..64 {
+            let before = s.load64(OFF_IDENT_SEQ, Ordering::Acquire);
+            let read = (
+                Identity {
+                    model: self.text(OFF_MODEL),
+                    serial: self.text(OFF_SERIAL),
+                    modules: s.load32(OFF_MODULES, Ordering::Relaxed),
+                    simulated: s.load32(OFF_FLAGS, Ordering::Relaxed) & FLAG_SIMULATED != 0,
+                    extractor: self.text(OFF_EXTRACTOR),
+                },
+                HealthParams {
+                    min_entropy_milli: s.load32(OFF_MIN_ENTROPY, Ordering::Relaxed),
+                    rct_cutoff: s.load32(OFF_RCT_CUTOFF, Ordering::Relaxed),
+                    apt_window: s.load32(OFF_APT_WINDOW, Ordering::Relaxed),
+                    apt_cutoff: s.load32(OFF_APT_CUTOFF, Ordering::Relaxed),
+                },
+            );
+            std::sync::atomic::fence(Ordering::Acquire);
+            let after = s.load64(OFF_IDENT_SEQ, Ordering::Relaxed);
+            if before == after && before.is_multiple_of(2) {
+                return read;
+            }
+            last = Some(read);
+            std::hint::spin_loop();
+        }
+        last.unwrap_or_default()
+    }
+
+    fn text(&self, off: u64) -> String {
+        let mut raw = [0u8; TEXT_LEN];
+        for (i, chunk) in raw.chunks_exact_mut(8).enumerate() {
+            let w = self.shm.load64(off + 8 * i as u64, Ordering::Relaxed);
+            chunk.copy_from_slice(&w.to_le_bytes());
+        }
+        let end = raw.iter().position(|&b| b == 0).unwrap_or(TEXT_LEN);
+        String::from_utf8_lossy(&raw[..end]).into_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests;

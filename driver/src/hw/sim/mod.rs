@@ -1,36 +1,372 @@
-//! Register-level simulator of Quantis module cards and chip cards. (Placeholder until the
-//! simulator lands: every call reports that it is not there yet.)
+//! Register-level simulator of Quantis module cards (PCIe-4M, PCIe-16M) and chip cards
+//! (PCIe-40M, PCIe-240M), behind the same [`Device`] trait as the VFIO and UIO backends.
+//!
+//! The card protocols in [`crate::card`] cannot tell it from hardware: module cards show FIFO
+//! flags, overflow and module status bits in BAR 1; chip cards show the IDQ register block in
+//! BAR 0 and a Xilinx XDMA engine (PG195) in BAR 1 whose C2H channel walks descriptors in host
+//! memory and writes through this device's DMA-map table. Everything it produces is labelled
+//! simulated ([`DeviceInfo::simulated`]). Behaviour and chosen values: `docs/simulator.md`.
+//!
+//! Spec syntax: `<model>[?key=value&…]`, models `pcie-4m`, `pcie-16m`, `pcie-40m`, `pcie-240m`;
+//! keys `rate`, `bias`, `seed`, `fault`, `fault-after`, `modules`.
 
-use super::{Device, DeviceInfo, DmaBuffer, Error, Result};
+mod chip;
+mod module;
+pub mod noise;
+
+pub use chip::SAMPLE_MODE_BIAS;
+
+use super::{Device, DeviceInfo, DmaBuffer, Error, PciId, Result};
+use std::fmt;
 use std::str::FromStr;
-use std::time::Duration;
+
+/// The modelled cards.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Model {
+    Pcie4m,
+    Pcie16m,
+    Pcie40m,
+    Pcie240m,
+}
+
+impl Model {
+    pub const ALL: [Model; 4] = [Model::Pcie4m, Model::Pcie16m, Model::Pcie40m, Model::Pcie240m];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Model::Pcie4m => "pcie-4m",
+            Model::Pcie16m => "pcie-16m",
+            Model::Pcie40m => "pcie-40m",
+            Model::Pcie240m => "pcie-240m",
+        }
+    }
+
+    /// PCI ids from quantis-hardware.md ("Two hardware generations").
+    pub fn pci_id(self) -> PciId {
+        match self {
+            Model::Pcie4m | Model::Pcie16m => PciId { vendor: 0x179A, device: 0x0001 },
+            Model::Pcie40m => PciId { vendor: 0x1E89, device: 0x0002 },
+            Model::Pcie240m => PciId { vendor: 0x1E89, device: 0x0003 },
+        }
+    }
+
+    /// Noise units: modules (module cards) or chips (chip cards).
+    pub fn units(self) -> u32 {
+        match self {
+            Model::Pcie4m => 1,
+            Model::Pcie16m => 4,
+            Model::Pcie40m => 2,
+            Model::Pcie240m => 12,
+        }
+    }
+
+    pub fn is_module_card(self) -> bool {
+        matches!(self, Model::Pcie4m | Model::Pcie16m)
+    }
+
+    /// The real per-unit bit rate: 4 Mbit/s per module, about 20 Mbit/s per chip.
+    pub fn default_rate_bits(self) -> u64 {
+        if self.is_module_card() {
+            4_000_000
+        } else {
+            20_000_000
+        }
+    }
+}
+
+impl fmt::Display for Model {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Injectable faults (`fault=`), each shown the way a real one would be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Every data bit reads 0.
+    Stuck0,
+    /// Every data bit reads 1.
+    Stuck1,
+    /// The same 32-bit word repeats forever.
+    Repeat,
+    /// P(1) jumps to 0.5 + [`noise::FAULT_BIAS`].
+    Bias,
+    /// Module cards: the FIFO overflows on every fill (error bit in FS_RR).
+    FifoOverflow,
+    /// Module 0's HST bit clears and it stops producing (module cards); chip 0's packet-error
+    /// bit sets in reg_init_status_chk (chip cards).
+    ModuleFail,
+    /// Chip cards: the C2H engine's next descriptor fetch completes with Unsupported Request.
+    DmaError,
+    /// Surprise removal: every register reads all-ones, writes vanish, DMA stops.
+    Unplug,
+}
+
+impl Fault {
+    fn parse(s: &str) -> Option<Fault> {
+        Some(match s {
+            "stuck0" => Fault::Stuck0,
+            "stuck1" => Fault::Stuck1,
+            "repeat" => Fault::Repeat,
+            "bias" => Fault::Bias,
+            "fifo-overflow" => Fault::FifoOverflow,
+            "module-fail" => Fault::ModuleFail,
+            "dma-error" => Fault::DmaError,
+            "unplug" => Fault::Unplug,
+            _ => return None,
+        })
+    }
+}
 
 /// A parsed `sim:<model>[?key=value&…]` specification.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct SimSpec {
-    pub model: String,
+    /// The text it was parsed from (without `sim:`).
+    pub text: String,
+    pub model: Model,
+    /// Bits per second per module or chip; `None` = the model's real rate; `Some(0)` = unlimited.
+    pub rate_bits: Option<u64>,
+    /// Offset of P(bit = 1) from 0.5, in [-0.5, 0.5].
+    pub bias: f64,
+    /// Fixed seed (tests); `None` = 32 bytes from the OS.
+    pub seed: Option<u64>,
+    pub fault: Option<Fault>,
+    /// Bytes of noise produced before the fault starts.
+    pub fault_after: u64,
+    /// Module cards: mask of modules present (default: all of the model's).
+    pub modules: Option<u32>,
+}
+
+impl SimSpec {
+    /// Bytes per second for one module/chip (0 = unlimited).
+    pub fn unit_bytes_per_s(&self) -> f64 {
+        self.rate_bits.unwrap_or(self.model.default_rate_bits()) as f64 / 8.0
+    }
+
+    /// The 32-byte noise seed: from `seed=` (with the model mixed in) or from the OS.
+    pub(crate) fn noise_seed(&self) -> Result<[u8; 32]> {
+        let mut s = [0u8; 32];
+        match self.seed {
+            Some(v) => {
+                s[..8].copy_from_slice(&v.to_le_bytes());
+                s[8..16].copy_from_slice(b"quantis-");
+                s[16] = self.model as u8;
+            }
+            None => getrandom::fill(&mut s).map_err(|e| Error::Io {
+                op: "seed the simulator from the OS".into(),
+                device: format!("sim:{}", self.text),
+                source: std::io::Error::from(e),
+            })?,
+        }
+        Ok(s)
+    }
+}
+
+/// Parses a rate with an optional k/M/G suffix (decimal).
+fn parse_rate(v: &str) -> Option<u64> {
+    let (num, mult) = match v.as_bytes().last()? {
+        b'k' | b'K' => (&v[..v.len() - 1], 1_000),
+        b'M' => (&v[..v.len() - 1], 1_000_000),
+        b'G' => (&v[..v.len() - 1], 1_000_000_000),
+        _ => (v, 1),
+    };
+    num.parse::<u64>().ok()?.checked_mul(mult)
+}
+
+fn parse_int(v: &str) -> Option<u64> {
+    match v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")) {
+        Some(h) => u64::from_str_radix(h, 16).ok(),
+        None => v.parse().ok(),
+    }
 }
 
 impl FromStr for SimSpec {
     type Err = Error;
+
     fn from_str(s: &str) -> Result<Self> {
-        Ok(SimSpec { model: s.split('?').next().unwrap_or_default().to_owned() })
+        let bad = |reason: String| Error::BadUri { uri: format!("sim:{s}"), reason };
+        let (model, query) = s.split_once('?').unwrap_or((s, ""));
+        let model = Model::ALL.into_iter().find(|m| m.name() == model).ok_or_else(|| {
+            bad(format!("unknown simulator model {model:?} (expected pcie-4m, pcie-16m, pcie-40m or pcie-240m)"))
+        })?;
+        let mut spec = SimSpec {
+            text: s.to_owned(),
+            model,
+            rate_bits: None,
+            bias: 0.0,
+            seed: None,
+            fault: None,
+            fault_after: 0,
+            modules: None,
+        };
+        let mut seen = Vec::new();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) =
+                pair.split_once('=').ok_or_else(|| bad(format!("{pair:?} is not key=value")))?;
+            if seen.contains(&k) {
+                return Err(bad(format!("key {k:?} given twice")));
+            }
+            seen.push(k);
+            let badv = |what: &str| bad(format!("bad value {v:?} for {k}: expected {what}"));
+            match k {
+                "rate" => {
+                    spec.rate_bits = Some(parse_rate(v).ok_or_else(|| badv("bits/s, e.g. 4000000, 4M or 0 (unlimited)"))?)
+                }
+                "bias" => {
+                    let b: f64 = v.parse().map_err(|_| badv("a number in [-0.5, 0.5]"))?;
+                    if !(-0.5..=0.5).contains(&b) {
+                        return Err(badv("a number in [-0.5, 0.5]"));
+                    }
+                    spec.bias = b;
+                }
+                "seed" => spec.seed = Some(parse_int(v).ok_or_else(|| badv("an unsigned 64-bit integer"))?),
+                "fault" => {
+                    spec.fault = Some(Fault::parse(v).ok_or_else(|| {
+                        badv("stuck0, stuck1, repeat, bias, fifo-overflow, module-fail, dma-error or unplug")
+                    })?)
+                }
+                "fault-after" => spec.fault_after = parse_int(v).ok_or_else(|| badv("a byte count"))?,
+                "modules" => {
+                    let m = parse_int(v).ok_or_else(|| badv("a module mask, e.g. 0xf"))?;
+                    let all = (1u64 << model.units()) - 1;
+                    if !model.is_module_card() {
+                        return Err(bad(format!("modules= applies to module cards only, not {model}")));
+                    }
+                    if m == 0 || m & !all != 0 {
+                        return Err(badv(&format!("a non-empty mask within {all:#x}")));
+                    }
+                    spec.modules = Some(m as u32);
+                }
+                _ => {
+                    return Err(bad(format!(
+                        "unknown key {k:?} (expected rate, bias, seed, fault, fault-after or modules)"
+                    )))
+                }
+            }
+        }
+        match spec.fault {
+            Some(Fault::FifoOverflow) if !model.is_module_card() => {
+                return Err(bad(format!(
+                    "fault=fifo-overflow applies to module cards only, not {model}"
+                )))
+            }
+            Some(Fault::DmaError) if model.is_module_card() => {
+                return Err(bad(format!("fault=dma-error applies to chip cards only, not {model}")))
+            }
+            _ => {}
+        }
+        if spec.fault.is_none() && seen.contains(&"fault-after") {
+            return Err(bad("fault-after= needs a fault=".into()));
+        }
+        Ok(spec)
     }
+}
+
+/// The DMA-map table: what the simulated card can reach, by IOVA. Holds shared handles, so a
+/// mapped buffer stays allocated until it is unmapped.
+#[derive(Debug)]
+pub(crate) struct DmaTable {
+    next_iova: u64,
+    maps: Vec<DmaBuffer>,
+}
+
+/// An access to an IOVA that is not mapped (what an IOMMU would fault on).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Unmapped;
+
+impl DmaTable {
+    /// IOVAs start above 4 GiB so the high halves of address registers are exercised.
+    pub(crate) const FIRST_IOVA: u64 = 0x1_0000_0000;
+
+    fn new() -> DmaTable {
+        DmaTable { next_iova: Self::FIRST_IOVA, maps: Vec::new() }
+    }
+
+    fn find(&self, iova: u64, len: usize) -> Result<(&DmaBuffer, usize), Unmapped> {
+        let end = iova.checked_add(len as u64).ok_or(Unmapped)?;
+        self.maps
+            .iter()
+            .find(|b| iova >= b.iova() && end <= b.iova() + b.len() as u64)
+            .map(|b| (b, (iova - b.iova()) as usize))
+            .ok_or(Unmapped)
+    }
+
+    pub(crate) fn read(&self, iova: u64, out: &mut [u8]) -> Result<(), Unmapped> {
+        let (b, off) = self.find(iova, out.len())?;
+        b.read(off, out);
+        Ok(())
+    }
+
+    pub(crate) fn write(&self, iova: u64, data: &[u8]) -> Result<(), Unmapped> {
+        let (b, off) = self.find(iova, data.len())?;
+        b.write(off, data);
+        Ok(())
+    }
+}
+
+#[derive(Debug)]
+enum Card {
+    Module(Box<module::ModuleCard>),
+    Chip(Box<chip::ChipCard>),
 }
 
 /// The simulated device.
 #[derive(Debug)]
 pub struct SimDevice {
     info: DeviceInfo,
-}
-
-fn missing() -> Error {
-    Error::Unsupported { backend: "sim", what: "the simulator", why: "not built yet".into() }
+    spec: SimSpec,
+    card: Card,
+    dma: DmaTable,
 }
 
 impl SimDevice {
-    pub fn new(_spec: SimSpec) -> Result<SimDevice> {
-        Err(missing())
+    pub fn new(spec: SimSpec) -> Result<SimDevice> {
+        let seed = spec.noise_seed()?;
+        let mut bars = [None; 6];
+        let card = if spec.model.is_module_card() {
+            bars[1] = Some(crate::card::regs::pio::WINDOW);
+            Card::Module(Box::new(module::ModuleCard::new(&spec, seed)))
+        } else {
+            bars[0] = Some(chip::IDQ_BAR_LEN);
+            bars[1] = Some(crate::card::regs::xdma::BAR_LEN);
+            Card::Chip(Box::new(chip::ChipCard::new(&spec, seed)))
+        };
+        let info = DeviceInfo {
+            name: format!("sim:{}", spec.text),
+            id: spec.model.pci_id(),
+            bars,
+            simulated: true,
+        };
+        Ok(SimDevice { info, spec, card, dma: DmaTable::new() })
+    }
+
+    pub fn spec(&self) -> &SimSpec {
+        &self.spec
+    }
+
+    /// Bytes of noise produced so far (what `fault-after` counts), for tests.
+    pub fn noise_produced(&self) -> u64 {
+        match &self.card {
+            Card::Module(m) => m.noise_produced(),
+            Card::Chip(c) => c.noise_produced(),
+        }
+    }
+
+    fn check(&self, bar: u8, offset: u64) -> Result<()> {
+        let len = self
+            .info
+            .bars
+            .get(usize::from(bar))
+            .copied()
+            .flatten()
+            .ok_or_else(|| Error::NoSuchBar { device: self.info.name.clone(), bar })?;
+        if !offset.is_multiple_of(4) {
+            return Err(Error::Unaligned { bar, offset });
+        }
+        if offset.checked_add(4).is_none_or(|e| e > len) {
+            return Err(Error::OutOfBounds { device: self.info.name.clone(), bar, offset, len });
+        }
+        Ok(())
     }
 }
 
@@ -38,22 +374,54 @@ impl Device for SimDevice {
     fn info(&self) -> &DeviceInfo {
         &self.info
     }
-    fn read32(&mut self, _bar: u8, _offset: u64) -> Result<u32> {
-        Err(missing())
+
+    fn read32(&mut self, bar: u8, offset: u64) -> Result<u32> {
+        self.check(bar, offset)?;
+        Ok(match &mut self.card {
+            Card::Module(m) => m.read(offset),
+            Card::Chip(c) => c.read(bar, offset, &self.dma),
+        })
     }
-    fn write32(&mut self, _bar: u8, _offset: u64, _value: u32) -> Result<()> {
-        Err(missing())
+
+    fn write32(&mut self, bar: u8, offset: u64, value: u32) -> Result<()> {
+        self.check(bar, offset)?;
+        match &mut self.card {
+            Card::Module(m) => m.write(offset, value),
+            Card::Chip(c) => c.write(bar, offset, value, &self.dma),
+        }
+        Ok(())
     }
-    fn dma_alloc(&mut self, _len: usize) -> Result<DmaBuffer> {
-        Err(missing())
+
+    fn dma_alloc(&mut self, len: usize) -> Result<DmaBuffer> {
+        let buf = DmaBuffer::allocate(len, self.dma.next_iova).map_err(|source| Error::Io {
+            op: format!("allocate {len} bytes of DMA memory"),
+            device: self.info.name.clone(),
+            source,
+        })?;
+        // One unmapped guard page after each buffer, so an overrun is an IOMMU-style fault.
+        self.dma.next_iova += buf.len() as u64 + super::dma::page_size() as u64;
+        self.dma.maps.push(buf.share());
+        Ok(buf)
     }
-    fn dma_free(&mut self, _buf: DmaBuffer) -> Result<()> {
-        Err(missing())
+
+    fn dma_free(&mut self, buf: DmaBuffer) -> Result<()> {
+        let i =
+            self.dma.maps.iter().position(|b| b.same_memory(&buf)).ok_or_else(|| Error::Dma {
+                device: self.info.name.clone(),
+                reason: format!("unmap of IOVA {:#x}, which is not mapped", buf.iova()),
+            })?;
+        self.dma.maps.swap_remove(i);
+        Ok(())
     }
+
     fn reset(&mut self) -> Result<()> {
-        Err(missing())
-    }
-    fn wait_interrupt(&mut self, _timeout: Duration) -> Result<bool> {
-        Err(missing())
+        match &mut self.card {
+            Card::Module(m) => m.power_on_reset(),
+            Card::Chip(c) => c.power_on_reset(),
+        }
+        Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,102 @@
+//! Cross-process ring throughput in 64 KiB chunks, next to a single-thread memcpy baseline
+//! measured in the same run. Run with `cargo bench -p quantis-driver --bench ring`.
+//!
+//! The memcpy baseline copies 64 KiB chunks into a 16 MiB buffer cyclically, which is what the
+//! producer does minus the synchronisation; the ring figure is end to end: this process writes,
+//! a child process (this binary re-executed) reads, until the child has consumed everything.
+
+use quantis_driver::ring::{Consumer, Producer, RingOptions};
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+const CHUNK: usize = 64 << 10;
+const RING: u64 = 16 << 20;
+const TOTAL: u64 = 8 << 30;
+const CHILD_ENV: &str = "QRNG_RING_BENCH_CHILD";
+
+fn main() {
+    if let Ok(path) = std::env::var(CHILD_ENV) {
+        consume(Path::new(&path));
+        return;
+    }
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
+    if !filters.is_empty() && !filters.iter().any(|f| "ring".contains(f.as_str())) {
+        return;
+    }
+    let memcpy = memcpy_baseline();
+    let ring = cross_process();
+    println!("ring/memcpy-baseline   64 KiB chunks: {:>7.2} GB/s (single thread)", memcpy);
+    println!("ring/cross-process     64 KiB chunks: {:>7.2} GB/s", ring);
+    println!("ring/ratio             ring / memcpy:  {:>7.2}  (target >= 0.33)", ring / memcpy);
+}
+
+fn gbps(bytes: u64, t: Instant) -> f64 {
+    bytes as f64 / t.elapsed().as_secs_f64() / 1e9
+}
+
+fn memcpy_baseline() -> f64 {
+    let src = vec![0x5au8; CHUNK];
+    let mut dst = vec![0u8; RING as usize];
+    let slots = dst.len() / CHUNK;
+    // Warm up, then measure.
+    for i in 0..slots {
+        dst[i * CHUNK..][..CHUNK].copy_from_slice(&src);
+    }
+    let t = Instant::now();
+    let mut i = 0;
+    let mut done = 0u64;
+    while done < TOTAL {
+        dst[(i % slots) * CHUNK..][..CHUNK].copy_from_slice(std::hint::black_box(&src));
+        std::hint::black_box(&mut dst);
+        i += 1;
+        done += CHUNK as u64;
+    }
+    gbps(done, t)
+}
+
+fn cross_process() -> f64 {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bench.ring");
+    let mut p = Producer::open(&path, &RingOptions { capacity: RING, ..RingOptions::default() })
+        .expect("producer");
+    let chunk = vec![0xa5u8; CHUNK];
+    let mut child = Command::new(std::env::current_exe().expect("exe"))
+        .env(CHILD_ENV, &path)
+        .spawn()
+        .expect("spawn consumer");
+    // Wait until the consumer is attached so its start-up is not timed.
+    while Consumer::open(&path).is_ok() {
+        std::thread::yield_now();
+    }
+    let t = Instant::now();
+    let mut sent = 0u64;
+    let mut off = 0;
+    while sent < TOTAL {
+        let n = p.write(&chunk[off..]).expect("write");
+        if n == 0 {
+            std::hint::spin_loop();
+            continue;
+        }
+        off = (off + n) % CHUNK;
+        sent += n as u64;
+    }
+    let status = child.wait().expect("wait");
+    assert!(status.success(), "consumer failed");
+    gbps(sent, t)
+}
+
+fn consume(path: &Path) {
+    let mut c = Consumer::open(path).expect("consumer");
+    let mut buf = vec![0u8; CHUNK];
+    let mut got = 0u64;
+    while got < TOTAL {
+        let n = c.read(&mut buf).expect("read");
+        if n == 0 {
+            std::hint::spin_loop();
+        }
+        std::hint::black_box(&buf);
+        got += n as u64;
+    }
+}

@@ -1,0 +1,361 @@
+//! Module cards (179a:0001: Quantis PCI, PCIe-4M, PCIe-16M): programmed I/O from a 4 KiB FIFO.
+//!
+//! Sequences follow IDQ's GPL `quantis_pci` driver as summarised in quantis-hardware.md
+//! ("Module cards (PIO)"); see `docs/hardware-protocols.md`. Two deliberate differences:
+//! the overflow bit is checked once before and once after each batch instead of after every
+//! word (same outcome: an overflowed batch is dropped whole, at half the register reads), and
+//! instead of spinning on FS_RR up to 10,000 times the driver sleeps for the time the modules
+//! need to refill the FIFO to 3/4, adapting that time to what it finds on waking.
+
+use super::regs::{pio, FifoStatus, ModuleBits, ModuleStatus};
+use super::{
+    rd, rd_live, wr, Card, CardCounters, CardInfo, CardOptions, Clock, Error, Family, Result, Wait,
+};
+use crate::hw::Device;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// After this many overflowed batches in a row read() fails instead of dropping more.
+pub const MAX_OVERFLOW_RUN: u32 = 8;
+/// Bounds of the adaptive wait between FIFO reads.
+const MIN_WAIT: Duration = Duration::from_micros(100);
+const MAX_WAIT: Duration = Duration::from_millis(20);
+
+/// IDQ's reset: write 1 to CC_ER, then 1 to CC_DR; CC_SR is read back to flush the posted writes.
+pub fn reset(dev: &mut dyn Device) -> Result<()> {
+    wr(dev, pio::BAR, pio::CC_ER, 1, "reset the core (CC_ER)")?;
+    wr(dev, pio::BAR, pio::CC_DR, 1, "release the core reset (CC_DR)")?;
+    let sr = rd(dev, pio::BAR, pio::CC_SR, "read core status (CC_SR)")?;
+    tracing::debug!(device = %dev.info().name, cc_sr = format_args!("{sr:#010x}"), "core reset");
+    Ok(())
+}
+
+/// Sets SEN of each module in `mask` through MX_ER, then flushes the FIFO (IDQ's order).
+/// Returns MX_SR read back afterwards.
+pub fn enable_modules(dev: &mut dyn Device, mask: u32) -> Result<ModuleStatus> {
+    let v = ModuleStatus::write_value(mask, ModuleBits::SEN);
+    wr(dev, pio::BAR, pio::MX_ER, v, "enable modules (MX_ER)")?;
+    flush(dev)?;
+    module_status(dev)
+}
+
+/// Clears SEN of each module in `mask` through MX_DR, then flushes the FIFO.
+pub fn disable_modules(dev: &mut dyn Device, mask: u32) -> Result<ModuleStatus> {
+    let v = ModuleStatus::write_value(mask, ModuleBits::SEN);
+    wr(dev, pio::BAR, pio::MX_DR, v, "disable modules (MX_DR)")?;
+    flush(dev)?;
+    module_status(dev)
+}
+
+/// Empties the FIFO and clears its error bit: write 0 to FS_CA.
+pub fn flush(dev: &mut dyn Device) -> Result<()> {
+    wr(dev, pio::BAR, pio::FS_CA, 0, "flush the FIFO (FS_CA)")
+}
+
+pub fn module_status(dev: &mut dyn Device) -> Result<ModuleStatus> {
+    rd_live(dev, pio::BAR, pio::MX_SR, "read module status (MX_SR)").map(ModuleStatus)
+}
+
+pub fn fifo_status(dev: &mut dyn Device) -> Result<FifoStatus> {
+    rd_live(dev, pio::BAR, pio::FS_RR, "read FIFO status (FS_RR)").map(FifoStatus)
+}
+
+pub fn core_version(dev: &mut dyn Device) -> Result<u32> {
+    rd(dev, pio::BAR, pio::CV_SR, "read core version (CV_SR)")
+}
+
+/// The model name by number of modules present (the PCI id is shared by the whole family).
+fn model_name(present: u32) -> String {
+    match present.count_ones() {
+        1 => "pcie-4m".into(),
+        4 => "pcie-16m".into(),
+        n => format!("module-card-{}m", 4 * n),
+    }
+}
+
+fn nominal_rate(modules: u32) -> u64 {
+    u64::from(modules.count_ones()) * pio::MODULE_BYTES_PER_S
+}
+
+/// Reads CV_SR and MX_SR only (FS_RR and FD_RR are not touched: reading FD_RR pops data).
+pub fn probe(dev: &mut dyn Device) -> Result<CardInfo> {
+    if dev.info().bars[usize::from(pio::BAR)].is_none() {
+        return Err(Error::Hw {
+            op: "find the register BAR",
+            device: dev.info().name.clone(),
+            source: crate::hw::Error::NoSuchBar { device: dev.info().name.clone(), bar: pio::BAR },
+        });
+    }
+    let version = core_version(dev)?;
+    let st = module_status(dev)?;
+    let present = st.present();
+    let healthy = present & st.hardware_ok();
+    let info = dev.info();
+    Ok(CardInfo {
+        device: info.name.clone(),
+        model: model_name(present),
+        family: Family::Module,
+        pci_id: info.id,
+        serial: None,
+        version: format!("{version:#010x}"),
+        version_raw: version,
+        modules_present: present,
+        modules_healthy: healthy,
+        bars: info.bars,
+        simulated: info.simulated,
+        rate_bytes_per_s: nominal_rate(healthy),
+        chip_mode: None,
+    })
+}
+
+/// A module card driven by PIO.
+pub struct PioCard {
+    dev: Box<dyn Device>,
+    info: CardInfo,
+    clock: Arc<dyn Clock>,
+    want: Option<u32>,
+    read_timeout: Duration,
+    enabled: u32,
+    started: bool,
+    counters: CardCounters,
+    overflow_run: u32,
+    /// Checked bytes read from the FIFO but not yet returned.
+    spill: Vec<u8>,
+    spill_pos: usize,
+    /// The current wait between FIFO reads, adapted to the fill rate.
+    wait: Duration,
+}
+
+impl std::fmt::Debug for PioCard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PioCard")
+            .field("info", &self.info)
+            .field("enabled", &self.enabled)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PioCard {
+    pub fn open(mut dev: Box<dyn Device>, opts: &CardOptions) -> Result<PioCard> {
+        let info = probe(dev.as_mut())?;
+        if info.modules_present == 0 {
+            return Err(Error::NoModules { device: info.device.clone(), status: 0 });
+        }
+        let clock = opts.clock_for(dev.as_ref());
+        Ok(PioCard {
+            dev,
+            info,
+            clock,
+            want: opts.modules,
+            read_timeout: opts.read_timeout,
+            enabled: 0,
+            started: false,
+            counters: CardCounters::default(),
+            overflow_run: 0,
+            spill: Vec::with_capacity(pio::FIFO_BYTES),
+            spill_pos: 0,
+            wait: MAX_WAIT,
+        })
+    }
+
+    fn device(&self) -> String {
+        self.info.device.clone()
+    }
+
+    /// IDQ's failure check before every read: an enabled module that is not working (SEN and
+    /// HST) is an error, unless it is in test mode. (IDQ's older rule; the newer one fails only
+    /// when no enabled module works. A failed module is left out at the next start instead.)
+    fn check_health(&mut self) -> Result<()> {
+        let st = module_status(self.dev.as_mut())?;
+        let bad = self.enabled & !st.working() & !st.test_mode();
+        if bad != 0 {
+            return Err(Error::ModuleFailure {
+                device: self.device(),
+                enabled: self.enabled,
+                working: st.working(),
+                status: st.0,
+            });
+        }
+        Ok(())
+    }
+
+    /// Flushes after an overflow and counts the dropped batch.
+    fn drop_batch(&mut self, bytes: usize) -> Result<()> {
+        flush(self.dev.as_mut())?;
+        self.counters.overflows += 1;
+        self.counters.bytes_dropped += bytes as u64;
+        self.overflow_run += 1;
+        // Overflow means the wait was too long for this card's rate.
+        self.wait = (self.wait / 2).max(MIN_WAIT);
+        tracing::debug!(device = %self.info.device, bytes, "FIFO overflow: batch dropped");
+        if self.overflow_run >= MAX_OVERFLOW_RUN {
+            return Err(Error::FifoOverflow { device: self.device(), batches: self.overflow_run });
+        }
+        Ok(())
+    }
+
+    fn take_spill(&mut self, out: &mut [u8]) -> usize {
+        let n = (self.spill.len() - self.spill_pos).min(out.len());
+        out[..n].copy_from_slice(&self.spill[self.spill_pos..self.spill_pos + n]);
+        self.spill_pos += n;
+        if self.spill_pos == self.spill.len() {
+            self.spill.clear();
+            self.spill_pos = 0;
+        }
+        n
+    }
+
+    /// Reads `bytes` from FD_RR into `out` (whole words, host byte order as IDQ's driver).
+    fn read_words(dev: &mut dyn Device, out: &mut [u8]) -> Result<()> {
+        for chunk in out.chunks_exact_mut(4) {
+            let w = rd(dev, pio::BAR, pio::FD_RR, "read the FIFO (FD_RR)")?;
+            chunk.copy_from_slice(&w.to_ne_bytes());
+        }
+        Ok(())
+    }
+
+    /// One batch: whatever FS_RR says is available, checked for overflow afterwards.
+    /// Returns (bytes placed in `out`, bytes the FIFO held); the rest of the batch goes to the
+    /// spill. None if nothing was available.
+    fn batch(&mut self, out: &mut [u8]) -> Result<Option<(usize, usize)>> {
+        let st = fifo_status(self.dev.as_mut())?;
+        if st.overflow() {
+            self.drop_batch(st.available_bytes())?;
+            return Ok(Some((0, pio::FIFO_BYTES)));
+        }
+        let avail = st.available_bytes();
+        if avail == 0 {
+            return Ok(None);
+        }
+        let direct = out.len() >= avail;
+        if direct {
+            Self::read_words(self.dev.as_mut(), &mut out[..avail])?;
+        } else {
+            self.spill.resize(avail, 0);
+            Self::read_words(self.dev.as_mut(), &mut self.spill)?;
+        }
+        if fifo_status(self.dev.as_mut())?.overflow() {
+            self.spill.clear();
+            self.drop_batch(avail)?;
+            return Ok(Some((0, pio::FIFO_BYTES)));
+        }
+        self.overflow_run = 0;
+        Ok(Some((if direct { avail } else { self.take_spill(out) }, avail)))
+    }
+
+    /// Adapts the wait after sleeping: aim at waking with the FIFO 3/4 full.
+    fn adapt(&mut self, found: usize) {
+        if found >= pio::FIFO_BYTES {
+            self.wait = (self.wait * 3 / 4).max(MIN_WAIT);
+        } else if found < pio::FIFO_BYTES * 3 / 4 {
+            self.wait = (self.wait * 5 / 4).min(MAX_WAIT);
+        }
+    }
+}
+
+impl Card for PioCard {
+    fn info(&self) -> &CardInfo {
+        &self.info
+    }
+
+    fn start(&mut self) -> Result<()> {
+        self.started = false;
+        self.spill.clear();
+        self.spill_pos = 0;
+        let dev = self.dev.as_mut();
+        reset(dev)?;
+        let st = module_status(dev)?;
+        let present = st.present();
+        if present == 0 {
+            return Err(Error::NoModules { device: self.device(), status: st.0 });
+        }
+        let want = self.want.unwrap_or(present) & present;
+        if want == 0 {
+            return Err(Error::BadOption {
+                device: self.device(),
+                reason: format!(
+                    "modules {:#x} requested, but only {present:#x} are present",
+                    self.want.unwrap_or(0)
+                ),
+            });
+        }
+        let st = enable_modules(self.dev.as_mut(), want)?;
+        let working = st.working() & want;
+        let failed = want & !working & !st.test_mode();
+        if working == 0 {
+            disable_modules(self.dev.as_mut(), want)?;
+            return Err(Error::ModuleFailure {
+                device: self.device(),
+                enabled: want,
+                working,
+                status: st.0,
+            });
+        }
+        if failed != 0 {
+            tracing::warn!(device = %self.info.device, failed = format_args!("{failed:#x}"), "modules not working after enable; leaving them off");
+            disable_modules(self.dev.as_mut(), failed)?;
+        }
+        self.enabled = want & !failed;
+        self.info.modules_present = present;
+        self.info.modules_healthy = working;
+        self.info.model = model_name(present);
+        self.info.rate_bytes_per_s = nominal_rate(working);
+        // Time for the working modules to fill 3/4 of the FIFO.
+        let rate = self.info.rate_bytes_per_s.max(1);
+        self.wait = Duration::from_micros((pio::FIFO_BYTES as u64 * 3 / 4) * 1_000_000 / rate)
+            .clamp(MIN_WAIT, MAX_WAIT);
+        self.overflow_run = 0;
+        self.started = true;
+        Ok(())
+    }
+
+    fn read(&mut self, buf: &mut [u8]) -> Result<usize> {
+        if !self.started {
+            return Err(Error::NotStarted { device: self.device() });
+        }
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let mut n = self.take_spill(buf);
+        self.check_health()?;
+        let deadline = self.clock.now() + self.read_timeout;
+        let mut slept = false;
+        while n < buf.len() {
+            match self.batch(&mut buf[n..])? {
+                Some((got, found)) => {
+                    if slept {
+                        self.adapt(found);
+                        slept = false;
+                    }
+                    n += got;
+                }
+                None if n > 0 => break,
+                None => {
+                    let now = self.clock.now();
+                    if now >= deadline {
+                        break;
+                    }
+                    self.clock.sleep(self.wait.min(deadline - now), Wait::Poll);
+                    slept = true;
+                }
+            }
+        }
+        self.counters.bytes_read += n as u64;
+        Ok(n)
+    }
+
+    fn stop(&mut self) -> Result<()> {
+        self.started = false;
+        self.spill.clear();
+        self.spill_pos = 0;
+        if self.enabled != 0 {
+            disable_modules(self.dev.as_mut(), self.enabled)?;
+            self.enabled = 0;
+        }
+        Ok(())
+    }
+
+    fn counters(&self) -> CardCounters {
+        self.counters
+    }
+}

@@ -1,0 +1,300 @@
+//! The driver daemon: one card in, one ring out.
+//!
+//! ```text
+//! card.read ──raw──► Gate (SP 800-90B health tests, extractor) ──tested──► ring.write
+//!      │                      │ alarm                                          ▲
+//!      └── card error ────────┴──► FAILED + reason, count, reset card, ────────┘ (start-up test
+//!                                  restart tests; after N failures stay FAILED     again first)
+//! ```
+//!
+//! Publishing is fail-closed: a batch that raised an alarm is never written, and after any alarm
+//! or card error nothing is written until a fresh start-up test has passed (see docs/entropy.md).
+//! The status line (health, counters, heartbeat) is kept current; under systemd the daemon sends
+//! READY once the ring is published and feeds the watchdog with the heartbeat.
+
+use crate::card::{self, Card, CardOptions};
+use crate::entropy::{EntropyConfig, Gate};
+use crate::hw::{self, DeviceUri};
+use crate::ring::{self, Health, Identity, Producer, Reason, RingOptions};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// Everything `quantis-driver --device … --ring …` needs.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub device: DeviceUri,
+    pub ring: PathBuf,
+    pub ring_options: RingOptions,
+    pub card: CardOptions,
+    pub entropy: EntropyConfig,
+    /// Consecutive failed recoveries after which the ring stays FAILED.
+    pub max_recoveries: u32,
+    /// How often the heartbeat, counters and watchdog are refreshed.
+    pub heartbeat: Duration,
+}
+
+/// Errors that stop the daemon before or while it runs.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Hw(#[from] hw::Error),
+    #[error(transparent)]
+    Card(#[from] card::Error),
+    #[error(transparent)]
+    Entropy(#[from] crate::entropy::Error),
+    #[error(transparent)]
+    Ring(#[from] ring::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why [`run`] returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// SIGTERM/SIGINT: card stopped, ring marked STOPPED.
+    Shutdown,
+    /// The card disappeared (surprise removal): ring marked STOPPED with reason "device gone".
+    DeviceGone,
+}
+
+/// Bytes asked of the card per read: large enough to amortise the per-call cost at full speed,
+/// small enough that a failing batch wastes little.
+const BATCH: usize = 64 << 10;
+
+/// Runs until `stop` is set or the card goes away.
+pub fn run(cfg: &Config, stop: &AtomicBool) -> Result<Exit> {
+    // Everything that can fail on bad configuration fails here, before the card is touched.
+    let mut gate = Gate::new(&cfg.entropy)?;
+    let dev = hw::open(&cfg.device)?;
+    let mut card = card::open(dev, &cfg.card)?;
+    let mut ring = Producer::open(&cfg.ring, &cfg.ring_options)?;
+    let info = card.info().clone();
+    if ring.capacity() != cfg.ring_options.capacity {
+        tracing::warn!(
+            ring = %cfg.ring.display(),
+            capacity = ring.capacity(),
+            asked = cfg.ring_options.capacity,
+            "existing ring keeps its capacity (unread bytes are kept); remove the file to resize"
+        );
+    }
+    ring.set_identity(&Identity {
+        model: info.model.clone(),
+        serial: info.serial.clone().unwrap_or_else(|| if info.simulated { "simulated".into() } else { "unknown".into() }),
+        modules: info.modules_healthy,
+        simulated: info.simulated,
+        extractor: gate.extractor_name().to_owned(),
+    });
+    ring.set_health_params(&gate.params());
+    ring.heartbeat();
+    tracing::info!(
+        device = %cfg.device, model = %info.model, simulated = info.simulated,
+        ring = %cfg.ring.display(), epoch = ring.epoch(), extractor = gate.extractor_name(),
+        "card opened; running start-up tests"
+    );
+
+    let mut pump = Pump::new(card.as_mut(), &mut gate, &mut ring, cfg);
+    let exit = pump.run(stop);
+    let exit = match exit {
+        Ok(e) => e,
+        Err(e) => {
+            ring.set_health(Health::Failed, Reason::Other);
+            ring.heartbeat();
+            let _ = card.stop();
+            return Err(e);
+        }
+    };
+    match exit {
+        Exit::Shutdown => {
+            if let Err(e) = card.stop() {
+                tracing::warn!(error = %e, "failed to stop the card cleanly");
+            }
+            ring.set_health(Health::Stopped, Reason::Shutdown);
+            tracing::info!("stopped: card shut down, ring marked STOPPED");
+        }
+        Exit::DeviceGone => {
+            ring.set_health(Health::Stopped, Reason::DeviceGone);
+            tracing::error!(device = %cfg.device, "card is gone (unplugged?): ring marked STOPPED");
+        }
+    }
+    ring.heartbeat();
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    Ok(exit)
+}
+
+/// The read → test → publish loop and its recovery state.
+struct Pump<'a> {
+    card: &'a mut dyn Card,
+    gate: &'a mut Gate,
+    ring: &'a mut Producer,
+    cfg: &'a Config,
+    health: Health,
+    /// Failed recoveries since the source was last OK.
+    failures: u32,
+    /// Card counters already added to the ring's.
+    card_dropped_seen: u64,
+    last_beat: Instant,
+    ready_sent: bool,
+    watchdog: Option<Duration>,
+}
+
+impl<'a> Pump<'a> {
+    fn new(card: &'a mut dyn Card, gate: &'a mut Gate, ring: &'a mut Producer, cfg: &'a Config) -> Self {
+        Pump {
+            card,
+            gate,
+            ring,
+            cfg,
+            health: Health::Starting,
+            failures: 0,
+            card_dropped_seen: 0,
+            last_beat: Instant::now(),
+            ready_sent: false,
+            watchdog: sd_notify::watchdog_enabled(),
+        }
+    }
+
+    fn run(&mut self, stop: &AtomicBool) -> Result<Exit> {
+        let mut raw = vec![0u8; BATCH];
+        let mut out = Vec::with_capacity(BATCH);
+        let mut pending = 0..0;
+        if let Err(e) = self.card.start() {
+            if e.is_device_gone() {
+                return Ok(Exit::DeviceGone);
+            }
+            self.alarm(e.reason(), &e.to_string());
+        }
+        self.gate.restart();
+        self.notify_ready();
+        while !stop.load(Ordering::Relaxed) {
+            self.tick();
+            if self.health == Health::Failed && self.failures > self.cfg.max_recoveries {
+                // Given up: stay FAILED, keep the heartbeat so clients see a live, failed source.
+                std::thread::sleep(self.cfg.heartbeat.min(Duration::from_millis(200)));
+                continue;
+            }
+            // Publish what is waiting before reading more. When the ring is full, pause reading:
+            // the card then overflows (counted by the card layer) rather than us testing bytes
+            // only to throw them away.
+            if !pending.is_empty() {
+                let n = self.ring.write(&out[pending.clone()])?;
+                pending.start += n;
+                if !pending.is_empty() {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                continue;
+            }
+            let n = match self.card.read(&mut raw) {
+                Ok(n) => n,
+                Err(e) if e.is_device_gone() => return Ok(Exit::DeviceGone),
+                Err(e) => {
+                    self.alarm(e.reason(), &e.to_string());
+                    self.recover(stop);
+                    continue;
+                }
+            };
+            if n == 0 {
+                continue;
+            }
+            self.ring.add_counters(n as u64, 0, 0);
+            out.clear();
+            match self.gate.process(&raw[..n], &mut out) {
+                Ok(()) => {
+                    if self.gate.started() && self.health != Health::Ok {
+                        self.set_health(Health::Ok, Reason::None);
+                        self.failures = 0;
+                        tracing::info!("start-up tests passed: publishing");
+                    }
+                    pending = 0..out.len();
+                }
+                Err(alarm) => {
+                    // The failing batch is dropped whole (it is never copied to the ring).
+                    self.ring.add_counters(0, 0, n as u64);
+                    self.alarm(alarm.reason, &alarm.detail);
+                    self.recover(stop);
+                }
+            }
+        }
+        Ok(Exit::Shutdown)
+    }
+
+    fn set_health(&mut self, health: Health, reason: Reason) {
+        self.health = health;
+        self.ring.set_health(health, reason);
+    }
+
+    fn alarm(&mut self, reason: Reason, detail: &str) {
+        self.ring.add_counters(0, 1, 0);
+        self.set_health(Health::Failed, reason);
+        tracing::error!(%reason, detail, failures = self.failures, "health alarm: publishing stopped");
+    }
+
+    /// Resets the card and the tests after an alarm; gives up after `max_recoveries` in a row.
+    fn recover(&mut self, stop: &AtomicBool) {
+        self.failures += 1;
+        if self.failures > self.cfg.max_recoveries {
+            self.set_health(Health::Failed, Reason::RecoveryExhausted);
+            tracing::error!(
+                attempts = self.cfg.max_recoveries,
+                "recovery attempts exhausted: the source stays FAILED until the driver is restarted"
+            );
+            let _ = self.card.stop();
+            return;
+        }
+        // Back off a little more after each consecutive failure (100 ms, 200 ms, … up to 5 s).
+        let backoff = Duration::from_millis(100u64 << (self.failures - 1).min(6)).min(Duration::from_secs(5));
+        let until = Instant::now() + backoff;
+        while Instant::now() < until && !stop.load(Ordering::Relaxed) {
+            self.tick();
+            std::thread::sleep(Duration::from_millis(20).min(backoff));
+        }
+        tracing::warn!(attempt = self.failures, "resetting the card and re-running start-up tests");
+        let restarted = self.card.stop().and_then(|()| self.card.start());
+        self.gate.restart();
+        if let Err(e) = restarted {
+            if !e.is_device_gone() {
+                self.alarm(e.reason(), &e.to_string());
+            }
+            // A gone device is noticed by the next read.
+        }
+    }
+
+    /// Heartbeat, counters and watchdog, at most every `cfg.heartbeat`.
+    fn tick(&mut self) {
+        if self.last_beat.elapsed() < self.cfg.heartbeat {
+            return;
+        }
+        self.last_beat = Instant::now();
+        let c = self.card.counters();
+        let dropped = c.bytes_dropped + c.bytes_discarded;
+        self.ring.add_counters(0, 0, dropped.saturating_sub(self.card_dropped_seen));
+        self.card_dropped_seen = dropped;
+        self.ring.heartbeat();
+        if self.watchdog.is_some() {
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+        }
+    }
+
+    fn notify_ready(&mut self) {
+        if !self.ready_sent {
+            self.ready_sent = true;
+            let status = format!("STATUS=publishing into {}", self.cfg.ring.display());
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Custom(&status)]);
+        }
+    }
+}
+
+/// Sets `flag` on SIGTERM and SIGINT.
+pub fn install_signal_handlers() -> std::io::Result<&'static AtomicBool> {
+    static STOP: AtomicBool = AtomicBool::new(false);
+    extern "C" fn on_signal(_: libc::c_int) {
+        STOP.store(true, Ordering::Relaxed);
+    }
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    let action = SigAction::new(SigHandler::Handler(on_signal), SaFlags::SA_RESTART, SigSet::empty());
+    for sig in [Signal::SIGTERM, Signal::SIGINT] {
+        // SAFETY: the handler only stores to a static atomic, which is async-signal-safe.
+        unsafe { sigaction(sig, &action) }.map_err(std::io::Error::from)?;
+    }
+    Ok(&STOP)
+}

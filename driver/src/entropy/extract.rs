@@ -1,0 +1,578 @@
+//! Randomness extractors (conditioning) applied to raw bytes that passed the health tests:
+//! von Neumann, IDQ's random-matrix extractor and a Toeplitz-hash extractor, plus the logic that
+//! builds a matrix or seed from the card itself (IDQ's "make-matrix" procedure).
+//!
+//! Bit order everywhere is IDQ's: bit i of a byte string is bit (i mod 8) of byte ⌊i/8⌋
+//! (least-significant bit first), which is what loading little-endian 64-bit words gives.
+//!
+//! Speed: both hash extractors compute y = A·x over GF(2) with the "Method of Four Russians": for
+//! every input byte position p there is a 256-entry table of the XOR of the columns 8p..8p+7 that
+//! the byte value selects, so one block costs n/8 table lookups of k bits each instead of k·n/64
+//! AND+parity word operations. The matrix needs one table per position (n/8 · 256 · k/8 bytes:
+//! 3 MiB for 1024→768, 14 MiB for 2048→1792). A Toeplitz matrix's columns are shifts of one seed,
+//! so a single 256-entry table of "seed × byte" products serves every position at a byte offset
+//! ((n+k)/8 · 256 bytes: 56 KiB for 1024→768): it stays in L1/L2.
+
+use bitvec::prelude::*;
+use std::fs;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use super::{Error, Result};
+
+/// Extractor input/output sizes in bits (n → k). Both multiples of 64.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shape {
+    pub n: usize,
+    pub k: usize,
+}
+
+impl Shape {
+    /// IDQ's 1024 → 768 (75 %) size.
+    pub const S1024_768: Shape = Shape { n: 1024, k: 768 };
+    /// IDQ's 2048 → 1792 (87.5 %) size.
+    pub const S2048_1792: Shape = Shape { n: 2048, k: 1792 };
+    /// The sizes offered (quantis-hardware.md, "IDQ's randomness extractor").
+    pub const OFFERED: [Shape; 2] = [Shape::S1024_768, Shape::S2048_1792];
+
+    /// Bytes of a matrix file in IDQ's layout: k rows of n bits, n·k/8 bytes.
+    pub fn matrix_bytes(self) -> usize {
+        self.n * self.k / 8
+    }
+    /// Bytes of a Toeplitz seed file: n + k − 1 bits, rounded up to whole bytes.
+    pub fn seed_bytes(self) -> usize {
+        (self.n + self.k - 1).div_ceil(8)
+    }
+    fn in_bytes(self) -> usize {
+        self.n / 8
+    }
+    fn out_bytes(self) -> usize {
+        self.k / 8
+    }
+}
+
+/// Von Neumann's debiaser: each pair of bits (b₂ᵢ, b₂ᵢ₊₁) that differ yields b₂ᵢ; equal pairs yield
+/// nothing (IDQ: 0b01 → 1, 0b10 → 0 with the first bit in the low position).
+#[derive(Clone, Debug, Default)]
+pub struct VonNeumann {
+    acc: u64,
+    nacc: u32,
+}
+
+/// Per input byte: (output bits packed LSB first, number of output bits). Four pairs per byte.
+const VN_TABLE: [(u8, u8); 256] = {
+    let mut t = [(0u8, 0u8); 256];
+    let mut b = 0;
+    while b < 256 {
+        let (mut bits, mut n) = (0u8, 0u8);
+        let mut pair = 0;
+        while pair < 4 {
+            let v = (b >> (2 * pair)) & 3;
+            if v == 1 || v == 2 {
+                bits |= ((v & 1) as u8) << n;
+                n += 1;
+            }
+            pair += 1;
+        }
+        t[b] = (bits, n);
+        b += 1;
+    }
+    t
+};
+
+impl VonNeumann {
+    pub fn new() -> VonNeumann {
+        VonNeumann::default()
+    }
+
+    /// Appends whole output bytes to `out`; up to 7 leftover bits wait for the next call.
+    pub fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) {
+        out.reserve(input.len() / 4 + 1);
+        for &b in input {
+            let (bits, n) = VN_TABLE[b as usize];
+            self.acc |= u64::from(bits) << self.nacc;
+            self.nacc += u32::from(n);
+            if self.nacc >= 32 {
+                out.extend_from_slice(&(self.acc as u32).to_le_bytes());
+                self.acc >>= 32;
+                self.nacc -= 32;
+            }
+        }
+        while self.nacc >= 8 {
+            out.push(self.acc as u8);
+            self.acc >>= 8;
+            self.nacc -= 8;
+        }
+    }
+
+    /// Drops leftover bits.
+    pub fn reset(&mut self) {
+        *self = VonNeumann::default();
+    }
+}
+
+/// Tables of k-bit vectors, `KW = k/64` words each, indexed by (position, byte value).
+#[derive(Clone)]
+struct Tables {
+    words: Vec<u64>,
+    kw: usize,
+}
+
+impl Tables {
+    /// Builds position p's 256 entries from its 8 column vectors (`cols[t]` = column 8p+t) by
+    /// the Gray-code-free recurrence T[b] = T[b without its lowest bit] ⊕ col[lowest bit].
+    fn push_position(&mut self, cols: &[u64]) {
+        let kw = self.kw;
+        let base = self.words.len();
+        self.words.resize(base + 256 * kw, 0);
+        for b in 1..256usize {
+            let low = b.trailing_zeros() as usize;
+            let prev = b & (b - 1);
+            for w in 0..kw {
+                self.words[base + b * kw + w] =
+                    self.words[base + prev * kw + w] ^ cols[low * kw + w];
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn xor_block_const<const KW: usize>(acc: &mut [u64; KW], e: &[u64]) {
+    let e: &[u64; KW] = e.try_into().expect("table entry has KW words");
+    for w in 0..KW {
+        acc[w] ^= e[w];
+    }
+}
+
+#[inline(always)]
+fn write_words(acc: &[u64], out: &mut [u8]) {
+    for (o, w) in out.chunks_exact_mut(8).zip(acc) {
+        o.copy_from_slice(&w.to_le_bytes());
+    }
+}
+
+/// IDQ-compatible random-matrix extractor: y = M·x over GF(2) for every n-bit input block, with M
+/// a k×n matrix read from a file in IDQ's layout (k rows of n bits, row r at bits r·n..(r+1)·n,
+/// LSB first; i.e. IDQ's `uint64_t` array of k·n/64 little-endian words).
+#[derive(Clone)]
+pub struct MatrixExtractor {
+    shape: Shape,
+    tables: Tables,
+}
+
+impl std::fmt::Debug for MatrixExtractor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the matrix (it is secret-ish state derived from the card).
+        f.debug_struct("MatrixExtractor").field("shape", &self.shape).finish_non_exhaustive()
+    }
+}
+
+impl MatrixExtractor {
+    /// Builds the extractor from matrix bytes in IDQ's layout; the length must be n·k/8.
+    pub fn from_idq_bytes(shape: Shape, m: &[u8]) -> std::result::Result<MatrixExtractor, String> {
+        if !shape.n.is_multiple_of(64) || !shape.k.is_multiple_of(64) || shape.k >= shape.n {
+            return Err(format!("unsupported matrix shape {}→{}", shape.n, shape.k));
+        }
+        if m.len() != shape.matrix_bytes() {
+            return Err(format!("{} bytes where {} are needed", m.len(), shape.matrix_bytes()));
+        }
+        let kw = shape.k / 64;
+        let bits = m.view_bits::<Lsb0>();
+        let mut tables = Tables { words: Vec::with_capacity(shape.n * 32 * kw), kw };
+        let mut cols = vec![0u64; 8 * kw];
+        for p in 0..shape.n / 8 {
+            cols.iter_mut().for_each(|c| *c = 0);
+            for t in 0..8 {
+                let c = 8 * p + t;
+                for r in 0..shape.k {
+                    if bits[r * shape.n + c] {
+                        cols[t * kw + r / 64] |= 1u64 << (r % 64);
+                    }
+                }
+            }
+            tables.push_position(&cols);
+        }
+        Ok(MatrixExtractor { shape, tables })
+    }
+
+    /// Loads a matrix file; its size selects the shape (98,304 bytes: 1024→768; 458,752 bytes:
+    /// 2048→1792). Anything else, or a missing file, is an error now rather than at first use.
+    pub fn load(path: &Path) -> Result<MatrixExtractor> {
+        let data = read_small_file(path, "matrix", Shape::OFFERED.map(Shape::matrix_bytes))?;
+        let shape = Shape::OFFERED
+            .into_iter()
+            .find(|s| s.matrix_bytes() == data.len())
+            .expect("read_small_file checked the size");
+        MatrixExtractor::from_idq_bytes(shape, &data).map_err(|why| Error::BadFile {
+            what: "matrix",
+            path: path.to_owned(),
+            why,
+        })
+    }
+
+    pub fn shape(&self) -> Shape {
+        self.shape
+    }
+
+    /// Memory held by the lookup tables, in bytes.
+    pub fn table_bytes(&self) -> usize {
+        self.tables.words.len() * 8
+    }
+
+    /// Extracts one block: `input` is n/8 bytes, `out` k/8 bytes.
+    pub fn extract_block(&self, input: &[u8], out: &mut [u8]) {
+        match self.tables.kw {
+            12 => self.block_const::<12>(input, out),
+            28 => self.block_const::<28>(input, out),
+            _ => self.block_dyn(input, out),
+        }
+    }
+
+    fn block_const<const KW: usize>(&self, input: &[u8], out: &mut [u8]) {
+        let mut acc = [0u64; KW];
+        for (tab, &b) in self.tables.words.chunks_exact(256 * KW).zip(input) {
+            let e = &tab[b as usize * KW..][..KW];
+            xor_block_const::<KW>(&mut acc, e);
+        }
+        write_words(&acc, out);
+    }
+
+    fn block_dyn(&self, input: &[u8], out: &mut [u8]) {
+        let kw = self.tables.kw;
+        let mut acc = vec![0u64; kw];
+        for (tab, &b) in self.tables.words.chunks_exact(256 * kw).zip(input) {
+            for (a, e) in acc.iter_mut().zip(&tab[b as usize * kw..][..kw]) {
+                *a ^= e;
+            }
+        }
+        write_words(&acc, out);
+    }
+}
+
+/// Toeplitz-hash extractor: y_i = ⊕_j s[i − j + n − 1] · x_j (i < k, j < n), a k×n Toeplitz
+/// matrix given by n + k − 1 seed bits (the seed file, LSB first). Equivalently y is the slice of
+/// coefficients n−1 ..= n+k−2 of the carry-less product S(z)·X(z).
+#[derive(Clone)]
+pub struct ToeplitzExtractor {
+    shape: Shape,
+    /// g[b] (stride `gb` bytes) = bits of z·S(z)·b(z), b(z) the byte's 8-bit polynomial; the
+    /// contribution of input byte p is the k-bit window of g[x_p] starting at byte n/8 − p.
+    g: Vec<u8>,
+    gb: usize,
+}
+
+impl std::fmt::Debug for ToeplitzExtractor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ToeplitzExtractor").field("shape", &self.shape).finish_non_exhaustive()
+    }
+}
+
+impl ToeplitzExtractor {
+    /// Builds the extractor from a seed of n + k − 1 bits (whole bytes; the spare high bits of
+    /// the last byte are ignored).
+    pub fn from_seed(shape: Shape, seed: &[u8]) -> std::result::Result<ToeplitzExtractor, String> {
+        if !shape.n.is_multiple_of(64) || !shape.k.is_multiple_of(64) || shape.k >= shape.n {
+            return Err(format!("unsupported Toeplitz shape {}→{}", shape.n, shape.k));
+        }
+        if seed.len() != shape.seed_bytes() {
+            return Err(format!("{} bytes where {} are needed", seed.len(), shape.seed_bytes()));
+        }
+        let sbits = shape.n + shape.k - 1;
+        let gb = (shape.n + shape.k) / 8;
+        let mut g = vec![0u8; 256 * gb];
+        // z·S(z)·z^t for t = 0..8, each n + k bits (bit n+k−1+… beyond the window is never read).
+        let mut shifted: Vec<BitVec<u8, Lsb0>> = Vec::with_capacity(8);
+        for t in 0..8 {
+            let mut v: BitVec<u8, Lsb0> = BitVec::repeat(false, gb * 8);
+            for (i, bit) in seed.view_bits::<Lsb0>()[..sbits].iter().by_vals().enumerate() {
+                let pos = i + 1 + t;
+                if bit && pos < gb * 8 {
+                    v.set(pos, true);
+                }
+            }
+            shifted.push(v);
+        }
+        for b in 1..256usize {
+            let low = b.trailing_zeros() as usize;
+            let prev = b & (b - 1);
+            for i in 0..gb {
+                g[b * gb + i] = g[prev * gb + i] ^ shifted[low].as_raw_slice()[i];
+            }
+        }
+        Ok(ToeplitzExtractor { shape, g, gb })
+    }
+
+    /// Loads a seed file; its size selects the shape (224 bytes: 1024→768; 480 bytes:
+    /// 2048→1792).
+    pub fn load(path: &Path) -> Result<ToeplitzExtractor> {
+        let data = read_small_file(path, "toeplitz seed", Shape::OFFERED.map(Shape::seed_bytes))?;
+        let shape = Shape::OFFERED
+            .into_iter()
+            .find(|s| s.seed_bytes() == data.len())
+            .expect("read_small_file checked the size");
+        ToeplitzExtractor::from_seed(shape, &data).map_err(|why| Error::BadFile {
+            what: "toeplitz seed",
+            path: path.to_owned(),
+            why,
+        })
+    }
+
+    pub fn shape(&self) -> Shape {
+        self.shape
+    }
+
+    /// Memory held by the lookup table, in bytes.
+    pub fn table_bytes(&self) -> usize {
+        self.g.len()
+    }
+
+    /// Extracts one block: `input` is n/8 bytes, `out` k/8 bytes.
+    pub fn extract_block(&self, input: &[u8], out: &mut [u8]) {
+        match self.shape.k / 64 {
+            12 => self.block_const::<12>(input, out),
+            28 => self.block_const::<28>(input, out),
+            _ => self.block_dyn(input, out),
+        }
+    }
+
+    fn block_const<const KW: usize>(&self, input: &[u8], out: &mut [u8]) {
+        let nb = self.shape.n / 8;
+        let mut acc = [0u64; KW];
+        for (p, &b) in input.iter().enumerate() {
+            let row = &self.g[b as usize * self.gb..][..self.gb];
+            let win = &row[nb - p..][..8 * KW];
+            for (a, c) in acc.iter_mut().zip(win.chunks_exact(8)) {
+                *a ^= u64::from_le_bytes(c.try_into().expect("8 bytes"));
+            }
+        }
+        write_words(&acc, out);
+    }
+
+    fn block_dyn(&self, input: &[u8], out: &mut [u8]) {
+        let nb = self.shape.n / 8;
+        let kb = self.shape.k / 8;
+        let mut acc = vec![0u8; kb];
+        for (p, &b) in input.iter().enumerate() {
+            let row = &self.g[b as usize * self.gb..][..self.gb];
+            for (a, v) in acc.iter_mut().zip(&row[nb - p..][..kb]) {
+                *a ^= v;
+            }
+        }
+        out.copy_from_slice(&acc);
+    }
+}
+
+/// A block extractor with its partial-block buffer, so callers can feed any length.
+#[derive(Clone, Debug)]
+pub struct Blocked<E> {
+    pub ext: E,
+    pending: Vec<u8>,
+    shape: Shape,
+}
+
+/// Something that maps n/8 input bytes to k/8 output bytes.
+pub trait BlockExtract {
+    fn shape(&self) -> Shape;
+    fn block(&self, input: &[u8], out: &mut [u8]);
+}
+
+impl BlockExtract for MatrixExtractor {
+    fn shape(&self) -> Shape {
+        self.shape
+    }
+    fn block(&self, input: &[u8], out: &mut [u8]) {
+        self.extract_block(input, out);
+    }
+}
+
+impl BlockExtract for ToeplitzExtractor {
+    fn shape(&self) -> Shape {
+        self.shape
+    }
+    fn block(&self, input: &[u8], out: &mut [u8]) {
+        self.extract_block(input, out);
+    }
+}
+
+impl<E: BlockExtract> Blocked<E> {
+    pub fn new(ext: E) -> Blocked<E> {
+        let shape = ext.shape();
+        Blocked { ext, pending: Vec::with_capacity(shape.in_bytes()), shape }
+    }
+
+    /// Appends k/8 bytes per completed n/8-byte input block; a partial block waits.
+    pub fn feed(&mut self, mut input: &[u8], out: &mut Vec<u8>) {
+        let (ib, ob) = (self.shape.in_bytes(), self.shape.out_bytes());
+        if !self.pending.is_empty() {
+            let take = (ib - self.pending.len()).min(input.len());
+            self.pending.extend_from_slice(&input[..take]);
+            input = &input[take..];
+            if self.pending.len() < ib {
+                return;
+            }
+            let start = out.len();
+            out.resize(start + ob, 0);
+            self.ext.block(&self.pending, &mut out[start..]);
+            self.pending.clear();
+        }
+        let blocks = input.len() / ib;
+        let start = out.len();
+        out.resize(start + blocks * ob, 0);
+        for (i, o) in input.chunks_exact(ib).zip(out[start..].chunks_exact_mut(ob)) {
+            self.ext.block(i, o);
+        }
+        self.pending.extend_from_slice(&input[blocks * ib..]);
+    }
+
+    /// Drops a partial block.
+    pub fn reset(&mut self) {
+        self.pending.clear();
+    }
+}
+
+/// Reads a whole small file and checks its length is one of `sizes`.
+fn read_small_file<const N: usize>(
+    path: &Path,
+    what: &'static str,
+    sizes: [usize; N],
+) -> Result<Vec<u8>> {
+    let mut f = fs::File::open(path).map_err(|source| Error::Io {
+        op: "open",
+        what,
+        path: path.to_owned(),
+        source,
+    })?;
+    let max = sizes.iter().copied().max().unwrap_or(0);
+    let mut data = Vec::new();
+    // Read at most one byte more than the largest valid size, so a huge file is not slurped.
+    (&mut f).take(max as u64 + 1).read_to_end(&mut data).map_err(|source| Error::Io {
+        op: "read",
+        what,
+        path: path.to_owned(),
+        source,
+    })?;
+    if !sizes.contains(&data.len()) {
+        let expected: Vec<String> = sizes.iter().map(|s| s.to_string()).collect();
+        return Err(Error::BadFile {
+            what,
+            path: path.to_owned(),
+            why: format!(
+                "has {}{} bytes; expected one of {} bytes",
+                data.len(),
+                if data.len() > max { "+" } else { "" },
+                expected.join(" or ")
+            ),
+        });
+    }
+    Ok(data)
+}
+
+/// IDQ reads the card in 32 KiB chunks when building a matrix.
+pub const MAKE_MATRIX_CHUNK: usize = 32 * 1024;
+/// Smallest allowed undersampling period (keep the low bit of every Nth byte): IDQ uses N ≥ 13
+/// so that consecutive kept bits come from well-separated, independent samples.
+pub const MIN_UNDERSAMPLING: usize = 13;
+
+/// Collects `nbytes` bytes of debiased bits from `source` the way IDQ's matrix tool does: read
+/// 32 KiB chunks, keep the lowest bit of every Nth byte of each chunk (LSB-first packing), then
+/// von Neumann over consecutive pairs of kept bits.
+pub fn collect_debiased(
+    nbytes: usize,
+    every_nth: usize,
+    source: &mut dyn FnMut(&mut [u8]) -> io::Result<()>,
+) -> Result<Vec<u8>> {
+    if every_nth < MIN_UNDERSAMPLING {
+        return Err(Error::Config(format!(
+            "undersampling period {every_nth} is below the minimum {MIN_UNDERSAMPLING}"
+        )));
+    }
+    let mut out: BitVec<u8, Lsb0> = BitVec::with_capacity(nbytes * 8);
+    let mut chunk = vec![0u8; MAKE_MATRIX_CHUNK];
+    let mut pending: Option<bool> = None;
+    // A source that never yields a differing pair would loop forever: bound the work at 64×
+    // the expected amount for an unbiased source (4 kept bits per output bit).
+    let max_chunks = (nbytes * 8 * 4 * every_nth / MAKE_MATRIX_CHUNK + 1) * 64;
+    for _ in 0..max_chunks {
+        source(&mut chunk).map_err(|source| Error::Source { op: "read card bytes", source })?;
+        for kept in chunk.iter().step_by(every_nth).map(|b| b & 1 == 1) {
+            match pending.take() {
+                None => pending = Some(kept),
+                Some(first) if first != kept => out.push(first),
+                Some(_) => {}
+            }
+            if out.len() == nbytes * 8 {
+                return Ok(out.into_vec());
+            }
+        }
+        // IDQ processes each chunk on its own: an odd bit left at a chunk's end is dropped.
+        pending = None;
+    }
+    Err(Error::Config(format!(
+        "the source gave too few differing bit pairs to fill {nbytes} bytes (stuck source?)"
+    )))
+}
+
+/// Builds an extractor matrix as IDQ's tool does: `elementary` ≥ 2 elementary matrices, each from
+/// [`collect_debiased`], XORed together. Returns n·k/8 bytes in IDQ's layout.
+pub fn make_matrix(
+    shape: Shape,
+    elementary: usize,
+    every_nth: usize,
+    source: &mut dyn FnMut(&mut [u8]) -> io::Result<()>,
+) -> Result<Vec<u8>> {
+    xor_layers(shape.matrix_bytes(), elementary, every_nth, source)
+}
+
+/// XOR of `layers` ≥ 2 independent debiased strings of `len` bytes.
+pub(super) fn xor_layers(
+    len: usize,
+    layers: usize,
+    every_nth: usize,
+    source: &mut dyn FnMut(&mut [u8]) -> io::Result<()>,
+) -> Result<Vec<u8>> {
+    if layers < 2 {
+        return Err(Error::Config(format!("need at least 2 elementary matrices, got {layers}")));
+    }
+    let mut acc = vec![0u8; len];
+    for _ in 0..layers {
+        let layer = collect_debiased(len, every_nth, source)?;
+        acc.iter_mut().zip(&layer).for_each(|(a, b)| *a ^= b);
+    }
+    Ok(acc)
+}
+
+/// Writes `data` to `path` with mode 0600, atomically (temporary file in the same directory, then
+/// rename), creating the directory (0700) if needed. An existing file is replaced.
+pub fn write_secret_file(path: &Path, what: &'static str, data: &[u8]) -> Result<()> {
+    let io_err = |op: &'static str, p: &Path| {
+        let p: PathBuf = p.to_owned();
+        move |source| Error::Io { op, what, path: p, source }
+    };
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if !dir.exists() {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io_err("create directory", dir))?;
+    }
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io_err("create", &tmp))?;
+    let res = f
+        .write_all(data)
+        .and_then(|()| f.sync_all())
+        .and_then(|()| fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600)))
+        .map_err(io_err("write", &tmp))
+        .and_then(|()| fs::rename(&tmp, path).map_err(io_err("rename into place", path)));
+    if res.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    res
+}

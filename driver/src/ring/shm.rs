@@ -1,0 +1,211 @@
+//! The one module that touches the shared mapping.
+//!
+//! The file is shared with a peer process we do not trust, so no Rust reference into the mapping is
+//! ever created: header fields are accessed through short-lived atomics built from raw pointers,
+//! and data moves with volatile copies. Offsets come from our own layout constants or from indices
+//! that the callers have already reduced modulo a validated capacity; every accessor still checks
+//! its range, so a logic error here is a panic, never an out-of-bounds access.
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use super::layout::DATA_OFFSET;
+use super::{Error, Result, Role};
+
+/// A `MAP_SHARED` mapping of a whole ring file.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    map: memmap2::MmapRaw,
+    len: u64,
+}
+
+impl Shared {
+    /// Maps `len` bytes of `file` read-write.
+    pub(crate) fn map(file: &File, len: u64, path: &Path) -> Result<Shared> {
+        let map = memmap2::MmapOptions::new()
+            .len(usize::try_from(len).map_err(|_| Error::Truncated { path: path.into(), len })?)
+            .map_raw(file)
+            .map_err(|e| Error::io("map", path, e))?;
+        Ok(Shared { map, len })
+    }
+
+    fn ptr(&self, off: u64, size: u64) -> *mut u8 {
+        let end = off.checked_add(size).expect("shared offset overflow");
+        assert!(end <= self.len, "shared access {off:#x}+{size} beyond mapping of {}", self.len);
+        // `off < len <= isize::MAX` because the mapping exists; the pointer stays inside it.
+        self.map.as_mut_ptr().wrapping_add(off as usize)
+    }
+
+    fn word(&self, off: u64, size: u64) -> *mut u8 {
+        assert!(off.is_multiple_of(size), "misaligned shared word at {off:#x}");
+        self.ptr(off, size)
+    }
+
+    pub(crate) fn load64(&self, off: u64, order: Ordering) -> u64 {
+        let p = self.word(off, 8).cast::<u64>();
+        // SAFETY: `p` is 8-aligned (page-aligned base + checked offset) and inside the live
+        // mapping; the atomic is used only for this one load and no other reference is made.
+        unsafe { AtomicU64::from_ptr(p) }.load(order)
+    }
+
+    pub(crate) fn store64(&self, off: u64, value: u64, order: Ordering) {
+        let p = self.word(off, 8).cast::<u64>();
+        // SAFETY: as in `load64`.
+        unsafe { AtomicU64::from_ptr(p) }.store(value, order)
+    }
+
+    pub(crate) fn load32(&self, off: u64, order: Ordering) -> u32 {
+        let p = self.word(off, 4).cast::<u32>();
+        // SAFETY: 4-aligned, in bounds, transient atomic as in `load64`.
+        unsafe { AtomicU32::from_ptr(p) }.load(order)
+    }
+
+    pub(crate) fn store32(&self, off: u64, value: u32, order: Ordering) {
+        let p = self.word(off, 4).cast::<u32>();
+        // SAFETY: as in `load32`.
+        unsafe { AtomicU32::from_ptr(p) }.store(value, order)
+    }
+
+    /// Copies `dst.len()` bytes out of the data area starting at data offset `at`.
+    /// The caller guarantees `at + dst.len() <= capacity` (wrap-around is split by the caller).
+    pub(crate) fn read_data(&self, at: u64, dst: &mut [u8]) {
+        let src = self.ptr(DATA_OFFSET + at, dst.len() as u64).cast_const();
+        // SAFETY: `ptr` checked that the whole range lies inside the mapping; `dst` is private
+        // memory that cannot overlap the shared mapping.
+        unsafe { volatile_copy(src, dst.as_mut_ptr(), dst.len()) }
+    }
+
+    /// Copies `src` into the data area starting at data offset `at` (same contract as `read_data`).
+    pub(crate) fn write_data(&self, at: u64, src: &[u8]) {
+        let dst = self.ptr(DATA_OFFSET + at, src.len() as u64);
+        // SAFETY: as in `read_data`, with the roles swapped.
+        unsafe { volatile_copy(src.as_ptr(), dst, src.len()) }
+    }
+}
+
+/// The widest plain load/store the target always has: 16-byte SSE2 vectors on x86-64, else u64.
+#[cfg(target_arch = "x86_64")]
+type Word = std::arch::x86_64::__m128i;
+#[cfg(not(target_arch = "x86_64"))]
+type Word = u64;
+const WORD: usize = std::mem::size_of::<Word>();
+
+/// Copies `len` bytes with volatile accesses: aligned `Word`s (four at a time) where both sides
+/// share an alignment, unaligned 8-byte volatiles otherwise, bytes at the edges. Volatile keeps
+/// the compiler from assuming the shared side cannot change underneath it (the peer is another
+/// process); wide words keep it fast.
+///
+/// # Safety
+/// `src` must be valid for `len` reads and `dst` for `len` writes, and the ranges must not overlap.
+unsafe fn volatile_copy(src: *const u8, dst: *mut u8, len: usize) {
+    let mut i = 0;
+    let misalign = (src as usize) % WORD;
+    if misalign == (dst as usize) % WORD {
+        let head = ((WORD - misalign) % WORD).min(len);
+        while i < head {
+            // SAFETY: i < len: in range of both buffers per the function contract.
+            unsafe { dst.add(i).write_volatile(src.add(i).read_volatile()) };
+            i += 1;
+        }
+        while i + 4 * WORD <= len {
+            // SAFETY: src+i and dst+i are WORD-aligned here and 4 words fit in both buffers.
+            unsafe {
+                let s = src.add(i).cast::<Word>();
+                let d = dst.add(i).cast::<Word>();
+                let (a, b, c, e) = (
+                    s.read_volatile(),
+                    s.add(1).read_volatile(),
+                    s.add(2).read_volatile(),
+                    s.add(3).read_volatile(),
+                );
+                d.write_volatile(a);
+                d.add(1).write_volatile(b);
+                d.add(2).write_volatile(c);
+                d.add(3).write_volatile(e);
+            }
+            i += 4 * WORD;
+        }
+        while i + WORD <= len {
+            // SAFETY: aligned word access inside both buffers.
+            unsafe {
+                dst.add(i).cast::<Word>().write_volatile(src.add(i).cast::<Word>().read_volatile())
+            };
+            i += WORD;
+        }
+    } else {
+        while i + 8 <= len {
+            // SAFETY: 8 bytes inside both buffers; `[u8; 8]` has alignment 1, so any address is
+            // aligned for it.
+            unsafe {
+                let v = std::ptr::read_volatile(src.add(i).cast::<[u8; 8]>());
+                std::ptr::write_volatile(dst.add(i).cast::<[u8; 8]>(), v);
+            }
+            i += 8;
+        }
+    }
+    while i < len {
+        // SAFETY: i < len, in range of both buffers.
+        unsafe { dst.add(i).write_volatile(src.add(i).read_volatile()) };
+        i += 1;
+    }
+}
+
+/// Takes the role's open-file-description lock: byte 0 of the file for the producer, byte 1 for
+/// the consumer. OFD locks belong to the open file, so they conflict even inside one process and
+/// vanish when the holder dies, which is what makes restart-after-crash work.
+pub(crate) fn lock_role(file: &File, role: Role, path: &Path) -> Result<()> {
+    let mut fl: libc::flock = unsafe_zeroed_flock();
+    fl.l_type = libc::F_WRLCK as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    fl.l_start = match role {
+        Role::Producer => 0,
+        Role::Consumer => 1,
+    };
+    fl.l_len = 1;
+    // SAFETY: F_OFD_SETLK reads a valid, initialised `flock` through the pointer for the duration
+    // of the call; the fd is open for the lifetime of `file`.
+    let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &fl) };
+    if rc == 0 {
+        return Ok(());
+    }
+    let err = std::io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::EAGAIN) | Some(libc::EACCES) => {
+            Err(Error::AlreadyAttached { role, path: path.into() })
+        }
+        _ => Err(Error::io("lock", path, err)),
+    }
+}
+
+fn unsafe_zeroed_flock() -> libc::flock {
+    // SAFETY: `flock` is a plain C struct of integers, for which all-zero is a valid value.
+    unsafe { std::mem::zeroed() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::volatile_copy;
+
+    #[test]
+    fn ring_volatile_copy_matches_for_all_alignments() {
+        let src: Vec<u8> = (0..200u32).map(|i| (i * 7 + 3) as u8).collect();
+        for so in 0..8 {
+            for d_o in 0..8 {
+                for len in [0, 1, 7, 8, 9, 31, 32, 33, 100, 150] {
+                    let mut dst = vec![0u8; 200];
+                    // SAFETY: both ranges are inside their vectors and the vectors are distinct.
+                    unsafe { volatile_copy(src.as_ptr().add(so), dst.as_mut_ptr().add(d_o), len) };
+                    assert_eq!(
+                        &dst[d_o..d_o + len],
+                        &src[so..so + len],
+                        "so={so} do={d_o} len={len}"
+                    );
+                    assert!(dst[..d_o].iter().all(|&b| b == 0));
+                    assert!(dst[d_o + len..].iter().all(|&b| b == 0));
+                }
+            }
+        }
+    }
+}

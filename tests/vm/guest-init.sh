@@ -1,0 +1,81 @@
+#!/bin/busybox sh
+# /init of the QEMU test guest (copied into the initramfs by tests/vm/run).
+# Loads the modules for the mode named on the kernel command line (vmtest=vfio|uio), binds QEMU's
+# edu device (1234:11e8) to vfio-pci or uio_pci_generic, runs vm_guest (the driver's own hw
+# modules) and the quantis-driver CLI against it, prints PASS/FAIL/SKIP lines and one
+# "VMTEST-RESULT <mode> PASS|FAIL" line, and powers off.
+/bin/busybox --install -s /bin
+export PATH=/bin:/usr/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+
+fail=0
+pass() { echo "PASS $*"; }
+failed() { echo "FAIL $*"; fail=1; }
+finish() {
+    if [ "$fail" = 0 ]; then echo "VMTEST-RESULT $mode PASS"; else echo "VMTEST-RESULT $mode FAIL"; fi
+    sync
+    poweroff -f
+    echo o >/proc/sysrq-trigger
+    sleep 5
+}
+
+mode=$(sed -n 's/.*vmtest=\([a-z]*\).*/\1/p' /proc/cmdline)
+case "$mode" in
+vfio) driver=vfio-pci ;;
+uio) driver=uio_pci_generic ;;
+*) mode=unknown; failed "no vmtest= mode on the kernel command line"; finish ;;
+esac
+
+for m in $(cat /lib/modules/load-$mode.txt); do
+    insmod "/lib/modules/$m" || failed "insmod $m"
+done
+
+addr=
+for d in /sys/bus/pci/devices/*; do
+    if [ "$(cat "$d/vendor")" = 0x1234 ] && [ "$(cat "$d/device")" = 0x11e8 ]; then addr=${d##*/}; fi
+done
+[ -n "$addr" ] || { failed "no edu device (1234:11e8) on the PCI bus"; finish; }
+
+echo "$driver" >"/sys/bus/pci/devices/$addr/driver_override"
+echo "$addr" >/sys/bus/pci/drivers_probe
+bound=$(basename "$(readlink "/sys/bus/pci/devices/$addr/driver")")
+[ "$bound" = "$driver" ] && pass "edu $addr bound to $driver" || failed "edu $addr bound to '$bound', not $driver"
+
+# devtmpfs creates the nodes asynchronously: wait up to 1 s.
+if [ "$mode" = vfio ]; then
+    node=/dev/vfio/$(basename "$(readlink "/sys/bus/pci/devices/$addr/iommu_group")")
+else
+    node=/dev/$(ls "/sys/bus/pci/devices/$addr/uio" 2>/dev/null | head -n 1)
+fi
+i=0
+while [ ! -e "$node" ] && [ $i -lt 20 ]; do sleep 0.05; i=$((i + 1)); done
+[ -e "$node" ] || failed "$node did not appear"
+
+/usr/bin/vm_guest "$mode" "$addr" || fail=1
+
+# The CLI against a device that is not a Quantis card: cli_check SUBCOMMAND WANT_EXIT PATTERN ARGS...
+# (WANT_EXIT: "zero" or "nonzero"). Skipped when the binary has no such subcommand.
+cli_check() {
+    sub=$1 want=$2 pattern=$3
+    shift 3
+    if ! quantis-driver --help 2>&1 | grep -q "\b$sub\b"; then
+        echo "SKIP quantis-driver $sub: this build has no $sub subcommand"
+        return
+    fi
+    out=$(quantis-driver "$sub" "$@" 2>&1)
+    rc=$?
+    ok=1
+    if [ "$want" = zero ]; then [ $rc -eq 0 ] || ok=0; else [ $rc -ne 0 ] || ok=0; fi
+    echo "$out" | grep -qi "$pattern" || ok=0
+    if [ $ok = 1 ]; then
+        pass "quantis-driver $sub $*: $(echo "$out" | grep -i "$pattern" | head -n 1)"
+    else
+        failed "quantis-driver $sub $* (exit $rc, want $want exit and \"$pattern\"): $out"
+    fi
+}
+cli_check probe nonzero "not a Quantis card" --device "$mode:$addr"
+cli_check list zero "no Quantis card found"
+
+finish
