@@ -1,4 +1,12 @@
 //! qrng-bridge: serves Quantis rings as a FUSE device file and an HTTP API.
+//!
+//! - [`config`]: command line and environment.
+//! - [`dispenser`]: the only reader of the rings; hands every byte to exactly one caller, FIFO.
+//! - [`http`]: the axum API (random values, ANU legacy API, devices, health, metrics, OpenAPI).
+//! - [`fuse`]: the device files (`/run/qrng/dev/qrng0`), one per ring.
 #![forbid(unsafe_code)]
 
+pub mod config;
+pub mod dispenser;
 pub mod fuse;
+pub mod http;

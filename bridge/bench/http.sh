@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# HTTP benchmark of qrng-bridge against nginx serving a static file of the same size, same run.
+#
+#   bridge/bench/http.sh            # from the workspace root; needs wrk and nginx (Debian: wrk nginx-light)
+#   DURATION=10 CONNS=100 bridge/bench/http.sh
+#
+# Measures (each bridge figure next to its nginx baseline from the same run):
+#   1. 32-byte hex JSON over $CONNS connections: req/s ratio bridge/nginx (target >= 1.3), p99;
+#   2. 64 KiB binary over $CONNS connections: ratio (target >= 1.0), p99;
+#   3. RssAnon of the bridge idle (target <= 6 MB) and under 1000 connections (target <= 25 MB);
+#   4. integers with min=i64::MIN max=i64::MAX under load: no error, server alive, values valid.
+#
+# The ring is filled by bridge/examples/bench_feeder.rs, a BENCHMARK FEEDER that writes a seeded
+# pseudo-random stream labelled "simulated": it exists only to measure the HTTP path and is never a
+# source of the product.
+set -euo pipefail
+
+DURATION=${DURATION:-10}
+CONNS=${CONNS:-100}
+THREADS=${THREADS:-2}
+BRIDGE_PORT=${BRIDGE_PORT:-18080}
+NGINX_PORT=${NGINX_PORT:-18081}
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+WORK=$(mktemp -d /dev/shm/qrng-bench.XXXXXX)
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+command -v wrk >/dev/null || { echo "wrk missing (apt-get install wrk)" >&2; exit 2; }
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+[ -x "$NGINX" ] || { echo "nginx missing (apt-get install nginx-light)" >&2; exit 2; }
+
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+
+echo "# building (release)" >&2
+(cd "$ROOT" && cargo build --release -q -p qrng-bridge --bin qrng-bridge --example bench_feeder)
+
+"$TARGET/release/examples/bench_feeder" --ring "$WORK/qrng0.ring" --capacity $((64 << 20)) --seed 1 &
+pids+=($!)
+for _ in $(seq 100); do [ -e "$WORK/qrng0.ring" ] && break; sleep 0.05; done
+
+"$TARGET/release/qrng-bridge" --ring "$WORK/qrng0.ring" --listen "127.0.0.1:$BRIDGE_PORT" --no-fuse \
+    --log-format json 2>"$WORK/bridge.log" &
+BRIDGE_PID=$!
+pids+=($BRIDGE_PID)
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$BRIDGE_PORT/health" >/dev/null && break; sleep 0.05; done
+curl -sf "http://127.0.0.1:$BRIDGE_PORT/health" >/dev/null || { echo "bridge not healthy" >&2; cat "$WORK/bridge.log" >&2; exit 1; }
+
+rss_anon() { awk '/^RssAnon:/ {print $2}' "/proc/$1/status"; }   # kB
+IDLE_RSS=$(rss_anon "$BRIDGE_PID")
+
+# Static files of exactly the bridge's response sizes.
+mkdir -p "$WORK/www"
+curl -sf "http://127.0.0.1:$BRIDGE_PORT/api/v1/random/bytes?length=32" >"$WORK/www/hex32.json"
+head -c 65536 /dev/urandom >"$WORK/www/bin64k"
+HEX_SIZE=$(stat -c %s "$WORK/www/hex32.json")
+cat >"$WORK/nginx.conf" <<NGINX
+worker_processes auto;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx-error.log warn;
+daemon off;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    sendfile on;
+    tcp_nopush off;
+    keepalive_requests 1000000;
+    keepalive_timeout 65;
+    types { application/json json; application/octet-stream bin; }
+    default_type application/octet-stream;
+    server {
+        listen 127.0.0.1:$NGINX_PORT;
+        root $WORK/www;
+        location / { add_header Cache-Control no-store; }
+    }
+}
+NGINX
+"$NGINX" -c "$WORK/nginx.conf" -e "$WORK/nginx-error.log" &
+pids+=($!)
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$NGINX_PORT/hex32.json" >/dev/null && break; sleep 0.05; done
+
+# wrk: prints "Requests/sec: N" and with --latency " 99%  X"; normalise X to ms.
+run_wrk() { wrk -t"$THREADS" -c"$2" -d"${DURATION}s" --latency "$1" 2>&1; }
+rps() { awk '/^Requests\/sec:/ {print $2}'; }
+p99() {
+    awk '$1 == "99%" { v = $2; u = v; sub(/[0-9.]+/, "", u); sub(/[a-z]+$/, "", v);
+        if (u == "us") v = v / 1000; else if (u == "s") v = v * 1000; printf "%.2f", v }'
+}
+non2xx() { awk '/Non-2xx or 3xx responses:/ {print $5}' | grep . || echo 0; }
+
+bench_pair() { # name bridge_url nginx_url conns
+    local b n
+    b=$(run_wrk "$2" "$4"); n=$(run_wrk "$3" "$4")
+    local brps nrps
+    brps=$(echo "$b" | rps); nrps=$(echo "$n" | rps)
+    printf '%-28s bridge %10.0f req/s p99 %7s ms (non-2xx %s) | nginx %10.0f req/s p99 %7s ms | ratio %.2f\n' \
+        "$1" "$brps" "$(echo "$b" | p99)" "$(echo "$b" | non2xx)" "$nrps" "$(echo "$n" | p99)" \
+        "$(echo "$brps $nrps" | awk '{print $1 / $2}')"
+}
+
+echo "# $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg), ${DURATION}s per run, wrk -t$THREADS"
+echo "# hex JSON response $HEX_SIZE bytes; nginx serves a file of the same size"
+bench_pair "32 B hex, $CONNS conns" "http://127.0.0.1:$BRIDGE_PORT/api/v1/random/bytes?length=32" \
+    "http://127.0.0.1:$NGINX_PORT/hex32.json" "$CONNS"
+bench_pair "64 KiB binary, $CONNS conns" \
+    "http://127.0.0.1:$BRIDGE_PORT/api/v1/random/bytes?length=65536&format=binary" \
+    "http://127.0.0.1:$NGINX_PORT/bin64k" "$CONNS"
+
+# RssAnon under 1000 connections: sample every 0.2 s while wrk holds them open.
+wrk -t"$THREADS" -c1000 -d"${DURATION}s" "http://127.0.0.1:$BRIDGE_PORT/api/v1/random/bytes?length=32" \
+    >"$WORK/wrk1000.txt" 2>&1 &
+WRK=$!
+MAX_RSS=0
+while kill -0 "$WRK" 2>/dev/null; do
+    r=$(rss_anon "$BRIDGE_PID"); [ "$r" -gt "$MAX_RSS" ] && MAX_RSS=$r; sleep 0.2
+done
+printf 'RssAnon idle %.1f MB (target <= 6), peak under 1000 conns %.1f MB (target <= 25); 1000-conn run %s req/s\n' \
+    "$(awk -v k="$IDLE_RSS" "BEGIN{print k/1024}")" "$(awk -v k="$MAX_RSS" "BEGIN{print k/1024}")" "$(rps <"$WORK/wrk1000.txt")"
+
+# Edge values under load.
+EDGE="http://127.0.0.1:$BRIDGE_PORT/api/v1/random/integers?min=-9223372036854775808&max=9223372036854775807&count=100"
+out=$(run_wrk "$EDGE" "$CONNS")
+check=$(curl -s -o "$WORK/edge.json" -w '%{http_code}' "$EDGE")
+valid=$(python3 -c "import json,sys; d=json.load(open('$WORK/edge.json'))['data']; print(len(d)==100 and all(-2**63<=x<2**63 for x in d))")
+printf 'integers i64::MIN..i64::MAX x100 under load: %s req/s, non-2xx %s, afterwards HTTP %s valid=%s, bridge alive=%s\n' \
+    "$(echo "$out" | rps)" "$(echo "$out" | non2xx)" "$check" "$valid" "$(kill -0 "$BRIDGE_PID" && echo yes || echo no)"

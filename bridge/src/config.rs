@@ -1,0 +1,146 @@
+//! Command-line and environment configuration of `qrng-bridge` (clap derive; every flag also has an
+//! environment variable).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+use crate::dispenser::DispenserConfig;
+use crate::http::{HttpConfig, HttpError, RateLimit};
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// qrng-bridge: serves Quantis QRNG rings as a FUSE device file and an HTTP API.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "qrng-bridge", version, about)]
+pub struct Config {
+    /// A ring published by quantis-driver (repeatable; the device is named after the file stem).
+    #[arg(long = "ring", value_name = "PATH", env = "QRNG_RINGS", value_delimiter = ',')]
+    pub rings: Vec<PathBuf>,
+
+    /// HTTP listen address.
+    #[arg(long, default_value = "127.0.0.1:8080", env = "QRNG_LISTEN")]
+    pub listen: SocketAddr,
+
+    /// Do not serve HTTP.
+    #[arg(long, env = "QRNG_NO_HTTP")]
+    pub no_http: bool,
+
+    /// Directory for the FUSE device files (one per ring).
+    #[arg(long, default_value = "/run/qrng/dev", env = "QRNG_MOUNT")]
+    pub mount: PathBuf,
+
+    /// Optional symlink to the device file (for example /dev/qrng0).
+    #[arg(long, value_name = "PATH", env = "QRNG_DEV_LINK")]
+    pub dev_link: Option<PathBuf>,
+
+    /// Do not mount the FUSE device files.
+    #[arg(long, env = "QRNG_NO_FUSE")]
+    pub no_fuse: bool,
+
+    /// Largest `length` for /api/v1/random/bytes (413 above).
+    #[arg(long, default_value_t = 1 << 20, env = "QRNG_MAX_BYTES")]
+    pub max_bytes: usize,
+
+    /// Largest `count` for integers, floats and UUIDs (413 above).
+    #[arg(long, default_value_t = 10_000, env = "QRNG_MAX_COUNT")]
+    pub max_count: usize,
+
+    /// How long an HTTP request waits for entropy before 503, in milliseconds.
+    #[arg(long, default_value_t = 2000, env = "QRNG_WAIT_MS")]
+    pub wait_ms: u64,
+
+    /// Retry-After seconds sent with 503.
+    #[arg(long, default_value_t = 1, env = "QRNG_RETRY_AFTER")]
+    pub retry_after: u64,
+
+    /// Per-client (IP) rate limit on the random endpoints, requests per second; 0 = off.
+    #[arg(long, default_value_t = 0.0, env = "QRNG_RATE_LIMIT")]
+    pub rate_limit: f64,
+
+    /// Burst allowed above the rate limit.
+    #[arg(long, default_value_t = 20, env = "QRNG_RATE_BURST")]
+    pub rate_burst: u32,
+
+    /// File of accepted bearer tokens, one per line; without it the API is open.
+    #[arg(long, value_name = "PATH", env = "QRNG_TOKENS_FILE")]
+    pub tokens_file: Option<PathBuf>,
+
+    /// A producer heartbeat older than this (ms) marks the device degraded.
+    #[arg(long, default_value_t = 3000, env = "QRNG_HEARTBEAT_TIMEOUT_MS")]
+    pub heartbeat_timeout_ms: u64,
+
+    /// Log format.
+    #[arg(long, value_enum, default_value = "text", env = "QRNG_LOG_FORMAT")]
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    pub fn dispenser(&self) -> DispenserConfig {
+        DispenserConfig {
+            heartbeat_timeout: Duration::from_millis(self.heartbeat_timeout_ms),
+            max_request: self.max_bytes.max(self.max_count * 16).max(16 << 20),
+            ..DispenserConfig::default()
+        }
+    }
+
+    /// The HTTP settings; reads the token file.
+    pub fn http(&self) -> Result<HttpConfig, HttpError> {
+        let tokens = self.tokens_file.as_deref().map(crate::http::read_tokens).transpose()?;
+        Ok(HttpConfig {
+            max_bytes: self.max_bytes,
+            max_count: self.max_count,
+            wait: Duration::from_millis(self.wait_ms),
+            retry_after: self.retry_after,
+            rate_limit: (self.rate_limit > 0.0)
+                .then_some(RateLimit { per_second: self.rate_limit, burst: self.rate_burst }),
+            tokens,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_repeatable_rings() {
+        let c = Config::try_parse_from([
+            "qrng-bridge",
+            "--ring",
+            "/run/qrng/a.ring",
+            "--ring",
+            "/b.ring",
+        ])
+        .expect("parse");
+        assert_eq!(c.rings, vec![PathBuf::from("/run/qrng/a.ring"), PathBuf::from("/b.ring")]);
+        assert_eq!(c.listen, "127.0.0.1:8080".parse().expect("addr"));
+        assert_eq!(c.mount, PathBuf::from("/run/qrng/dev"));
+        assert!(!c.no_fuse);
+        let h = c.http().expect("http");
+        assert_eq!(h.max_bytes, 1 << 20);
+        assert!(h.rate_limit.is_none());
+        assert!(h.tokens.is_none());
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        assert!(Config::try_parse_from(["qrng-bridge", "--listen", "nowhere"]).is_err());
+        assert!(Config::try_parse_from(["qrng-bridge", "--log-format", "xml"]).is_err());
+        let c =
+            Config::try_parse_from(["qrng-bridge", "--rate-limit", "5", "--log-format", "json"])
+                .expect("parse");
+        assert_eq!(
+            c.http().expect("http").rate_limit,
+            Some(RateLimit { per_second: 5.0, burst: 20 })
+        );
+        assert_eq!(c.log_format, LogFormat::Json);
+    }
+}

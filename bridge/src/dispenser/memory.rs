@@ -1,0 +1,118 @@
+//! An in-memory [`RingSource`] for tests (unit, router and FUSE tests). It is never attached by the
+//! `qrng-bridge` binary: the product only serves rings published by quantis-driver.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use super::{lock, realtime_ns, RingSource, SourceError, SourceHealth, SourceStatus};
+
+#[derive(Debug)]
+struct Mem {
+    data: VecDeque<u8>,
+    status: SourceStatus,
+    broken: Option<String>,
+}
+
+/// A test ring: push bytes and change the status line from the test; attach [`MemoryRing::source`].
+#[derive(Debug, Clone)]
+pub struct MemoryRing(Arc<Mutex<Mem>>);
+
+impl MemoryRing {
+    /// A healthy ring with a fresh heartbeat. `serial` names the card; `simulated` labels it.
+    pub fn new(serial: &str, simulated: bool, capacity: u64) -> Self {
+        Self(Arc::new(Mutex::new(Mem {
+            data: VecDeque::new(),
+            status: SourceStatus {
+                epoch: 1,
+                heartbeat_ns: realtime_ns(),
+                health: SourceHealth::Ok,
+                reason: "none".to_owned(),
+                model: "pcie-16m".to_owned(),
+                serial: serial.to_owned(),
+                modules: 0b1111,
+                simulated,
+                extractor: "none".to_owned(),
+                raw_bytes_read: 0,
+                bytes_published: 0,
+                health_alarms: 0,
+                bytes_dropped: 0,
+                capacity,
+                head: 0,
+                tail: 0,
+            },
+            broken: None,
+        })))
+    }
+
+    /// Publishes bytes (beyond the capacity is allowed here: tests decide).
+    pub fn push(&self, bytes: &[u8]) {
+        let mut m = lock(&self.0);
+        m.data.extend(bytes.iter());
+        m.status.tail += bytes.len() as u64;
+        m.status.bytes_published += bytes.len() as u64;
+        m.status.raw_bytes_read += bytes.len() as u64;
+    }
+
+    /// Bytes not yet consumed.
+    pub fn len(&self) -> usize {
+        lock(&self.0).data.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Sets the health and reason on the status line.
+    pub fn set_health(&self, health: SourceHealth, reason: &str) {
+        let mut m = lock(&self.0);
+        m.status.health = health;
+        m.status.reason = reason.to_owned();
+    }
+
+    /// Sets the heartbeat (CLOCK_REALTIME ns; 0 = never).
+    pub fn set_heartbeat(&self, ns: u64) {
+        lock(&self.0).status.heartbeat_ns = ns;
+    }
+
+    /// Makes every later access fail as a corrupt ring would.
+    pub fn break_ring(&self, why: &str) {
+        lock(&self.0).broken = Some(why.to_owned());
+    }
+
+    /// A consumer handle on this ring.
+    pub fn source(&self) -> Box<dyn RingSource> {
+        Box::new(self.clone())
+    }
+
+    fn check(m: &Mem) -> Result<(), SourceError> {
+        match &m.broken {
+            Some(why) => Err(SourceError(why.clone())),
+            None => Ok(()),
+        }
+    }
+}
+
+impl RingSource for MemoryRing {
+    fn available(&mut self) -> Result<usize, SourceError> {
+        let m = lock(&self.0);
+        Self::check(&m)?;
+        Ok(m.data.len())
+    }
+
+    fn read(&mut self, buf: &mut [u8]) -> Result<usize, SourceError> {
+        let mut m = lock(&self.0);
+        Self::check(&m)?;
+        let n = buf.len().min(m.data.len());
+        for (dst, src) in buf.iter_mut().zip(m.data.drain(..n)) {
+            *dst = src;
+        }
+        m.status.head += n as u64;
+        Ok(n)
+    }
+
+    fn status(&mut self) -> Result<SourceStatus, SourceError> {
+        let m = lock(&self.0);
+        Self::check(&m)?;
+        Ok(m.status.clone())
+    }
+}

@@ -1,0 +1,336 @@
+//! The HTTP API (axum): random values, devices, health, Prometheus metrics and the OpenAPI document.
+//!
+//! [`router`] builds everything from an [`AppState`], so tests drive it with `oneshot` and no socket;
+//! [`serve`] runs it on a listener until a shutdown future resolves (SIGTERM in the binary).
+//! Endpoints, parameters, limits and error codes: docs/api.md (and `/api/v1/openapi.json`).
+//! Random bytes never reach a log: request logs carry the method, path, query and status only.
+
+mod error;
+mod limit;
+mod openapi;
+mod ops;
+mod random;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use metrics::{Counter, Histogram, Key, Label, Recorder};
+use metrics_exporter_prometheus::{Matcher, PrometheusHandle, PrometheusRecorder};
+
+pub use error::ApiError;
+pub use limit::RateLimit;
+pub use random::{hex_encode, unit_float, uuid_v4, IntRange, DEVICE_HEADER, SOURCE_HEADER};
+
+use crate::dispenser::{Dispenser, Entropy};
+
+/// Errors setting up the HTTP server.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("failed to read bearer tokens from {path}")]
+    Tokens {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("bearer token file {path} holds no token")]
+    NoTokens { path: std::path::PathBuf },
+    #[error("failed to configure metrics: {0}")]
+    Metrics(String),
+    #[error("failed to serve HTTP")]
+    Serve(#[source] std::io::Error),
+}
+
+/// HTTP settings (from the command line, see `Config`).
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Largest `length` for /random/bytes (413 above).
+    pub max_bytes: usize,
+    /// Largest `count` for integers, floats and UUIDs (413 above).
+    pub max_count: usize,
+    /// How long a request waits for entropy before 503.
+    pub wait: Duration,
+    /// Retry-After seconds on 503.
+    pub retry_after: u64,
+    /// Per-client (IP address) rate limit on the random endpoints.
+    pub rate_limit: Option<RateLimit>,
+    /// Accepted bearer tokens; None = no authentication.
+    pub tokens: Option<Vec<String>>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            max_bytes: 1 << 20,
+            max_count: 10_000,
+            wait: Duration::from_secs(2),
+            retry_after: 1,
+            rate_limit: None,
+            tokens: None,
+        }
+    }
+}
+
+/// Reads bearer tokens: one per line; blank lines and lines starting with `#` are ignored.
+pub fn read_tokens(path: &std::path::Path) -> Result<Vec<String>, HttpError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| HttpError::Tokens { path: path.to_owned(), source })?;
+    let tokens: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_owned)
+        .collect();
+    if tokens.is_empty() {
+        return Err(HttpError::NoTokens { path: path.to_owned() });
+    }
+    Ok(tokens)
+}
+
+/// Endpoint labels for `request_duration_seconds{endpoint}`: the route templates.
+const ENDPOINTS: &[&str] = &[
+    "/api/v1/random/bytes",
+    "/api/v1/random/integers",
+    "/api/v1/random/floats",
+    "/api/v1/random/uuid",
+    "/api/v1/devices",
+    "/api/v1/openapi.json",
+    "/API/jsonI.php",
+    "/health",
+    "/metrics",
+];
+
+/// Histogram buckets for request durations, seconds.
+const DURATION_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+struct Inner {
+    dispenser: Dispenser,
+    cfg: HttpConfig,
+    started: Instant,
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+    durations: HashMap<&'static str, Histogram>,
+    other_duration: Histogram,
+    responses: std::sync::RwLock<HashMap<(&'static str, u16), Counter>>,
+    limiter: Option<limit::Limiter>,
+}
+
+/// Shared state of the router; cheap to clone.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").field("cfg", &self.0.cfg).finish_non_exhaustive()
+    }
+}
+
+fn metadata() -> metrics::Metadata<'static> {
+    metrics::Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()))
+}
+
+impl AppState {
+    /// A state with its own (local, not process-global) Prometheus recorder.
+    pub fn new(dispenser: Dispenser, cfg: HttpConfig) -> Result<Self, HttpError> {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                Matcher::Full("request_duration_seconds".into()),
+                DURATION_BUCKETS,
+            )
+            .map_err(|e| HttpError::Metrics(e.to_string()))?
+            .build_recorder();
+        let handle = recorder.handle();
+        let hist = |endpoint: &str| {
+            let key = Key::from_parts(
+                "request_duration_seconds",
+                vec![Label::new("endpoint", endpoint.to_owned())],
+            );
+            recorder.register_histogram(&key, &metadata())
+        };
+        let durations = ENDPOINTS.iter().map(|e| (*e, hist(e))).collect();
+        let other_duration = hist("other");
+        ops::describe(&recorder);
+        let limiter = cfg.rate_limit.map(limit::Limiter::new);
+        Ok(Self(Arc::new(Inner {
+            dispenser,
+            cfg,
+            started: Instant::now(),
+            recorder,
+            handle,
+            durations,
+            other_duration,
+            responses: std::sync::RwLock::new(HashMap::new()),
+            limiter,
+        })))
+    }
+
+    pub fn cfg(&self) -> &HttpConfig {
+        &self.0.cfg
+    }
+
+    pub fn dispenser(&self) -> &Dispenser {
+        &self.0.dispenser
+    }
+
+    /// Takes `n` bytes within the configured wait, mapping errors to HTTP.
+    async fn take(&self, device: Option<&str>, n: usize) -> Result<Entropy, ApiError> {
+        self.0
+            .dispenser
+            .take(device, n, self.0.cfg.wait)
+            .await
+            .map_err(|e| ApiError::from_dispense(e, self.0.cfg.retry_after))
+    }
+
+    /// `http_responses_total{endpoint,status}`, registered once per pair and cached (the hot path
+    /// then costs a read lock and an atomic add).
+    fn response_counter(&self, endpoint: &'static str, status: u16) -> Counter {
+        let cached = self
+            .0
+            .responses
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(endpoint, status))
+            .cloned();
+        if let Some(c) = cached {
+            return c;
+        }
+        let key = Key::from_parts(
+            "http_responses_total",
+            vec![Label::new("endpoint", endpoint), Label::new("status", status.to_string())],
+        );
+        let c = self.0.recorder.register_counter(&key, &metadata());
+        self.0
+            .responses
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((endpoint, status), c.clone());
+        c
+    }
+
+    /// Folds buffered histogram samples (call about once a second so memory stays flat).
+    pub fn run_upkeep(&self) {
+        self.0.handle.run_upkeep();
+        if let Some(l) = &self.0.limiter {
+            l.purge();
+        }
+    }
+}
+
+/// Records `request_duration_seconds{endpoint}` and `http_responses_total{endpoint,status}`.
+async fn track(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    // Every route is a static path, so the request path names the endpoint; anything else is
+    // "other" (unbounded label values from client paths would let clients grow the registry).
+    let label = ENDPOINTS.iter().find(|k| **k == req.uri().path()).copied();
+    let start = Instant::now();
+    let resp = next.run(req).await;
+    let elapsed = start.elapsed().as_secs_f64();
+    match label.and_then(|l| s.0.durations.get(l)) {
+        Some(h) => h.record(elapsed),
+        None => s.0.other_duration.record(elapsed),
+    }
+    s.response_counter(label.unwrap_or("other"), resp.status().as_u16()).increment(1);
+    resp
+}
+
+/// Checks `Authorization: Bearer <token>` when tokens are configured.
+async fn auth(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    if let Some(tokens) = &s.0.cfg.tokens {
+        let presented = req
+            .headers()
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        let ok = presented.is_some_and(|p| {
+            // Compare against every token without early exit, so timing does not reveal a prefix.
+            tokens
+                .iter()
+                .fold(false, |acc, t| acc | limit::constant_time_eq(t.as_bytes(), p.as_bytes()))
+        });
+        if !ok {
+            return ApiError::Unauthorized.into_response();
+        }
+    }
+    next.run(req).await
+}
+
+/// Applies the per-client rate limit when configured.
+async fn rate_limit(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    if let Some(l) = &s.0.limiter {
+        let ip = req.extensions().get::<axum::extract::ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+        if let Err(retry_after) = l.check(ip) {
+            return ApiError::RateLimited { retry_after }.into_response();
+        }
+    }
+    next.run(req).await
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound { code: "not_found", message: "no such endpoint".into() }
+}
+
+/// The whole API.
+pub fn router(state: AppState) -> Router {
+    let random = Router::new()
+        .route("/api/v1/random/bytes", get(random::bytes))
+        .route("/api/v1/random/integers", get(random::integers))
+        .route("/api/v1/random/floats", get(random::floats))
+        .route("/api/v1/random/uuid", get(random::uuid))
+        .route("/API/jsonI.php", get(random::anu))
+        .layer(middleware::from_fn_with_state(state.clone(), rate_limit))
+        .route("/api/v1/devices", get(ops::devices))
+        .layer(middleware::from_fn_with_state(state.clone(), auth));
+    Router::new()
+        .merge(random)
+        .route("/health", get(ops::health))
+        .route("/metrics", get(ops::metrics))
+        .route("/api/v1/openapi.json", get(openapi::document))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), track))
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http()
+                .make_span_with(
+                    tower_http::trace::DefaultMakeSpan::new().level(tracing::Level::DEBUG),
+                )
+                .on_response(
+                    tower_http::trace::DefaultOnResponse::new().level(tracing::Level::DEBUG),
+                ),
+        )
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
+            tracing::error!("a request handler panicked");
+            ApiError::Internal.into_response()
+        }))
+        .with_state(state)
+}
+
+/// Serves `router(state)` on `listener` until `shutdown` resolves, then drains open requests.
+/// Runs the metrics upkeep once a second meanwhile.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), HttpError> {
+    let upkeep_state = state.clone();
+    let upkeep = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            upkeep_state.run_upkeep();
+        }
+    });
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let result = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+    upkeep.abort();
+    result.map_err(HttpError::Serve)
+}
+
+#[cfg(test)]
+mod tests;

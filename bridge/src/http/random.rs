@@ -1,0 +1,397 @@
+//! The random-value endpoints: bytes, integers, floats, UUIDs and the ANU QRNG legacy API.
+//!
+//! Every parameter is validated before a single byte is taken, so a bad request consumes nothing.
+//! Conversions are exact: integers by masked rejection sampling (no modulo bias), floats from 53 bits,
+//! UUIDs per RFC 9562 §5.4 (version 4).
+
+use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderName, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+
+use super::{ApiError, AppState};
+use crate::dispenser::Entropy;
+
+/// Response header naming the source: the card serial, or "simulated".
+pub const SOURCE_HEADER: HeaderName = HeaderName::from_static("x-qrng-source");
+/// Response header naming the device (ring file stem) the bytes came from.
+pub const DEVICE_HEADER: HeaderName = HeaderName::from_static("x-qrng-device");
+
+/// ANU QRNG legacy limits: "Array length … Must be between 1–1024", "Block size … between 1–1024"
+/// (qrng.anu.edu.au/contact/api-documentation).
+pub const ANU_MAX: usize = 1024;
+
+/// A header value built from peer-controlled text (the ring's serial): visible ASCII only.
+fn header_text(s: &str) -> HeaderValue {
+    let clean: String = s.chars().filter(|c| c.is_ascii_graphic() || *c == ' ').collect();
+    HeaderValue::from_str(clean.trim()).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+}
+
+/// Adds the headers every random response carries.
+fn random_response(e: &Entropy, mut resp: Response) -> Response {
+    let h = resp.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(SOURCE_HEADER, header_text(&e.source));
+    h.insert(DEVICE_HEADER, header_text(&e.device));
+    resp
+}
+
+fn json_response<T: Serialize>(e: &Entropy, body: &T) -> Result<Response, ApiError> {
+    let bytes = serde_json::to_vec(body).map_err(|err| {
+        tracing::error!(error = %err, "failed to encode a JSON response");
+        ApiError::Internal
+    })?;
+    let resp = ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], bytes)
+        .into_response();
+    Ok(random_response(e, resp))
+}
+
+/// Parses an optional integer parameter in `lo..=hi` (413 above `hi` when `too_large_above`).
+fn parse_count(
+    name: &str,
+    value: Option<&str>,
+    default: Option<usize>,
+    lo: usize,
+    hi: usize,
+    too_large_above: bool,
+) -> Result<usize, ApiError> {
+    let Some(v) = value else {
+        return default.ok_or_else(|| ApiError::BadRequest(format!("missing parameter {name}")));
+    };
+    let range = || format!("{name} must be an integer from {lo} to {hi}");
+    let n: u64 = v.trim().parse().map_err(|_| ApiError::BadRequest(range()))?;
+    let n = usize::try_from(n).unwrap_or(usize::MAX);
+    if n > hi {
+        return Err(if too_large_above {
+            ApiError::TooLarge(format!("{name} = {n} exceeds the limit of {hi}"))
+        } else {
+            ApiError::BadRequest(range())
+        });
+    }
+    if n < lo {
+        return Err(ApiError::BadRequest(range()));
+    }
+    Ok(n)
+}
+
+fn parse_i64(name: &str, value: Option<&str>) -> Result<i64, ApiError> {
+    let v = value.ok_or_else(|| ApiError::BadRequest(format!("missing parameter {name}")))?;
+    v.trim().parse().map_err(|_| {
+        ApiError::BadRequest(format!("{name} must be an integer from {} to {}", i64::MIN, i64::MAX))
+    })
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// Lower-case hex.
+pub fn hex_encode(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        s.push(HEX[usize::from(b >> 4)] as char);
+        s.push(HEX[usize::from(b & 0xf)] as char);
+    }
+    s
+}
+
+/// An RFC 9562 version-4 UUID from 16 random bytes: version nibble 0b0100 (§5.4), variant 0b10 (§4.1).
+pub fn uuid_v4(b: &[u8; 16]) -> String {
+    let mut u = *b;
+    u[6] = (u[6] & 0x0f) | 0x40;
+    u[8] = (u[8] & 0x3f) | 0x80;
+    let h = hex_encode(&u);
+    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+}
+
+/// A float uniform in [0, 1) from the top 53 bits of 8 bytes (every representable k·2⁻⁵³).
+pub fn unit_float(b: [u8; 8]) -> f64 {
+    (u64::from_be_bytes(b) >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+}
+
+/// Uniform integers in [min, max] by masked rejection sampling: draw `width` bytes, keep the low
+/// `bits` bits, accept if ≤ range. Acceptance is > 1/2, so the expected cost is < 2·width bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct IntRange {
+    min: i64,
+    range: u64,
+    width: usize,
+    mask: u64,
+}
+
+impl IntRange {
+    /// `min ≤ max` is the caller's check.
+    pub fn new(min: i64, max: i64) -> Self {
+        // Two's complement: max − min as u64 is exact for every min ≤ max, up to u64::MAX.
+        let range = max.wrapping_sub(min) as u64;
+        let bits = 64 - range.leading_zeros();
+        let mask = if bits == 64 { u64::MAX } else { (1u64 << bits) - 1 };
+        Self { min, range, width: bits.div_ceil(8) as usize, mask }
+    }
+
+    /// Bytes per draw (0 when min = max).
+    pub fn width(&self) -> usize {
+        self.width
+    }
+
+    /// The value for one draw of `width()` bytes, or None if rejected.
+    pub fn accept(&self, draw: &[u8]) -> Option<i64> {
+        let v = draw.iter().fold(0u64, |acc, &b| (acc << 8) | u64::from(b)) & self.mask;
+        (v <= self.range).then(|| (self.min as u64).wrapping_add(v) as i64)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct BytesQuery {
+    length: Option<String>,
+    format: Option<String>,
+    device: Option<String>,
+}
+
+#[derive(Serialize)]
+struct BytesBody<'a> {
+    data: String,
+    length: usize,
+    format: &'a str,
+    source: &'a str,
+}
+
+pub async fn bytes(
+    State(s): State<AppState>,
+    q: Result<Query<BytesQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = q?;
+    let length = parse_count("length", q.length.as_deref(), None, 1, s.cfg().max_bytes, true)?;
+    let format = q.format.as_deref().unwrap_or("hex");
+    if !matches!(format, "hex" | "base64" | "binary") {
+        return Err(ApiError::BadRequest("format must be hex, base64 or binary".into()));
+    }
+    let e = s.take(q.device.as_deref(), length).await?;
+    let data = match format {
+        "binary" => {
+            let (source, device) = (e.source.clone(), e.device.clone());
+            let meta = Entropy { bytes: Vec::new(), source, device };
+            let resp = (
+                [(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"))],
+                Body::from(e.bytes),
+            )
+                .into_response();
+            return Ok(random_response(&meta, resp));
+        }
+        "base64" => base64::engine::general_purpose::STANDARD.encode(&e.bytes),
+        _ => hex_encode(&e.bytes),
+    };
+    json_response(&e, &BytesBody { data, length, format, source: &e.source })
+}
+
+#[derive(Debug, Deserialize)]
+pub struct IntegersQuery {
+    min: Option<String>,
+    max: Option<String>,
+    count: Option<String>,
+    device: Option<String>,
+}
+
+#[derive(Serialize)]
+struct DataBody<'a, T> {
+    data: Vec<T>,
+    source: &'a str,
+}
+
+pub async fn integers(
+    State(s): State<AppState>,
+    q: Result<Query<IntegersQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = q?;
+    let min = parse_i64("min", q.min.as_deref())?;
+    let max = parse_i64("max", q.max.as_deref())?;
+    let count = parse_count("count", q.count.as_deref(), Some(1), 1, s.cfg().max_count, true)?;
+    if min > max {
+        return Err(ApiError::BadRequest(format!("min ({min}) must not exceed max ({max})")));
+    }
+    let r = IntRange::new(min, max);
+    let mut data = Vec::with_capacity(count);
+    let mut last = None;
+    while data.len() < count {
+        // Ask for exactly what the remaining values need at 100 % acceptance; rejections loop.
+        let e = s.take(q.device.as_deref(), (count - data.len()) * r.width()).await?;
+        if r.width() == 0 {
+            data.resize(count, min);
+        } else {
+            data.extend(e.bytes.chunks_exact(r.width()).filter_map(|d| r.accept(d)));
+        }
+        last = Some(e);
+    }
+    data.truncate(count);
+    let e = last.ok_or(ApiError::Internal)?;
+    json_response(&e, &DataBody { data, source: &e.source })
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CountQuery {
+    count: Option<String>,
+    device: Option<String>,
+}
+
+pub async fn floats(
+    State(s): State<AppState>,
+    q: Result<Query<CountQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = q?;
+    let count = parse_count("count", q.count.as_deref(), Some(1), 1, s.cfg().max_count, true)?;
+    let e = s.take(q.device.as_deref(), count * 8).await?;
+    let data: Vec<f64> = e
+        .bytes
+        .chunks_exact(8)
+        .map(|c| unit_float([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+        .collect();
+    json_response(&e, &DataBody { data, source: &e.source })
+}
+
+pub async fn uuid(
+    State(s): State<AppState>,
+    q: Result<Query<CountQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = q?;
+    let count = parse_count("count", q.count.as_deref(), Some(1), 1, s.cfg().max_count, true)?;
+    let e = s.take(q.device.as_deref(), count * 16).await?;
+    let data: Vec<String> = e
+        .bytes
+        .chunks_exact(16)
+        .map(|c| {
+            let mut b = [0u8; 16];
+            b.copy_from_slice(c);
+            uuid_v4(&b)
+        })
+        .collect();
+    json_response(&e, &DataBody { data, source: &e.source })
+}
+
+#[derive(Debug, Deserialize)]
+pub struct AnuQuery {
+    length: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    size: Option<String>,
+}
+
+/// The ANU answer: field order as ANU sends it (type, length, size, data, success).
+#[derive(Serialize)]
+struct AnuBody<T> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    length: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    size: Option<usize>,
+    data: Vec<T>,
+    success: bool,
+}
+
+/// `GET /API/jsonI.php`: the ANU QRNG legacy API, so ANU clients work by changing only the host.
+pub async fn anu(
+    State(s): State<AppState>,
+    q: Result<Query<AnuQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = q?;
+    let length = parse_count("length", q.length.as_deref(), None, 1, ANU_MAX, false)?;
+    match q.kind.as_deref() {
+        Some("uint8") => {
+            let e = s.take(None, length).await?;
+            let data = e.bytes.clone();
+            json_response(&e, &AnuBody { kind: "uint8", length, size: None, data, success: true })
+        }
+        Some("uint16") => {
+            let e = s.take(None, length * 2).await?;
+            let data: Vec<u16> =
+                e.bytes.chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect();
+            json_response(&e, &AnuBody { kind: "uint16", length, size: None, data, success: true })
+        }
+        Some("hex16") => {
+            let size = parse_count("size", q.size.as_deref(), None, 1, ANU_MAX, false)?;
+            let e = s.take(None, length * size).await?;
+            let data: Vec<String> = e.bytes.chunks_exact(size).map(hex_encode).collect();
+            let body = AnuBody { kind: "string", length, size: Some(size), data, success: true };
+            json_response(&e, &body)
+        }
+        _ => Err(ApiError::BadRequest("type must be uint8, uint16 or hex16".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_matches_the_usual_encoding() {
+        assert_eq!(hex_encode(&[0x00, 0x0f, 0xa5, 0xff]), "000fa5ff");
+        assert_eq!(hex_encode(&[]), "");
+    }
+
+    #[test]
+    fn uuid_sets_version_and_variant_only() {
+        let u = uuid_v4(&[0xff; 16]);
+        assert_eq!(u, "ffffffff-ffff-4fff-bfff-ffffffffffff");
+        let u = uuid_v4(&[0x00; 16]);
+        assert_eq!(u, "00000000-0000-4000-8000-000000000000");
+    }
+
+    #[test]
+    fn floats_span_zero_to_just_below_one() {
+        assert_eq!(unit_float([0; 8]), 0.0);
+        let top = unit_float([0xff; 8]);
+        assert!(top < 1.0);
+        assert_eq!(top, 1.0 - f64::EPSILON / 2.0);
+        // Only the top 53 bits count.
+        assert_eq!(unit_float([0, 0, 0, 0, 0, 0, 0x07, 0xff]), 0.0);
+        assert_eq!(unit_float([0, 0, 0, 0, 0, 0, 0x08, 0]), 2f64.powi(-53));
+    }
+
+    #[test]
+    fn full_i64_range_accepts_every_draw_as_a_bijection() {
+        let r = IntRange::new(i64::MIN, i64::MAX);
+        assert_eq!(r.width(), 8);
+        assert_eq!(r.accept(&[0; 8]), Some(i64::MIN));
+        assert_eq!(r.accept(&[0xff; 8]), Some(i64::MAX));
+        assert_eq!(r.accept(&[0x80, 0, 0, 0, 0, 0, 0, 0]), Some(0));
+    }
+
+    #[test]
+    fn small_range_is_exactly_uniform_over_all_draws() {
+        // 1..=6: width 1, mask 7; over all 256 byte values each face appears equally often.
+        let r = IntRange::new(1, 6);
+        assert_eq!(r.width(), 1);
+        let mut hist = [0u32; 7];
+        for b in 0..=255u8 {
+            if let Some(v) = r.accept(&[b]) {
+                hist[usize::try_from(v).expect("small")] += 1;
+            }
+        }
+        assert_eq!(hist[0], 0);
+        assert!(hist[1..].iter().all(|&c| c == hist[1]), "{hist:?}");
+        assert_eq!(hist[1..].iter().sum::<u32>(), 6 * 32);
+    }
+
+    #[test]
+    fn range_edges_and_widths() {
+        assert_eq!(IntRange::new(5, 5).width(), 0);
+        assert_eq!(IntRange::new(5, 5).accept(&[]), Some(5));
+        assert_eq!(IntRange::new(0, 255).width(), 1);
+        assert_eq!(IntRange::new(0, 256).width(), 2);
+        assert_eq!(IntRange::new(-1, 0).accept(&[1]), Some(0));
+        assert_eq!(IntRange::new(-1, 0).accept(&[0xfe]), Some(-1));
+        let r = IntRange::new(i64::MAX - 2, i64::MAX);
+        assert_eq!(r.accept(&[2]), Some(i64::MAX));
+        assert_eq!(r.accept(&[3]), None);
+        // A range of exactly 2^63 values (high bit clear) needs all 8 bytes and rejects nothing
+        // with the top bit masked off.
+        let r = IntRange::new(0, i64::MAX);
+        assert_eq!(r.accept(&[0xff; 8]), Some(i64::MAX));
+    }
+
+    #[test]
+    fn header_text_strips_control_characters() {
+        assert_eq!(header_text("AB\r\n12"), "AB12");
+        assert_eq!(header_text("\u{7f}\u{1}"), "");
+    }
+}

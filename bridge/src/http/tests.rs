@@ -1,0 +1,572 @@
+//! Router tests with `oneshot` (no socket) against in-memory rings, plus one test on a real port.
+//! Expected values are derived independently from the bytes pushed into the ring.
+
+use std::time::Duration;
+
+use axum::body::{to_bytes, Body};
+use axum::extract::connect_info::MockConnectInfo;
+use axum::http::{HeaderMap, Request, StatusCode};
+use serde_json::Value;
+use tower::ServiceExt as _;
+
+use super::*;
+use crate::dispenser::memory::MemoryRing;
+use crate::dispenser::{DeviceHealth, DispenserConfig, SourceHealth};
+
+struct Fixture {
+    ring: MemoryRing,
+    state: AppState,
+}
+
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 37 + 11) as u8).collect()
+}
+
+fn fixture_with(cfg: HttpConfig, prefill: usize) -> Fixture {
+    let ring = MemoryRing::new("QX1234", false, 1 << 20);
+    ring.push(&pattern(prefill));
+    let d = Dispenser::new(DispenserConfig {
+        heartbeat_timeout: Duration::from_secs(3600),
+        status_interval: Duration::from_millis(2),
+        ..DispenserConfig::default()
+    });
+    d.attach_source("qrng0", None, ring.source()).expect("attach");
+    let state = AppState::new(d, cfg).expect("state");
+    Fixture { ring, state }
+}
+
+fn fixture() -> Fixture {
+    fixture_with(HttpConfig { wait: Duration::from_millis(50), ..HttpConfig::default() }, 4096)
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        self.state.dispenser().shutdown();
+    }
+}
+
+async fn get_with(
+    app: Router,
+    uri: &str,
+    headers: &[(&str, &str)],
+) -> (StatusCode, HeaderMap, Vec<u8>) {
+    let mut req = Request::get(uri);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = app.oneshot(req.body(Body::empty()).expect("request")).await.expect("infallible");
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let body = to_bytes(resp.into_body(), usize::MAX).await.expect("body");
+    (status, headers, body.to_vec())
+}
+
+async fn get(f: &Fixture, uri: &str) -> (StatusCode, HeaderMap, Vec<u8>) {
+    get_with(router(f.state.clone()), uri, &[]).await
+}
+
+async fn get_json(f: &Fixture, uri: &str) -> (StatusCode, HeaderMap, Value) {
+    let (s, h, b) = get(f, uri).await;
+    let v = serde_json::from_slice(&b).unwrap_or_else(|e| panic!("{uri}: not JSON ({e}): {b:?}"));
+    (s, h, v)
+}
+
+/// Waits until the consumer thread has seen the new status (a guard, not a timing assertion).
+async fn wait_health(f: &Fixture, want: DeviceHealth) {
+    let d = f.state.dispenser().clone();
+    let wait = tokio::task::spawn_blocking(move || {
+        while d.health("qrng0").ok() != Some(want) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(30), wait).await.expect("state change").expect("join");
+}
+
+fn assert_random_headers(h: &HeaderMap) {
+    assert_eq!(h.get("cache-control").expect("cache-control"), "no-store");
+    assert_eq!(h.get("x-qrng-source").expect("source header"), "QX1234");
+    assert_eq!(h.get("x-qrng-device").expect("device header"), "qrng0");
+}
+
+/// Asserts a JSON error with `status` and `code`, and that the ring was not touched.
+async fn assert_error(f: &Fixture, uri: &str, status: StatusCode, code: &str) -> HeaderMap {
+    let before = f.ring.len();
+    let (s, h, v) = get_json(f, uri).await;
+    assert_eq!(s, status, "{uri}: {v}");
+    assert_eq!(v["error"]["code"], code, "{uri}: {v}");
+    assert!(v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{uri}: {v}");
+    assert_eq!(f.ring.len(), before, "{uri} consumed entropy");
+    h
+}
+
+#[tokio::test]
+async fn bytes_hex_is_the_next_ring_bytes_with_headers() {
+    let f = fixture();
+    let (s, h, v) = get_json(&f, "/api/v1/random/bytes?length=32").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_random_headers(&h);
+    let want: String = pattern(32).iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(v["data"], want.as_str());
+    assert_eq!(v["length"], 32);
+    assert_eq!(v["format"], "hex");
+    assert_eq!(v["source"], "QX1234");
+    assert_eq!(f.ring.len(), 4096 - 32);
+}
+
+#[tokio::test]
+async fn bytes_base64_and_binary() {
+    let f = fixture();
+    let (s, h, v) = get_json(&f, "/api/v1/random/bytes?length=5&format=base64").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_random_headers(&h);
+    let p = pattern(5);
+    let want = base64::engine::general_purpose::STANDARD.encode(&p);
+    assert_eq!(v["data"], want.as_str());
+    assert_eq!(v["format"], "base64");
+    let (s, h, body) = get(&f, "/api/v1/random/bytes?length=100&format=binary&device=qrng0").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_random_headers(&h);
+    assert_eq!(h.get("content-type").expect("ct"), "application/octet-stream");
+    assert_eq!(body, pattern(105)[5..].to_vec());
+}
+
+use base64::Engine as _;
+
+#[tokio::test]
+async fn bytes_bad_inputs() {
+    let f = fixture();
+    for uri in [
+        "/api/v1/random/bytes",
+        "/api/v1/random/bytes?length=0",
+        "/api/v1/random/bytes?length=-1",
+        "/api/v1/random/bytes?length=abc",
+        "/api/v1/random/bytes?length=1.5",
+        "/api/v1/random/bytes?length=32&format=octal",
+        "/api/v1/random/bytes?length=99999999999999999999999",
+    ] {
+        assert_error(&f, uri, StatusCode::BAD_REQUEST, "invalid_parameter").await;
+    }
+    assert_error(
+        &f,
+        "/api/v1/random/bytes?length=1048577",
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "too_large",
+    )
+    .await;
+    assert_error(
+        &f,
+        "/api/v1/random/bytes?length=1&device=nope",
+        StatusCode::NOT_FOUND,
+        "unknown_device",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn largest_allowed_request_is_served() {
+    let f = fixture_with(HttpConfig { max_bytes: 8192, ..HttpConfig::default() }, 8192);
+    let (s, _, body) = get(&f, "/api/v1/random/bytes?length=8192&format=binary").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(body, pattern(8192));
+    assert_error(
+        &f,
+        "/api/v1/random/bytes?length=8193",
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "too_large",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn empty_ring_gives_503_with_retry_after() {
+    let f = fixture_with(
+        HttpConfig { wait: Duration::from_millis(20), retry_after: 7, ..HttpConfig::default() },
+        0,
+    );
+    let (s, h, v) = get_json(&f, "/api/v1/random/bytes?length=16").await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(v["error"]["code"], "entropy_unavailable");
+    assert_eq!(h.get("retry-after").expect("retry-after"), "7");
+}
+
+#[tokio::test]
+async fn failed_device_gives_503_and_nothing_is_consumed() {
+    let f = fixture();
+    f.ring.set_health(SourceHealth::Failed, "repetition-count");
+    wait_health(&f, DeviceHealth::Failed).await;
+    let h = assert_error(
+        &f,
+        "/api/v1/random/bytes?length=16&device=qrng0",
+        StatusCode::SERVICE_UNAVAILABLE,
+        "device_failed",
+    )
+    .await;
+    assert!(h.contains_key("retry-after"));
+    assert_error(&f, "/api/v1/random/uuid", StatusCode::SERVICE_UNAVAILABLE, "no_healthy_device")
+        .await;
+    let (s, _, v) = get_json(&f, "/health").await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(v["status"], "unhealthy");
+    assert_eq!(v["devices"][0]["health"], "failed");
+    assert_eq!(v["devices"][0]["reason"], "repetition-count");
+}
+
+fn be_u64(b: &[u8]) -> u64 {
+    b.iter().fold(0, |a, &x| (a << 8) | u64::from(x))
+}
+
+#[tokio::test]
+async fn integers_cover_the_whole_i64_range() {
+    let f = fixture();
+    let (s, h, v) =
+        get_json(&f, &format!("/api/v1/random/integers?min={}&max={}&count=3", i64::MIN, i64::MAX))
+            .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_random_headers(&h);
+    let p = pattern(24);
+    // Over the full range every 8-byte draw is accepted; i64::MIN + v flips the top bit of v.
+    let want: Vec<i64> = p.chunks(8).map(|c| (be_u64(c) ^ (1 << 63)) as i64).collect();
+    let got: Vec<i64> =
+        v["data"].as_array().expect("array").iter().map(|x| x.as_i64().expect("i64")).collect();
+    assert_eq!(got, want);
+}
+
+#[tokio::test]
+async fn integers_small_range_stay_in_range() {
+    let f = fixture_with(HttpConfig::default(), 1 << 16);
+    let (s, _, v) = get_json(&f, "/api/v1/random/integers?min=-3&max=3&count=1000").await;
+    assert_eq!(s, StatusCode::OK);
+    let data = v["data"].as_array().expect("array");
+    assert_eq!(data.len(), 1000);
+    let mut seen = [false; 7];
+    for x in data {
+        let x = x.as_i64().expect("int");
+        assert!((-3..=3).contains(&x), "{x}");
+        seen[usize::try_from(x + 3).expect("idx")] = true;
+    }
+    assert!(seen.iter().all(|s| *s), "every value appears in 1000 draws: {seen:?}");
+    let (s, _, v) = get_json(&f, "/api/v1/random/integers?min=42&max=42&count=2").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["data"], serde_json::json!([42, 42]));
+}
+
+#[tokio::test]
+async fn integers_bad_inputs() {
+    let f = fixture();
+    for uri in [
+        "/api/v1/random/integers?max=5",
+        "/api/v1/random/integers?min=5",
+        "/api/v1/random/integers?min=6&max=5",
+        "/api/v1/random/integers?min=a&max=5",
+        "/api/v1/random/integers?min=0&max=9223372036854775808",
+        "/api/v1/random/integers?min=-9223372036854775809&max=0",
+        "/api/v1/random/integers?min=0&max=5&count=0",
+        "/api/v1/random/integers?min=0&max=5&count=-2",
+    ] {
+        assert_error(&f, uri, StatusCode::BAD_REQUEST, "invalid_parameter").await;
+    }
+    assert_error(
+        &f,
+        "/api/v1/random/integers?min=0&max=5&count=10001",
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "too_large",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn floats_are_53_bit_fractions() {
+    let f = fixture();
+    let (s, h, v) = get_json(&f, "/api/v1/random/floats?count=4").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_random_headers(&h);
+    let p = pattern(32);
+    let want: Vec<f64> =
+        p.chunks(8).map(|c| (be_u64(c) >> 11) as f64 / 9_007_199_254_740_992.0).collect();
+    let got: Vec<f64> =
+        v["data"].as_array().expect("array").iter().map(|x| x.as_f64().expect("f64")).collect();
+    assert_eq!(got, want);
+    assert!(got.iter().all(|x| (0.0..1.0).contains(x)));
+    assert_error(&f, "/api/v1/random/floats?count=0", StatusCode::BAD_REQUEST, "invalid_parameter")
+        .await;
+    assert_error(&f, "/api/v1/random/floats?count=x", StatusCode::BAD_REQUEST, "invalid_parameter")
+        .await;
+    assert_error(
+        &f,
+        "/api/v1/random/floats?count=10001",
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "too_large",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn uuids_are_version_4() {
+    let f = fixture();
+    let (s, h, v) = get_json(&f, "/api/v1/random/uuid?count=3").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_random_headers(&h);
+    let p = pattern(48);
+    for (u, raw) in v["data"].as_array().expect("array").iter().zip(p.chunks(16)) {
+        let u = u.as_str().expect("string");
+        assert_eq!(u.len(), 36);
+        let hex: String = u.chars().filter(|c| *c != '-').collect();
+        let bytes: Vec<u8> =
+            (0..16).map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).expect("hex")).collect();
+        assert_eq!(bytes[6] >> 4, 4, "version");
+        assert_eq!(bytes[8] >> 6, 0b10, "variant");
+        assert_eq!(bytes[6] & 0x0f, raw[6] & 0x0f);
+        assert_eq!(bytes[8] & 0x3f, raw[8] & 0x3f);
+        assert_eq!([&bytes[..6], &bytes[9..]], [&raw[..6], &raw[9..]]);
+        assert_eq!(
+            [u.as_bytes()[8], u.as_bytes()[13], u.as_bytes()[18], u.as_bytes()[23]],
+            [b'-'; 4]
+        );
+    }
+    assert_error(&f, "/api/v1/random/uuid?count=0", StatusCode::BAD_REQUEST, "invalid_parameter")
+        .await;
+}
+
+#[tokio::test]
+async fn anu_legacy_shapes() {
+    let f = fixture();
+    let (s, h, b) = get(&f, "/API/jsonI.php?length=3&type=uint8").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_random_headers(&h);
+    let p = pattern(3);
+    let want = format!(
+        r#"{{"type":"uint8","length":3,"data":[{},{},{}],"success":true}}"#,
+        p[0], p[1], p[2]
+    );
+    assert_eq!(String::from_utf8(b).expect("utf8"), want);
+
+    let (s, _, v) = get_json(&f, "/API/jsonI.php?length=2&type=uint16").await;
+    assert_eq!(s, StatusCode::OK);
+    let p = pattern(7);
+    let want = [u16::from_be_bytes([p[3], p[4]]), u16::from_be_bytes([p[5], p[6]])];
+    assert_eq!(v["type"], "uint16");
+    assert_eq!(v["length"], 2);
+    assert_eq!(v["data"], serde_json::json!(want));
+    assert_eq!(v["success"], true);
+
+    let (s, _, v) = get_json(&f, "/API/jsonI.php?length=2&type=hex16&size=3").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["type"], "string");
+    assert_eq!(v["length"], 2);
+    assert_eq!(v["size"], 3);
+    let p = pattern(13);
+    let hex = |c: &[u8]| c.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    assert_eq!(v["data"], serde_json::json!([hex(&p[7..10]), hex(&p[10..13])]));
+    assert_eq!(v["success"], true);
+
+    for uri in [
+        "/API/jsonI.php?length=1025&type=uint8",
+        "/API/jsonI.php?length=0&type=uint8",
+        "/API/jsonI.php?type=uint8",
+        "/API/jsonI.php?length=5",
+        "/API/jsonI.php?length=5&type=int32",
+        "/API/jsonI.php?length=5&type=hex16",
+        "/API/jsonI.php?length=5&type=hex16&size=1025",
+        "/API/jsonI.php?length=5&type=hex16&size=0",
+    ] {
+        assert_error(&f, uri, StatusCode::BAD_REQUEST, "invalid_parameter").await;
+    }
+}
+
+#[tokio::test]
+async fn anu_limits_are_inclusive() {
+    let f = fixture_with(HttpConfig::default(), 1024 * 1024);
+    let (s, _, v) = get_json(&f, "/API/jsonI.php?length=1024&type=hex16&size=1024").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["data"].as_array().expect("array").len(), 1024);
+    assert_eq!(v["data"][0].as_str().expect("string").len(), 2048);
+}
+
+#[tokio::test]
+async fn health_and_devices_report_state() {
+    let f = fixture();
+    let (s, h, v) = get_json(&f, "/health").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(h.get("cache-control").expect("cc"), "no-store");
+    assert_eq!(v["status"], "healthy");
+    for k in ["entropy_rate_mbps", "buffer_fill_percent", "uptime_seconds", "total_bytes_served"] {
+        assert!(v[k].is_number(), "{k} missing: {v}");
+    }
+    assert_eq!(v["devices"][0]["source"], "QX1234");
+    assert_eq!(v["devices"][0]["health"], "ok");
+    // 4096 bytes in a 1 MiB ring.
+    let want_fill = 4096.0 * 100.0 / f64::from(1u32 << 20);
+    assert!((v["buffer_fill_percent"].as_f64().expect("fill") - want_fill).abs() < 1e-9, "{v}");
+
+    get(&f, "/api/v1/random/bytes?length=10").await;
+    let (_, _, v) = get_json(&f, "/health").await;
+    assert_eq!(v["total_bytes_served"], 10);
+
+    let (s, _, v) = get_json(&f, "/api/v1/devices").await;
+    assert_eq!(s, StatusCode::OK);
+    let d = &v["devices"][0];
+    assert_eq!(d["name"], "qrng0");
+    assert_eq!(d["serial"], "QX1234");
+    assert_eq!(d["model"], "pcie-16m");
+    assert_eq!(d["modules"], 15);
+    assert_eq!(d["health"], "ok");
+    assert_eq!(d["bytes_served"], 10);
+
+    // The driver dies: still serving what is in the ring, but /health says degraded with 503.
+    f.ring.set_heartbeat(1);
+    wait_health(&f, DeviceHealth::Degraded).await;
+    let (s, _, v) = get_json(&f, "/health").await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(v["status"], "degraded");
+    assert_eq!(v["devices"][0]["heartbeat_stale"], true);
+    let (s, _, _) = get(&f, "/api/v1/random/bytes?length=10").await;
+    assert_eq!(s, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn metrics_expose_counters_histograms_and_gauges() {
+    let f = fixture();
+    get(&f, "/api/v1/random/bytes?length=32").await;
+    get(&f, "/api/v1/random/bytes?length=0").await;
+    let (s, h, b) = get(&f, "/metrics").await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(h.get("content-type").expect("ct").to_str().expect("ascii").starts_with("text/plain"));
+    let text = String::from_utf8(b).expect("utf8");
+    let value = |prefix: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("{prefix} missing in:\n{text}"))
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("bad value for {prefix}"))
+    };
+    assert_eq!(value("entropy_bytes_total{device=\"qrng0\"}"), 32.0);
+    assert_eq!(value("health_alarms_total{device=\"qrng0\"}"), 0.0);
+    let want_ratio = (4096.0 - 32.0) / f64::from(1u32 << 20);
+    assert!((value("buffer_utilization_ratio{device=\"qrng0\"}") - want_ratio).abs() < 1e-12);
+    assert_eq!(value("request_duration_seconds_count{endpoint=\"/api/v1/random/bytes\"}"), 2.0);
+    assert!(text.contains(
+        "request_duration_seconds_bucket{endpoint=\"/api/v1/random/bytes\",le=\"0.001\"}"
+    ));
+    assert_eq!(
+        value("http_responses_total{endpoint=\"/api/v1/random/bytes\",status=\"400\"}"),
+        1.0
+    );
+    assert_eq!(value("device_state{device=\"qrng0\",state=\"ok\"}"), 1.0);
+    assert_eq!(value("device_up{device=\"qrng0\"}"), 1.0);
+    assert!(text.contains("# HELP entropy_bytes_total"));
+}
+
+#[tokio::test]
+async fn openapi_documents_every_route_and_nothing_else() {
+    let f = fixture();
+    let (s, _, v) = get_json(&f, "/api/v1/openapi.json").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["openapi"], "3.1.0");
+    let paths: Vec<String> = v["paths"].as_object().expect("paths").keys().cloned().collect();
+    let mut want: Vec<String> = ENDPOINTS.iter().map(|s| (*s).to_owned()).collect();
+    let mut got = paths.clone();
+    want.sort();
+    got.sort();
+    assert_eq!(got, want);
+    // Each documented path is routed (not the JSON 404 fallback).
+    for p in &paths {
+        let (s, _, _) = get(&f, p).await;
+        assert_ne!(s, StatusCode::NOT_FOUND, "{p}");
+    }
+    let max = &v["paths"]["/api/v1/random/bytes"]["get"]["parameters"][0]["schema"]["maximum"];
+    assert_eq!(*max, serde_json::json!(f.state.cfg().max_bytes));
+}
+
+#[tokio::test]
+async fn unknown_path_is_a_json_404() {
+    let f = fixture();
+    assert_error(&f, "/api/v2/nothing", StatusCode::NOT_FOUND, "not_found").await;
+}
+
+#[tokio::test]
+async fn bearer_tokens_guard_the_api_but_not_health() {
+    let f = fixture_with(
+        HttpConfig { tokens: Some(vec!["s3cret".into(), "other".into()]), ..HttpConfig::default() },
+        64,
+    );
+    let app = || router(f.state.clone());
+    let (s, h, _) = get_with(app(), "/api/v1/random/bytes?length=4", &[]).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert_eq!(h.get("www-authenticate").expect("challenge"), "Bearer");
+    let (s, _, _) =
+        get_with(app(), "/api/v1/random/bytes?length=4", &[("authorization", "Bearer nope")]).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, _, _) = get_with(app(), "/api/v1/devices", &[]).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert_eq!(f.ring.len(), 64, "refused requests consume nothing");
+    let (s, _, _) =
+        get_with(app(), "/api/v1/random/bytes?length=4", &[("authorization", "Bearer other")])
+            .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _, _) = get_with(app(), "/health", &[]).await;
+    assert_eq!(s, StatusCode::OK);
+}
+
+#[test]
+fn token_file_parsing() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let p = dir.path().join("tokens");
+    std::fs::write(&p, "# comment\n\n  abc  \ndef\n").expect("write");
+    assert_eq!(read_tokens(&p).expect("tokens"), vec!["abc".to_owned(), "def".to_owned()]);
+    std::fs::write(&p, "# only a comment\n").expect("write");
+    assert!(matches!(read_tokens(&p), Err(HttpError::NoTokens { .. })));
+    assert!(matches!(read_tokens(&dir.path().join("missing")), Err(HttpError::Tokens { .. })));
+}
+
+#[tokio::test]
+async fn rate_limit_gives_429_with_retry_after() {
+    let f = fixture_with(
+        HttpConfig {
+            rate_limit: Some(RateLimit { per_second: 0.01, burst: 2 }),
+            ..HttpConfig::default()
+        },
+        64,
+    );
+    let app =
+        || router(f.state.clone()).layer(MockConnectInfo(SocketAddr::from(([192, 0, 2, 1], 1234))));
+    for _ in 0..2 {
+        let (s, _, _) = get_with(app(), "/api/v1/random/bytes?length=1", &[]).await;
+        assert_eq!(s, StatusCode::OK);
+    }
+    let (s, h, b) = get_with(app(), "/api/v1/random/bytes?length=1", &[]).await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(h.get("retry-after").expect("retry-after"), "100");
+    let v: Value = serde_json::from_slice(&b).expect("json");
+    assert_eq!(v["error"]["code"], "rate_limited");
+    assert_eq!(f.ring.len(), 62);
+    // Health is not rate limited.
+    let (s, _, _) = get_with(app(), "/health", &[]).await;
+    assert_eq!(s, StatusCode::OK);
+}
+
+/// The one test on a real socket: bind port 0, fetch over HTTP/1.1, shut down gracefully.
+#[tokio::test]
+async fn serves_on_a_real_port_and_shuts_down() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let f = fixture();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serve(listener, f.state.clone(), async move {
+        let _ = rx.await;
+    }));
+    let mut conn = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    conn.write_all(b"GET /api/v1/random/bytes?length=4&format=binary HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut resp = Vec::new();
+    conn.read_to_end(&mut resp).await.expect("read");
+    let text = String::from_utf8_lossy(&resp);
+    assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+    assert!(text.to_ascii_lowercase().contains("x-qrng-source: qx1234"), "{text}");
+    assert!(resp.ends_with(&pattern(4)));
+    tx.send(()).expect("shutdown");
+    server.await.expect("join").expect("serve");
+}
