@@ -936,6 +936,30 @@ impl Dispenser {
         n: usize,
         deadline: Option<Instant>,
     ) -> Result<Entropy, DispenseError> {
+        self.take_blocking_inner(device, n, deadline, None)
+    }
+
+    /// Like [`Dispenser::take_blocking`] without a deadline, for FUSE readers that must stay
+    /// killable: the request keeps its place in the queue while `interrupted()` (asked every `check`)
+    /// is false; once it is true the request is withdrawn with [`DispenseError::Timeout`] (bytes it had
+    /// gathered go to the next caller, as for any timeout).
+    pub fn take_blocking_interruptible(
+        &self,
+        device: &str,
+        n: usize,
+        check: Duration,
+        interrupted: &dyn Fn() -> bool,
+    ) -> Result<Entropy, DispenseError> {
+        self.take_blocking_inner(device, n, None, Some((check, interrupted)))
+    }
+
+    fn take_blocking_inner(
+        &self,
+        device: &str,
+        n: usize,
+        deadline: Option<Instant>,
+        check: Option<(Duration, &dyn Fn() -> bool)>,
+    ) -> Result<Entropy, DispenseError> {
         let begun = self.begin(Some(device), n, || {
             let (tx, rx) = mpsc::sync_channel(1);
             (Completion::Blocking(tx), rx)
@@ -944,9 +968,23 @@ impl Dispenser {
             Begin::Ready(e) => return Ok(e),
             Begin::Queued { dev, ticket, rx } => (dev, ticket, rx),
         };
-        let received = match deadline {
-            None => rx.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected),
-            Some(d) => rx.recv_timeout(d.saturating_duration_since(Instant::now())),
+        let received = loop {
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            let slice = match (left, check) {
+                (Some(l), Some((c, _))) => Some(l.min(c)),
+                (None, Some((c, _))) => Some(c),
+                (l, None) => l,
+            };
+            let r = match slice {
+                None => rx.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected),
+                Some(s) => rx.recv_timeout(s),
+            };
+            let expired = deadline.is_some_and(|d| Instant::now() >= d);
+            match r {
+                Err(mpsc::RecvTimeoutError::Timeout)
+                    if !expired && !check.is_some_and(|(_, interrupted)| interrupted()) => {}
+                other => break other,
+            }
         };
         let outcome = match received {
             Ok(outcome) => outcome,
@@ -1002,6 +1040,15 @@ impl Dispenser {
         st.ready_callbacks.push(on_ready);
         dev.wake(&st);
         Ok(false)
+    }
+
+    /// Whether a read of `device` would return bytes now (FUSE `poll` without a wake-up request);
+    /// Err: the device cannot serve.
+    pub fn readable(&self, device: &str) -> Result<bool, DispenseError> {
+        let dev = self.get(device)?;
+        let mut st = lock(&dev.state);
+        st.check_servable(&dev.name)?;
+        Ok(st.waiters.is_empty() && st.has_bytes().unwrap_or(true))
     }
 
     /// A snapshot of one device (for the FUSE ioctls: model, serial, modules…).

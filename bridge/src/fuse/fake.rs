@@ -4,10 +4,10 @@
 
 use std::collections::HashMap;
 use std::sync::{Condvar, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::ioctl::CardFacts;
-use super::source::{Readiness, Source, SourceError};
+use super::source::{OnReady, Readiness, Source, SourceError};
 
 #[derive(Debug)]
 struct Dev {
@@ -18,10 +18,17 @@ struct Dev {
 }
 
 /// The fake source.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct FakeSource {
     devs: Mutex<HashMap<String, Dev>>,
     cv: Condvar,
+    callbacks: Mutex<HashMap<String, Vec<OnReady>>>,
+}
+
+impl std::fmt::Debug for FakeSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FakeSource").field("devs", &self.devs).finish_non_exhaustive()
+    }
 }
 
 /// Byte `i` of the counting stream.
@@ -30,9 +37,20 @@ pub fn stream_byte(i: u64) -> u8 {
 }
 
 impl FakeSource {
+    /// Runs `f` on the devices, then wakes waiters and runs the wake-ups of every device whose
+    /// state is no longer "healthy and empty".
     fn with<R>(&self, f: impl FnOnce(&mut HashMap<String, Dev>) -> R) -> R {
         let r = f(&mut self.devs.lock().unwrap_or_else(PoisonError::into_inner));
         self.cv.notify_all();
+        let names: Vec<String> =
+            self.callbacks.lock().unwrap_or_else(PoisonError::into_inner).keys().cloned().collect();
+        for name in names {
+            if self.readiness(&name) != Readiness::Empty {
+                let cbs =
+                    self.callbacks.lock().unwrap_or_else(PoisonError::into_inner).remove(&name);
+                cbs.into_iter().flatten().for_each(|cb| cb());
+            }
+        }
         r
     }
 
@@ -62,7 +80,7 @@ impl FakeSource {
     }
 }
 
-fn check<'a>(d: &'a mut HashMap<String, Dev>, name: &str) -> Result<&'a mut Dev, SourceError> {
+fn check_dev<'a>(d: &'a mut HashMap<String, Dev>, name: &str) -> Result<&'a mut Dev, SourceError> {
     let dev = d.get_mut(name).ok_or_else(|| SourceError::Gone(name.into()))?;
     if dev.failed {
         return Err(SourceError::Unhealthy { device: name.into(), reason: "failed".into() });
@@ -80,7 +98,7 @@ fn take(dev: &mut Dev, n: u64) -> Vec<u8> {
 impl Source for FakeSource {
     fn try_take(&self, device: &str, max: usize) -> Result<Vec<u8>, SourceError> {
         let mut d = self.devs.lock().unwrap_or_else(PoisonError::into_inner);
-        let dev = check(&mut d, device)?;
+        let dev = check_dev(&mut d, device)?;
         if dev.available == 0 {
             return Err(SourceError::Empty);
         }
@@ -92,44 +110,49 @@ impl Source for FakeSource {
         &self,
         device: &str,
         n: usize,
-        deadline: Option<Instant>,
+        check: Duration,
+        interrupted: &dyn Fn() -> bool,
     ) -> Result<Vec<u8>, SourceError> {
         let mut d = self.devs.lock().unwrap_or_else(PoisonError::into_inner);
         loop {
-            let dev = check(&mut d, device)?;
+            let dev = check_dev(&mut d, device)?;
             if dev.available >= n as u64 {
                 return Ok(take(dev, n as u64));
             }
-            let wait = match deadline {
-                Some(t) => t.checked_duration_since(Instant::now()).ok_or(SourceError::Timeout)?,
-                None => Duration::from_secs(3600),
-            };
-            d = self.cv.wait_timeout(d, wait).unwrap_or_else(PoisonError::into_inner).0;
+            let (guard, t) = self.cv.wait_timeout(d, check).unwrap_or_else(PoisonError::into_inner);
+            d = guard;
+            if t.timed_out() && interrupted() {
+                return Err(SourceError::Interrupted);
+            }
         }
     }
 
-    fn wait_readable(&self, device: &str, timeout: Duration) -> Readiness {
-        let end = Instant::now() + timeout;
+    fn readiness(&self, device: &str) -> Readiness {
         let mut d = self.devs.lock().unwrap_or_else(PoisonError::into_inner);
-        loop {
-            match check(&mut d, device) {
-                Err(_) => return Readiness::Failed,
-                Ok(dev) if dev.available > 0 => return Readiness::Readable,
-                Ok(_) => {}
-            }
-            let Some(wait) = end.checked_duration_since(Instant::now()).filter(|w| !w.is_zero())
-            else {
-                return Readiness::Empty;
-            };
-            d = self.cv.wait_timeout(d, wait).unwrap_or_else(PoisonError::into_inner).0;
+        match check_dev(&mut d, device) {
+            Err(_) => Readiness::Failed,
+            Ok(dev) if dev.available > 0 => Readiness::Readable,
+            Ok(_) => Readiness::Empty,
         }
+    }
+
+    fn on_ready(&self, device: &str, on_ready: OnReady) -> Readiness {
+        // Registered under the callbacks lock, so a concurrent change either sees the callback or
+        // happened before the readiness check.
+        let mut cbs = self.callbacks.lock().unwrap_or_else(PoisonError::into_inner);
+        let r = self.readiness(device);
+        if r == Readiness::Empty {
+            cbs.entry(device.to_owned()).or_default().push(on_ready);
+        }
+        r
     }
 
     fn card_facts(&self, device: &str) -> Option<CardFacts> {
-        self.with(|d| d.get(device).map(|dev| dev.facts.clone()))
+        let d = self.devs.lock().unwrap_or_else(PoisonError::into_inner);
+        d.get(device).map(|dev| dev.facts.clone())
     }
 
     fn device_count(&self) -> usize {
-        self.with(|d| d.len())
+        self.devs.lock().unwrap_or_else(PoisonError::into_inner).len()
     }
 }

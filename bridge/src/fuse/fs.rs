@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
 use std::sync::{Arc, PoisonError, RwLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, IoctlFlags,
@@ -151,8 +151,8 @@ fn errno(e: &SourceError) -> Errno {
     Errno::from_i32(e.errno())
 }
 
-/// Finishes a read on a worker: waits for the rest of `need` bytes in short slices, answering
-/// EINTR as soon as the caller has a signal pending.
+/// Finishes a read on a worker: waits for the rest of `need` bytes, answering EINTR as soon as
+/// the caller has a signal pending.
 fn finish_read(
     shared: &Shared,
     device: &str,
@@ -161,27 +161,14 @@ fn finish_read(
     tid: u32,
     reply: ReplyData,
 ) {
-    loop {
-        let rest = need - got.len();
-        match shared.source.take_blocking(device, rest, Some(Instant::now() + SIGNAL_CHECK)) {
-            Ok(bytes) => {
-                if got.is_empty() {
-                    got = bytes;
-                } else {
-                    got.extend_from_slice(&bytes);
-                }
-                if got.len() >= need {
-                    got.truncate(need);
-                    return reply.data(&got);
-                }
-            }
-            Err(SourceError::Timeout) => {
-                if workers::signal_pending(tid) {
-                    return reply.error(Errno::EINTR);
-                }
-            }
-            Err(e) => return reply.error(errno(&e)),
+    let interrupted = || workers::signal_pending(tid);
+    match shared.source.take_blocking(device, need - got.len(), SIGNAL_CHECK, &interrupted) {
+        Ok(bytes) if got.is_empty() => reply.data(&bytes),
+        Ok(bytes) => {
+            got.extend_from_slice(&bytes);
+            reply.data(&got);
         }
+        Err(e) => reply.error(errno(&e)),
     }
 }
 
@@ -390,13 +377,10 @@ impl Filesystem for QrngFs {
         reply: ReplyPoll,
     ) {
         let readiness = match self.0.device(ino) {
-            Some(d) => {
-                let r = self.0.source.wait_readable(&d, Duration::ZERO);
-                if r == Readiness::Empty && flags.contains(PollFlags::FUSE_POLL_SCHEDULE_NOTIFY) {
-                    self.0.pollers.register(&d, ph);
-                }
-                r
+            Some(d) if flags.contains(PollFlags::FUSE_POLL_SCHEDULE_NOTIFY) => {
+                self.0.pollers.poll(self.0.source.as_ref(), &d, ph)
             }
+            Some(d) => self.0.source.readiness(&d),
             None => Readiness::Failed,
         };
         reply.poll(match readiness {

@@ -122,8 +122,7 @@ impl FuseMount {
         };
         let shared = Arc::new(fs::Shared {
             table: RwLock::new(fs::Table::default()),
-            pollers: poll::Pollers::start(Arc::clone(&source))
-                .map_err(io("start poll thread for"))?,
+            pollers: poll::Pollers::default(),
             source,
             opts: FsOptions {
                 file_mode: cfg.file_mode & 0o7777,
@@ -192,7 +191,7 @@ impl FuseMount {
     }
 
     /// Makes the file `name` disappear; open descriptors get EIO from then on. Returns whether it
-    /// was there.
+    /// was there. The source wakes pollers of a device it detaches.
     pub fn remove_device(&self, name: &str) -> bool {
         let removed =
             self.shared.table.write().unwrap_or_else(PoisonError::into_inner).remove(name);
@@ -200,7 +199,6 @@ impl FuseMount {
             if let Err(e) = self.notifier.inval_entry(INodeNo::ROOT, name.as_ref()) {
                 tracing::debug!(device = name, error = %e, "entry invalidation not delivered");
             }
-            self.shared.pollers.wake_all(name);
             tracing::info!(device = name, "device file removed");
         }
         removed.is_some()
@@ -221,7 +219,6 @@ impl FuseMount {
         for l in &self.links {
             mountpoint::remove_link(l, &self.mountpoint);
         }
-        self.shared.pollers.shutdown();
         self.shared.workers.shutdown();
         let res = mountpoint::detach(&self.mountpoint);
         // Not joined: with files still open the session lives on until they are closed or the

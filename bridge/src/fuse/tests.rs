@@ -365,3 +365,109 @@ fn a_reader_waiting_on_an_empty_device_can_be_killed() {
     assert!(!status.success(), "head was killed, not satisfied: {status:?}");
     assert_eq!(fx.src.consumed("qrng0"), 0);
 }
+
+mod with_dispenser {
+    //! The same file system over the bridge's real dispenser (in-memory ring): FUSE readers and
+    //! other dispenser clients share one stream, each byte once.
+
+    use super::*;
+    use crate::dispenser::memory::MemoryRing;
+    use crate::dispenser::{Dispenser, DispenserConfig, SourceHealth};
+
+    const CHUNK: usize = 4096;
+
+    fn start_of(chunk: &[u8]) -> u64 {
+        let word = u64::from_le_bytes(chunk[..8].try_into().expect("8 bytes"));
+        word * 8
+    }
+
+    /// Retries `f` until it returns Some, failing the test if that never happens.
+    fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+        let end = std::time::Instant::now() + HANG;
+        loop {
+            if let Some(v) = f() {
+                return v;
+            }
+            assert!(std::time::Instant::now() < end, "{what}: never happened");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn fuse_and_dispenser_clients_share_one_stream_exactly_once() {
+        let disp = Dispenser::new(DispenserConfig::default());
+        let ring = MemoryRing::new("SN-1", true, 1 << 24);
+        disp.attach_source("qrng0", None, ring.source()).expect("attach");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = FuseConfig { mountpoint: dir.path().join("dev"), ..FuseConfig::default() };
+        let mount = FuseMount::mount(&cfg, Arc::new(disp.clone())).expect("mount");
+        mount.add_device("qrng0").expect("add");
+
+        let per_client = 300;
+        let total = 2 * per_client * CHUNK as u64;
+        let mut f = File::open(mount.file_path("qrng0")).expect("open");
+        let fuse = std::thread::spawn(move || {
+            (0..per_client)
+                .map(|_| read_once(&mut f, CHUNK).expect("fuse read"))
+                .collect::<Vec<_>>()
+        });
+        let d2 = disp.clone();
+        let other = std::thread::spawn(move || {
+            (0..per_client)
+                .map(|_| d2.take_blocking("qrng0", CHUNK, None).expect("take").bytes)
+                .collect::<Vec<_>>()
+        });
+        // Publish in small steps so both clients wait for the ring to refill.
+        for start in (0..total).step_by(64 * 1024) {
+            ring.push(&expected(start..(start + 64 * 1024).min(total)));
+        }
+        let mut chunks = bounded("fuse client", move || fuse.join().expect("join"));
+        chunks.extend(bounded("dispenser client", move || other.join().expect("join")));
+        let mut starts: Vec<u64> = chunks.iter().map(|c| start_of(c)).collect();
+        for c in &chunks {
+            assert_eq!(c.len(), CHUNK);
+            let s = start_of(c);
+            assert_eq!(
+                *c,
+                expected(s..s + CHUNK as u64),
+                "chunks are contiguous runs of the stream"
+            );
+        }
+        starts.sort_unstable();
+        let want: Vec<u64> = (0..2 * per_client as u64).map(|i| i * CHUNK as u64).collect();
+        assert_eq!(starts, want, "every chunk served once, none twice, none lost");
+
+        // A failed ring turns reads into EIO; poll reports it; recovery serves again.
+        let mut f = File::open(mount.file_path("qrng0")).expect("open");
+        ring.push(&expected(total..total + 16));
+        ring.set_health(SourceHealth::Failed, "repetition-count");
+        eventually("EIO after FAILED", || match read_once(&mut f, 8) {
+            Err(e) if e.raw_os_error() == Some(libc::EIO) => Some(()),
+            _ => None,
+        });
+        assert!(poll_in(&f, PollTimeout::ZERO).contains(PollFlags::POLLERR));
+        ring.set_health(SourceHealth::Ok, "none");
+        let got = eventually("reads after recovery", || read_once(&mut f, 8).ok());
+        assert_eq!(got.len(), 8);
+
+        // Poll wakes when the dispenser sees new bytes.
+        let rest = eventually("drain", || {
+            let mut nb = OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(mount.file_path("qrng0"))
+                .expect("open");
+            match read_once(&mut nb, 1 << 20) {
+                Err(e) if e.kind() == ErrorKind::WouldBlock => Some(nb),
+                _ => None,
+            }
+        });
+        let waiter = std::thread::spawn(move || poll_in(&rest, PollTimeout::NONE));
+        std::thread::sleep(Duration::from_millis(50));
+        ring.push(&[1, 2, 3]);
+        let ev = bounded("poll wake-up", move || waiter.join().expect("join"));
+        assert!(ev.contains(PollFlags::POLLIN), "{ev:?}");
+        mount.unmount().expect("unmount");
+        disp.shutdown();
+    }
+}
