@@ -80,7 +80,13 @@ pub fn run(cfg: &Config, stop: &AtomicBool) -> Result<Exit> {
     }
     ring.set_identity(&Identity {
         model: info.model.clone(),
-        serial: info.serial.clone().unwrap_or_else(|| if info.simulated { "simulated".into() } else { "unknown".into() }),
+        serial: info.serial.clone().unwrap_or_else(|| {
+            if info.simulated {
+                "simulated".into()
+            } else {
+                "unknown".into()
+            }
+        }),
         modules: info.modules_healthy,
         simulated: info.simulated,
         extractor: gate.extractor_name().to_owned(),
@@ -139,7 +145,12 @@ struct Pump<'a> {
 }
 
 impl<'a> Pump<'a> {
-    fn new(card: &'a mut dyn Card, gate: &'a mut Gate, ring: &'a mut Producer, cfg: &'a Config) -> Self {
+    fn new(
+        card: &'a mut dyn Card,
+        gate: &'a mut Gate,
+        ring: &'a mut Producer,
+        cfg: &'a Config,
+    ) -> Self {
         Pump {
             card,
             gate,
@@ -242,7 +253,8 @@ impl<'a> Pump<'a> {
             return;
         }
         // Back off a little more after each consecutive failure (100 ms, 200 ms, … up to 5 s).
-        let backoff = Duration::from_millis(100u64 << (self.failures - 1).min(6)).min(Duration::from_secs(5));
+        let backoff =
+            Duration::from_millis(100u64 << (self.failures - 1).min(6)).min(Duration::from_secs(5));
         let until = Instant::now() + backoff;
         while Instant::now() < until && !stop.load(Ordering::Relaxed) {
             self.tick();
@@ -279,7 +291,10 @@ impl<'a> Pump<'a> {
         if !self.ready_sent {
             self.ready_sent = true;
             let status = format!("STATUS=publishing into {}", self.cfg.ring.display());
-            let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Custom(&status)]);
+            let _ = sd_notify::notify(&[
+                sd_notify::NotifyState::Ready,
+                sd_notify::NotifyState::Custom(&status),
+            ]);
         }
     }
 }
@@ -291,10 +306,19 @@ pub fn install_signal_handlers() -> std::io::Result<&'static AtomicBool> {
         STOP.store(true, Ordering::Relaxed);
     }
     use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
-    let action = SigAction::new(SigHandler::Handler(on_signal), SaFlags::SA_RESTART, SigSet::empty());
+    let action =
+        SigAction::new(SigHandler::Handler(on_signal), SaFlags::SA_RESTART, SigSet::empty());
     for sig in [Signal::SIGTERM, Signal::SIGINT] {
         // SAFETY: the handler only stores to a static atomic, which is async-signal-safe.
         unsafe { sigaction(sig, &action) }.map_err(std::io::Error::from)?;
     }
     Ok(&STOP)
+}
+
+/// Restores the default SIGPIPE action, so `quantis-driver list | head` ends quietly instead of
+/// failing to print (Rust ignores SIGPIPE by default). Used by the one-shot subcommands only.
+pub fn default_sigpipe() {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    // SAFETY: installing SIG_DFL runs no handler code, so nothing async-signal-unsafe can happen.
+    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
 }

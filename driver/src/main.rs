@@ -20,7 +20,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Parser, Debug)]
-#[command(name = "quantis-driver", version, about = "Userspace driver for ID Quantique Quantis QRNG cards")]
+#[command(
+    name = "quantis-driver",
+    version,
+    about = "Userspace driver for ID Quantique Quantis QRNG cards"
+)]
 #[command(args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
@@ -161,7 +165,9 @@ impl EntropyArgs {
             SampleArg::Byte => SampleWidth::Byte,
         };
         EntropyConfig {
-            min_entropy: self.min_entropy.unwrap_or_else(|| EntropyConfig::default_min_entropy(sample)),
+            min_entropy: self
+                .min_entropy
+                .unwrap_or_else(|| EntropyConfig::default_min_entropy(sample)),
             alpha_log2: self.alpha_log2,
             sample,
             extractor: self.extractor.clone(),
@@ -178,7 +184,10 @@ fn parse_size(s: &str) -> Result<u64, String> {
         _ => (t, 0),
     };
     let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a size (e.g. 16M, 65536)"))?;
-    let v = n.checked_shl(shift).filter(|v| v >> shift == n).ok_or_else(|| format!("{s:?} is too large"))?;
+    let v = n
+        .checked_shl(shift)
+        .filter(|v| v >> shift == n)
+        .ok_or_else(|| format!("{s:?} is too large"))?;
     if !v.is_power_of_two() || v < 4096 {
         return Err(format!("{s:?} must be a power of two of at least 4K"));
     }
@@ -197,7 +206,9 @@ fn parse_mask(s: &str) -> Result<u32, String> {
         Some(hex) => u32::from_str_radix(hex, 16),
         None => s.parse(),
     };
-    v.ok().filter(|m| *m != 0).ok_or_else(|| format!("{s:?} is not a non-zero module mask (e.g. 0xf)"))
+    v.ok()
+        .filter(|m| *m != 0)
+        .ok_or_else(|| format!("{s:?} is not a non-zero module mask (e.g. 0xf)"))
 }
 
 fn parse_shape(s: &str) -> Result<Shape, String> {
@@ -238,6 +249,9 @@ fn main() {
 }
 
 fn real_main(cli: Cli) -> Result<()> {
+    if cli.command.is_some() {
+        daemon::default_sigpipe();
+    }
     match cli.command {
         None => run(cli.run),
         Some(Command::Probe { device, entropy, json }) => probe(&device.device, &entropy, json),
@@ -253,9 +267,12 @@ fn real_main(cli: Cli) -> Result<()> {
         Some(Command::Assess { input, json }) => {
             let mut bytes = Vec::new();
             if input.as_os_str() == "-" {
-                std::io::stdin().read_to_end(&mut bytes).context("failed to read standard input")?;
+                std::io::stdin()
+                    .read_to_end(&mut bytes)
+                    .context("failed to read standard input")?;
             } else {
-                bytes = std::fs::read(&input).with_context(|| format!("failed to read {}", input.display()))?;
+                bytes = std::fs::read(&input)
+                    .with_context(|| format!("failed to read {}", input.display()))?;
             }
             let report = entropy::assess(&bytes);
             if json {
@@ -263,7 +280,7 @@ fn real_main(cli: Cli) -> Result<()> {
             } else {
                 print!("{report}");
             }
-            if !report.passed() {
+            if !report.passed {
                 std::process::exit(2);
             }
             Ok(())
@@ -271,7 +288,9 @@ fn real_main(cli: Cli) -> Result<()> {
         Some(Command::MakeMatrix { device, out, size, elementary, every_nth }) => {
             let mut card = open_card(&device.device, &CardOptions::default())?;
             card.start().with_context(|| format!("failed to start {}", device.device))?;
-            let result = entropy::make_matrix_file(&out, size, elementary, every_nth, |buf| read_exact(card.as_mut(), buf));
+            let result = entropy::make_matrix_file(&out, size, elementary, every_nth, |buf| {
+                read_exact(card.as_mut(), buf)
+            });
             let _ = card.stop();
             result?;
             println!("wrote {}x{} matrix to {}", size.n, size.k, out.display());
@@ -309,7 +328,10 @@ fn probe(uri: &DeviceUri, entropy: &EntropyArgs, json: bool) -> Result<()> {
     println!("model:         {} ({:?} card, PCI id {})", info.model, info.family, info.pci_id);
     println!("serial:        {}", info.serial.as_deref().unwrap_or("-"));
     println!("version:       {} (raw {:#010x})", info.version, info.version_raw);
-    println!("modules:       present {:#x}, healthy {:#x}", info.modules_present, info.modules_healthy);
+    println!(
+        "modules:       present {:#x}, healthy {:#x}",
+        info.modules_present, info.modules_healthy
+    );
     println!("rate:          {} bytes/s", info.rate_bytes_per_s);
     for (i, bar) in info.bars.iter().enumerate() {
         if let Some(len) = bar {

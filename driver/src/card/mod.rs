@@ -52,18 +52,7 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Why the card stopped delivering, for the ring's status line.
-///
-/// Same names and wire codes as `ring::Reason` (RING-API.md); the lead replaces this with the
-/// ring's type when it lands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Reason {
-    ModuleFailure = 4,
-    ChipError = 5,
-    DmaError = 6,
-    DeviceGone = 7,
-    Other = 255,
-}
+pub use crate::ring::Reason;
 
 impl Error {
     /// The reason to publish in the ring's status line when this error stops the card.

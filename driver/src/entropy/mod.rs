@@ -13,10 +13,9 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-mod ring_compat;
+use crate::ring::{HealthParams, Reason};
 pub use extract::Shape;
 pub use health::SampleWidth;
-use ring_compat::{HealthParams, Reason};
 pub use sp800_22::{assess, AssessReport};
 
 /// Errors of the entropy module (configuration and extractor files).

@@ -1,0 +1,246 @@
+//! The `quantis-driver` binary end to end on simulated cards: bytes flow into the ring with the
+//! status line kept current, faults fail closed, an unplugged card stops the daemon cleanly,
+//! SIGTERM marks the ring STOPPED, a second producer is refused and a restart keeps unread bytes.
+
+use quantis_driver::ring::{Consumer, Health, Reason, StatusSnapshot};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_quantis-driver");
+
+struct Driver {
+    child: Child,
+}
+
+impl Driver {
+    fn start(device: &str, ring: &Path, extra: &[&str]) -> Driver {
+        let child = Command::new(BIN)
+            .args(["--device", device, "--ring"])
+            .arg(ring)
+            .args(["--heartbeat-ms", "50"])
+            .args(extra)
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start quantis-driver");
+        Driver { child }
+    }
+
+    fn terminate(self) -> Output {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        self.wait()
+    }
+
+    fn wait(mut self) -> Output {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        std::mem::replace(&mut self.child, Command::new("true").spawn().unwrap())
+            .wait_with_output()
+            .unwrap()
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Opens the ring as soon as the driver has created it.
+fn attach(ring: &Path) -> Consumer {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match Consumer::open(ring) {
+            Ok(c) => return c,
+            Err(e) if Instant::now() > deadline => panic!("ring never appeared: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+/// Polls the status until `pred` holds (30 s limit: a hang is a failure, not a timing assertion).
+fn wait_status(c: &Consumer, what: &str, pred: impl Fn(&StatusSnapshot) -> bool) -> StatusSnapshot {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = c.status().expect("status");
+        if pred(&s) {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}; last status {s:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn read_exact(c: &mut Consumer, n: usize) -> Vec<u8> {
+    let mut buf = vec![0u8; n];
+    let mut got = 0;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while got < n {
+        got += c.read(&mut buf[got..]).expect("read");
+        assert!(Instant::now() < deadline, "only {got} of {n} bytes arrived");
+    }
+    buf
+}
+
+fn ring_in(dir: &tempfile::TempDir) -> PathBuf {
+    dir.path().join("qrng0.ring")
+}
+
+/// The longest run of equal bytes: a stuck source shows up as a long run.
+fn longest_run(b: &[u8]) -> usize {
+    let (mut best, mut run) = (0, 0);
+    for w in b.windows(2) {
+        run = if w[0] == w[1] { run + 1 } else { 0 };
+        best = best.max(run + 1);
+    }
+    best
+}
+
+#[test]
+fn daemon_every_model_publishes_tested_bytes_and_stops_cleanly() {
+    for (model, seed) in [("pcie-4m", 1), ("pcie-16m", 2), ("pcie-40m", 3), ("pcie-240m", 4)] {
+        let dir = tempfile::tempdir().unwrap();
+        let ring = ring_in(&dir);
+        let d = Driver::start(
+            &format!("sim:{model}?rate=0&seed={seed}"),
+            &ring,
+            &["--ring-size", "1M"],
+        );
+        let mut c = attach(&ring);
+        let s = wait_status(&c, "health OK", |s| s.health == Health::Ok);
+        assert_eq!(s.identity.model, model);
+        assert!(s.identity.simulated, "{model}: simulated flag must be set");
+        assert_eq!(s.identity.extractor, "none");
+        assert!(s.params.rct_cutoff > 1 && s.params.apt_cutoff > 1, "{model}: cutoffs published");
+        let bytes = read_exact(&mut c, 1 << 20);
+        let mut seen = [false; 256];
+        bytes.iter().for_each(|&b| seen[b as usize] = true);
+        assert!(seen.iter().all(|&s| s), "{model}: a MiB of random bytes holds every byte value");
+        assert!(longest_run(&bytes) < 8, "{model}: no stuck run");
+        let s = c.status().unwrap();
+        assert!(
+            s.raw_bytes_read >= s.bytes_published,
+            "{model}: raw {} < published {}",
+            s.raw_bytes_read,
+            s.bytes_published
+        );
+        assert_eq!(s.health_alarms, 0, "{model}: a healthy source raised an alarm");
+        let out = d.terminate();
+        assert!(
+            out.status.success(),
+            "{model}: exit {:?}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let s = c.status().unwrap();
+        assert_eq!((s.health, s.reason), (Health::Stopped, Reason::Shutdown), "{model}");
+    }
+}
+
+#[test]
+fn daemon_stuck_source_fails_closed_and_gives_up_after_max_recoveries() {
+    let dir = tempfile::tempdir().unwrap();
+    let ring = ring_in(&dir);
+    let fault_after = 300_000u64;
+    let d = Driver::start(
+        &format!("sim:pcie-16m?rate=0&seed=5&fault=stuck0&fault-after={fault_after}"),
+        &ring,
+        &["--max-recoveries", "2", "--ring-size", "1M"],
+    );
+    let mut c = attach(&ring);
+    let s = wait_status(&c, "recovery exhausted", |s| s.reason == Reason::RecoveryExhausted);
+    assert_eq!(s.health, Health::Failed);
+    assert!(s.health_alarms >= 3, "one alarm per failure: {}", s.health_alarms);
+    // Nothing produced after the fault reached the ring: everything published predates it.
+    assert!(
+        s.bytes_published <= fault_after,
+        "published {} > fault point {fault_after}",
+        s.bytes_published
+    );
+    let avail = c.available().unwrap();
+    let bytes = read_exact(&mut c, avail);
+    assert!(longest_run(&bytes) < 8, "stuck bytes were published (run of {})", longest_run(&bytes));
+    // Still alive and beating while FAILED, so clients can tell a failed source from a dead one.
+    let beat = c.status().unwrap().heartbeat_ns;
+    wait_status(&c, "a later heartbeat", |s| s.heartbeat_ns > beat);
+    assert!(d.terminate().status.success());
+}
+
+#[test]
+fn daemon_unplugged_card_stops_with_device_gone() {
+    for model in ["pcie-4m", "pcie-240m"] {
+        let dir = tempfile::tempdir().unwrap();
+        let ring = ring_in(&dir);
+        let d = Driver::start(
+            &format!("sim:{model}?rate=0&seed=6&fault=unplug&fault-after=2000000"),
+            &ring,
+            &[],
+        );
+        let c = attach(&ring);
+        let out = d.wait();
+        assert!(out.status.success(), "{model}: unplug is a clean exit: {:?}", out.status);
+        let log = String::from_utf8_lossy(&out.stderr);
+        assert!(log.contains("gone"), "{model}: the log says the card is gone: {log}");
+        let s = c.status().unwrap();
+        assert_eq!((s.health, s.reason), (Health::Stopped, Reason::DeviceGone), "{model}");
+    }
+}
+
+#[test]
+fn daemon_second_producer_is_refused_and_restart_keeps_unread_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let ring = ring_in(&dir);
+    let first = Driver::start("sim:pcie-4m?rate=0&seed=7", &ring, &["--ring-size", "64K"]);
+    let c = attach(&ring);
+    let s = wait_status(&c, "a full ring", |s| s.health == Health::Ok && s.fill() == s.capacity);
+    let epoch = s.epoch;
+    let second = Command::new(BIN)
+        .args(["--device", "sim:pcie-4m?rate=0", "--ring"])
+        .arg(&ring)
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    let msg = String::from_utf8_lossy(&second.stderr);
+    assert!(msg.contains("another producer is attached"), "clear refusal: {msg}");
+    assert!(first.terminate().status.success());
+    let before = c.status().unwrap();
+    drop(c);
+    let again = Driver::start("sim:pcie-4m?rate=0&seed=8", &ring, &[]);
+    let c = attach(&ring);
+    let s = wait_status(&c, "the restarted producer", |s| s.epoch == epoch + 1);
+    assert_eq!(s.capacity, 64 << 10, "the file's capacity is kept");
+    assert_eq!(s.head, before.head, "nothing was consumed or dropped by the restart");
+    assert!(s.tail >= before.tail, "unread bytes kept");
+    assert!(again.terminate().status.success());
+}
+
+#[test]
+fn daemon_bad_arguments_are_clear_errors_and_create_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let ring = ring_in(&dir);
+    for (args, want) in [
+        (vec!["--device", "sim:pcie-99m"], "unknown simulator model"),
+        (vec!["--device", "pci:00:01.0"], "unknown scheme"),
+        (vec!["--device", "sim:pcie-4m", "--ring-size", "3M"], "power of two"),
+        (
+            vec!["--device", "sim:pcie-4m", "--extractor", "matrix:/nonexistent/m.bin"],
+            "/nonexistent/m.bin",
+        ),
+        (vec!["--device", "vfio:0000:7f:1f.7"], "0000:7f:1f.7"),
+    ] {
+        let out = Command::new(BIN).args(&args).arg("--ring").arg(&ring).output().unwrap();
+        assert!(!out.status.success(), "{args:?} must fail");
+        let msg = String::from_utf8_lossy(&out.stderr);
+        assert!(msg.contains(want), "{args:?}: expected {want:?} in {msg}");
+        assert!(!msg.contains("panicked"), "{args:?}: {msg}");
+        assert!(!ring.exists(), "{args:?}: a refused start must not create the ring");
+    }
+}
