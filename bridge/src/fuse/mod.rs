@@ -220,12 +220,16 @@ impl FuseMount {
             mountpoint::remove_link(l, &self.mountpoint);
         }
         self.shared.workers.shutdown();
-        let res = mountpoint::detach(&self.mountpoint);
-        // Not joined: with files still open the session lives on until they are closed or the
-        // process exits, and waiting for that would hang shutdown.
+        // fuser unmounts on drop; that fails (EBUSY) while a reader still has a file open. The
+        // session thread is not joined: it lives on until those files are closed or the process
+        // exits, and waiting for that would hang shutdown.
         drop(session);
+        // Still mounted: detach lazily, so the name is free now and open files keep working.
+        if mountpoint::mounted_at(&self.mountpoint)?.is_some_and(|m| m.is_qrng()) {
+            mountpoint::detach(&self.mountpoint)?;
+        }
         tracing::info!(mountpoint = %self.mountpoint.display(), "FUSE device directory unmounted");
-        res
+        Ok(())
     }
 }
 

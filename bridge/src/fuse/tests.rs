@@ -434,7 +434,7 @@ mod with_dispenser {
             );
         }
         starts.sort_unstable();
-        let want: Vec<u64> = (0..2 * per_client as u64).map(|i| i * CHUNK as u64).collect();
+        let want: Vec<u64> = (0..2 * per_client).map(|i| i * CHUNK as u64).collect();
         assert_eq!(starts, want, "every chunk served once, none twice, none lost");
 
         // A failed ring turns reads into EIO; poll reports it; recovery serves again.
