@@ -429,6 +429,34 @@ impl DevState {
         Ok(())
     }
 
+    /// Like [`Self::fill`], into a caller's slice (no allocation, no zeroing); returns the bytes
+    /// written. On a ring error the carry bytes it had copied are put back (the carry was empty after
+    /// them, so the order is kept).
+    fn fill_slice(&mut self, out: &mut [u8]) -> Result<usize, SourceError> {
+        let from_carry = out.len().min(self.carry.len());
+        for (d, s) in out.iter_mut().zip(self.carry.drain(..from_carry)) {
+            *d = s;
+        }
+        let rest = &mut out[from_carry..];
+        let avail = match self.source.available() {
+            Ok(n) => n.min(rest.len()),
+            Err(e) => {
+                self.carry.extend(&out[..from_carry]);
+                return Err(e);
+            }
+        };
+        if avail == 0 {
+            return Ok(from_carry);
+        }
+        match self.source.read(&mut rest[..avail]) {
+            Ok(got) => Ok(from_carry + got.min(avail)),
+            Err(e) => {
+                self.carry.extend(&out[..from_carry]);
+                Err(e)
+            }
+        }
+    }
+
     /// [`Self::fill`] for a caller that is not queued: a ring error fails the device (and every queued
     /// request); the bytes already copied go to the carry, though nothing will serve them.
     fn fill_checked(
@@ -1021,6 +1049,36 @@ impl Dispenser {
         }
         dev.note_served(out.len());
         Ok(dev.entropy(&st, out))
+    }
+
+    /// [`Dispenser::try_take`] into the caller's buffer: the FUSE fast path, which reuses one buffer
+    /// so a 1 MiB read costs neither an allocation nor zeroing. Returns the bytes written (at least
+    /// one); [`DispenseError::Empty`] as for `try_take`.
+    pub fn try_take_into(&self, device: &str, buf: &mut [u8]) -> Result<usize, DispenseError> {
+        let max = buf.len().min(self.0.cfg.max_request);
+        let dev = self.get(device)?;
+        let mut st = lock(&dev.state);
+        st.check_servable(&dev.name)?;
+        if !st.waiters.is_empty() || max == 0 {
+            return Err(DispenseError::Empty);
+        }
+        let n = match st.fill_slice(&mut buf[..max]) {
+            Ok(n) => n,
+            Err(e) => {
+                let mut done = Vec::new();
+                st.mark_broken(&e, &dev.name, &mut done);
+                complete(done);
+                return Err(DispenseError::Failed {
+                    device: dev.name.clone(),
+                    reason: st.reason.clone(),
+                });
+            }
+        };
+        if n == 0 {
+            return Err(DispenseError::Empty);
+        }
+        dev.note_served(n);
+        Ok(n)
     }
 
     /// Poll support. Ok(true): a read would return bytes now (`on_ready` is dropped). Ok(false): not

@@ -63,6 +63,14 @@ pub trait Source: Send + Sync + 'static {
     /// Takes up to `max` bytes that are available now, without waiting. `Err(Empty)` when none.
     fn try_take(&self, device: &str, max: usize) -> Result<Vec<u8>, SourceError>;
 
+    /// Like [`Source::try_take`], into `buf` (the fast path reuses one buffer); returns how many
+    /// bytes were written, at least one.
+    fn try_take_into(&self, device: &str, buf: &mut [u8]) -> Result<usize, SourceError> {
+        let bytes = self.try_take(device, buf.len())?;
+        buf[..bytes.len()].copy_from_slice(&bytes);
+        Ok(bytes.len())
+    }
+
     /// Takes exactly `n` bytes, waiting as long as it takes, in arrival order with other callers.
     /// `interrupted` is asked every `check`; once it says true the request is withdrawn with
     /// `Err(Interrupted)` (bytes it had gathered are kept for the next caller, never lost twice).
@@ -94,6 +102,10 @@ impl Source for crate::dispenser::Dispenser {
         crate::dispenser::Dispenser::try_take(self, device, max)
             .map(|e| e.bytes)
             .map_err(from_dispense)
+    }
+
+    fn try_take_into(&self, device: &str, buf: &mut [u8]) -> Result<usize, SourceError> {
+        crate::dispenser::Dispenser::try_take_into(self, device, buf).map_err(from_dispense)
     }
 
     fn take_blocking(
