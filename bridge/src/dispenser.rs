@@ -44,6 +44,7 @@
 //! | [`Dispenser::take`] (async, bounded wait) | HTTP | `Timeout`/`Stale` → 503, `Failed`/`Stopped` → 503 |
 //! | [`Dispenser::take_blocking`] (deadline or none) | FUSE read | `Failed`/`Stopped`/`Detached` → EIO |
 //! | [`Dispenser::try_take`] (what is ready, ≤ max) | FUSE O_NONBLOCK read | `Empty` → EAGAIN |
+//! | [`Dispenser::try_take_exact`] (all n or nothing) | FUSE blocking read, before handing off | `Empty` → use `take_blocking` |
 //! | [`Dispenser::wait_readable`] (callback once) | FUSE poll | `Err` → POLLERR/EIO |
 //! | [`Dispenser::devices`], [`Dispenser::device`], [`Dispenser::health`] | /health, ioctls | |
 //!
@@ -57,7 +58,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::thread::{self, JoinHandle, Thread};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+
+use quantis_driver::ring;
 
 use serde::Serialize;
 use tokio::sync::oneshot;
@@ -84,8 +87,9 @@ pub enum SourceHealth {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourceStatus {
     pub epoch: u64,
-    /// Producer heartbeat, CLOCK_REALTIME nanoseconds; 0 = never.
-    pub heartbeat_ns: u64,
+    /// Time since the producer's last heartbeat (None: it never beat). The ring measures it on
+    /// CLOCK_BOOTTIME, which every process shares and which never jumps.
+    pub heartbeat_age: Option<Duration>,
     pub health: SourceHealth,
     /// Lower-case reason (`ring::Reason`'s Display), "none" when healthy.
     pub reason: String,
@@ -116,6 +120,52 @@ pub trait RingSource: Send + 'static {
     fn read(&mut self, buf: &mut [u8]) -> Result<usize, SourceError>;
     /// A validated copy of the status line.
     fn status(&mut self) -> Result<SourceStatus, SourceError>;
+}
+
+fn ring_err(e: ring::Error) -> SourceError {
+    SourceError(e.to_string())
+}
+
+/// The real source: a quantis-driver ring.
+impl RingSource for ring::Consumer {
+    fn available(&mut self) -> Result<usize, SourceError> {
+        ring::Consumer::available(self).map_err(ring_err)
+    }
+
+    fn read(&mut self, buf: &mut [u8]) -> Result<usize, SourceError> {
+        ring::Consumer::read(self, buf).map_err(ring_err)
+    }
+
+    fn status(&mut self) -> Result<SourceStatus, SourceError> {
+        let s = ring::Consumer::status(self).map_err(ring_err)?;
+        Ok(SourceStatus {
+            epoch: s.epoch,
+            heartbeat_age: s.heartbeat_age(),
+            health: match s.health {
+                ring::Health::Starting => SourceHealth::Starting,
+                ring::Health::Ok => SourceHealth::Ok,
+                ring::Health::Failed => SourceHealth::Failed,
+                ring::Health::Stopped => SourceHealth::Stopped,
+            },
+            // The stable kebab-case code ("repetition-count"), as in the ring ABI docs.
+            reason: serde_json::to_value(s.reason)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_else(|| s.reason.to_string()),
+            model: s.identity.model,
+            serial: s.identity.serial,
+            modules: s.identity.modules,
+            simulated: s.identity.simulated,
+            extractor: s.identity.extractor,
+            raw_bytes_read: s.raw_bytes_read,
+            bytes_published: s.bytes_published,
+            health_alarms: s.health_alarms,
+            bytes_dropped: s.bytes_dropped,
+            capacity: s.capacity,
+            head: s.head,
+            tail: s.tail,
+        })
+    }
 }
 
 /// Dispenser settings.
@@ -175,12 +225,10 @@ pub enum DispenseError {
     Detached { device: String },
     #[error("invalid ring path {path}: no file stem to name the device")]
     BadPath { path: PathBuf },
-    #[error("failed to open ring {path}: {source}")]
-    Open {
-        path: PathBuf,
-        #[source]
-        source: SourceError,
-    },
+    /// The ring was refused: unreadable file, bad header, or another consumer attached (the ring
+    /// error names the path).
+    #[error(transparent)]
+    Ring(ring::Error),
     #[error("failed to start the consumer thread for {device}")]
     Spawn {
         device: String,
@@ -275,8 +323,12 @@ type ReadyCallback = Box<dyn FnOnce() + Send>;
 struct DevState {
     source: Box<dyn RingSource>,
     status: Option<SourceStatus>,
+    /// When `status` was read.
+    status_read: Instant,
     health: DeviceHealth,
     reason: String,
+    /// The producer's heartbeat is older than the limit (or it never beat).
+    stale: bool,
     /// Set when the source itself errored: the device stays failed until re-attached.
     broken: bool,
     carry: VecDeque<u8>,
@@ -335,12 +387,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn realtime_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-}
-
 fn source_label(status: Option<&SourceStatus>) -> String {
     match status {
         Some(s) if s.simulated => "simulated".to_owned(),
@@ -354,8 +400,10 @@ impl DevState {
         Self {
             source,
             status: None,
+            status_read: Instant::now(),
             health: DeviceHealth::Starting,
             reason: "no status read yet".to_owned(),
+            stale: false,
             broken: false,
             carry: VecDeque::new(),
             waiters: VecDeque::new(),
@@ -518,10 +566,7 @@ impl DevState {
             Ok(s) => s,
             Err(e) => return self.mark_broken(&e, &dev.name, done),
         };
-        let now = realtime_ns();
-        let stale = status.heartbeat_ns == 0
-            || now.saturating_sub(status.heartbeat_ns)
-                > u64::try_from(cfg.heartbeat_timeout.as_nanos()).unwrap_or(u64::MAX);
+        let stale = status.heartbeat_age.is_none_or(|age| age > cfg.heartbeat_timeout);
         let (health, reason) = match status.health {
             SourceHealth::Failed => (DeviceHealth::Failed, status.reason.clone()),
             SourceHealth::Stopped => (DeviceHealth::Stopped, status.reason.clone()),
@@ -536,6 +581,7 @@ impl DevState {
         }
         self.health = health;
         self.reason = reason;
+        self.stale = stale;
         let mono = Instant::now();
         match self.rate_mark {
             Some((t0, p0)) if mono.duration_since(t0) >= RATE_WINDOW => {
@@ -547,6 +593,7 @@ impl DevState {
             None => self.rate_mark = Some((mono, status.bytes_published)),
         }
         self.status = Some(status);
+        self.status_read = mono;
         if matches!(health, DeviceHealth::Failed | DeviceHealth::Stopped) {
             self.fail_waiters(&dev.name, done);
         }
@@ -733,6 +780,18 @@ impl Dispenser {
         Ok(())
     }
 
+    /// Opens the ring at `ring_path` (validating its header; a second consumer is refused) and
+    /// starts its consumer thread. The device is named after the file stem; returns that name.
+    pub fn attach(&self, ring_path: &Path) -> Result<String, DispenseError> {
+        let name = Self::device_name(ring_path)?;
+        if self.0.read_devices().contains_key(&name) {
+            return Err(DispenseError::AlreadyAttached(name));
+        }
+        let consumer = ring::Consumer::open(ring_path).map_err(DispenseError::Ring)?;
+        self.attach_source(&name, Some(ring_path.to_owned()), Box::new(consumer))?;
+        Ok(name)
+    }
+
     /// The device name for a ring path: its file stem (`/run/qrng/qrng0.ring` → `qrng0`).
     pub fn device_name(ring_path: &Path) -> Result<String, DispenseError> {
         ring_path
@@ -802,7 +861,6 @@ impl Dispenser {
     /// A snapshot of every attached device.
     pub fn devices(&self) -> Vec<DeviceStatus> {
         let devices = self.0.snapshot();
-        let now = realtime_ns();
         devices
             .iter()
             .map(|dev| {
@@ -816,7 +874,9 @@ impl Dispenser {
                 } else {
                     st.source.available().map_or(status_fill, |n| n as u64)
                 };
-                let hb = s.as_ref().map_or(0, |s| s.heartbeat_ns);
+                // The copy is up to one status interval old: age it by the time since it was read.
+                let hb_age =
+                    s.as_ref().and_then(|s| s.heartbeat_age).map(|a| a + st.status_read.elapsed());
                 DeviceStatus {
                     name: dev.name.clone(),
                     path: dev.path.clone(),
@@ -829,8 +889,9 @@ impl Dispenser {
                     simulated: s.as_ref().is_some_and(|s| s.simulated),
                     extractor: s.as_ref().map(|s| s.extractor.clone()).unwrap_or_default(),
                     epoch: s.as_ref().map_or(0, |s| s.epoch),
-                    heartbeat_age_ms: (hb != 0).then(|| now.saturating_sub(hb) / 1_000_000),
-                    heartbeat_stale: st.health == DeviceHealth::Degraded,
+                    heartbeat_age_ms: hb_age
+                        .map(|a| u64::try_from(a.as_millis()).unwrap_or(u64::MAX)),
+                    heartbeat_stale: st.stale,
                     ring_capacity: cap,
                     ring_fill,
                     buffer_fill_ratio: if cap == 0 {
@@ -867,9 +928,10 @@ impl Dispenser {
         if let Some(name) = device {
             return self.get(name);
         }
-        let devices = self.0.snapshot();
-        let mut best: Option<(SelectKey, Arc<Device>)> = None;
-        for dev in devices {
+        // Device locks are taken under the map's read lock; no path takes them the other way round.
+        let devices = self.0.read_devices();
+        let mut best: Option<(SelectKey, &Arc<Device>)> = None;
+        for dev in devices.values() {
             let mut st = lock(&dev.state);
             if st.broken || st.check_servable(&dev.name).is_err() {
                 continue;
@@ -889,7 +951,17 @@ impl Dispenser {
                 best = Some((key, dev));
             }
         }
-        best.map(|(_, d)| d).ok_or(DispenseError::NoHealthyDevice)
+        if let Some((_, d)) = best {
+            return Ok(Arc::clone(d));
+        }
+        // With a single card, its own reason says more than "no healthy device".
+        match devices.values().next() {
+            Some(only) if devices.len() == 1 => {
+                let st = lock(&only.state);
+                Err(st.check_servable(&only.name).err().unwrap_or(DispenseError::NoHealthyDevice))
+            }
+            _ => Err(DispenseError::NoHealthyDevice),
+        }
     }
 
     /// Serves `n` bytes now if possible, else queues the request with `make` building its completion.
@@ -1051,15 +1123,51 @@ impl Dispenser {
         Ok(dev.entropy(&st, out))
     }
 
+    /// Takes exactly `n` bytes if they are ready now, else consumes nothing and reports
+    /// [`DispenseError::Empty`] (also when earlier requests are queued). For a blocking reader that
+    /// wants to answer from the FUSE session thread when it can and hand off to a worker calling
+    /// [`Dispenser::take_blocking`] when it cannot: one request, so its bytes are one contiguous
+    /// piece of the ring stream and its place in the FIFO order is kept (a partial `try_take`
+    /// followed by a blocking take for the rest would let other callers in between).
+    pub fn try_take_exact(&self, device: &str, n: usize) -> Result<Entropy, DispenseError> {
+        if n > self.0.cfg.max_request {
+            return Err(DispenseError::TooLarge { requested: n, limit: self.0.cfg.max_request });
+        }
+        let dev = self.get(device)?;
+        let mut st = lock(&dev.state);
+        st.check_servable(&dev.name)?;
+        if !st.waiters.is_empty() || st.carry.len() + st.source.available().unwrap_or(0) < n {
+            return Err(DispenseError::Empty);
+        }
+        let mut out = Vec::with_capacity(n);
+        st.fill_checked(&dev.name, &mut out, n)?;
+        if out.len() < n {
+            // The ring reported more than it then gave: keep the bytes for the next caller.
+            st.carry.extend(out.iter());
+            return Err(DispenseError::Empty);
+        }
+        dev.note_served(n);
+        Ok(dev.entropy(&st, out))
+    }
+
     /// [`Dispenser::try_take`] into the caller's buffer: the FUSE fast path, which reuses one buffer
-    /// so a 1 MiB read costs neither an allocation nor zeroing. Returns the bytes written (at least
-    /// one); [`DispenseError::Empty`] as for `try_take`.
-    pub fn try_take_into(&self, device: &str, buf: &mut [u8]) -> Result<usize, DispenseError> {
+    /// so a 1 MiB read costs neither an allocation nor zeroing. Takes nothing unless at least `min`
+    /// bytes are ready (`min = buf.len()`: exactly-or-nothing, as [`Dispenser::try_take_exact`]);
+    /// returns the bytes written; [`DispenseError::Empty`] as for `try_take`.
+    pub fn try_take_into(
+        &self,
+        device: &str,
+        buf: &mut [u8],
+        min: usize,
+    ) -> Result<usize, DispenseError> {
         let max = buf.len().min(self.0.cfg.max_request);
         let dev = self.get(device)?;
         let mut st = lock(&dev.state);
         st.check_servable(&dev.name)?;
-        if !st.waiters.is_empty() || max == 0 {
+        if !st.waiters.is_empty()
+            || max == 0
+            || st.carry.len() + st.source.available().unwrap_or(0) < min.clamp(1, max)
+        {
             return Err(DispenseError::Empty);
         }
         let n = match st.fill_slice(&mut buf[..max]) {

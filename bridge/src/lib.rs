@@ -4,7 +4,6 @@
 //! - [`dispenser`]: the only reader of the rings; hands every byte to exactly one caller, FIFO.
 //! - [`http`]: the axum API (random values, ANU legacy API, devices, health, metrics, OpenAPI).
 //! - [`fuse`]: the device files (`/run/qrng/dev/qrng0`), one per ring.
-//! - [`ring_source`]: ring files published by quantis-driver as dispenser sources.
 //! - [`watch`]: hot-plug: attaches and detaches rings as they appear in the ring directory.
 #![forbid(unsafe_code)]
 
@@ -12,5 +11,4 @@ pub mod config;
 pub mod dispenser;
 pub mod fuse;
 pub mod http;
-pub mod ring_source;
 pub mod watch;

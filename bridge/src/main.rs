@@ -13,7 +13,6 @@ use qrng_bridge::config::{Config, LogFormat};
 use qrng_bridge::dispenser::Dispenser;
 use qrng_bridge::fuse::{FuseConfig, FuseMount};
 use qrng_bridge::http::{self, AppState};
-use qrng_bridge::ring_source;
 use qrng_bridge::watch::{RingSink, Watcher};
 
 /// Attaches a ring everywhere it shows: dispenser (and so HTTP and /api/v1/devices) and FUSE file.
@@ -24,7 +23,7 @@ struct Attacher {
 
 impl RingSink for Attacher {
     fn attach(&self, path: &Path) -> Result<String, String> {
-        let name = ring_source::attach(&self.dispenser, path).map_err(|e| e.to_string())?;
+        let name = self.dispenser.attach(path).map_err(|e| e.to_string())?;
         if let Some(f) = &self.fuse {
             if let Err(e) = f.add_device(&name) {
                 self.dispenser.detach(&name);
@@ -109,6 +108,9 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     for ring in &cfg.rings {
         let name = attacher.attach(ring).map_err(|e| anyhow::anyhow!("{e}"))?;
         tracing::info!(device = %name, ring = %ring.display(), "ring attached");
+    }
+    if cfg.rings.is_empty() && cfg.no_watch {
+        tracing::warn!("no --ring and --no-watch: every random request will get 503");
     }
     let watcher = if cfg.no_watch {
         None

@@ -175,6 +175,38 @@ fn daemon_stuck_source_fails_closed_and_gives_up_after_max_recoveries() {
 }
 
 #[test]
+fn daemon_intermittent_fault_fails_then_recovers_to_ok() {
+    let dir = tempfile::tempdir().unwrap();
+    let ring = ring_in(&dir);
+    let d = Driver::start(
+        "sim:pcie-16m?rate=0&seed=9&fault=stuck1&fault-after=400000&fault-for=20000",
+        &ring,
+        &["--ring-size", "64K"],
+    );
+    let mut c = attach(&ring);
+    // Keep draining so the driver is never paused by a full ring; watch it fail, then come back.
+    let mut buf = vec![0u8; 64 << 10];
+    let mut failed_with = None;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let s = loop {
+        let n = c.read(&mut buf).unwrap();
+        assert!(longest_run(&buf[..n]) < 8, "stuck bytes reached the ring");
+        let s = c.status().unwrap();
+        if s.health == Health::Failed && failed_with.is_none() {
+            failed_with = Some(s.reason);
+        }
+        if s.health == Health::Ok && failed_with.is_some() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "never failed and recovered: {s:?}");
+    };
+    assert_eq!(failed_with, Some(Reason::RepetitionCount), "a stuck source trips the RCT first");
+    assert_eq!(s.health_alarms, 1);
+    assert_eq!(s.reason, Reason::None);
+    assert!(d.terminate().status.success());
+}
+
+#[test]
 fn daemon_unplugged_card_stops_with_device_gone() {
     for model in ["pcie-4m", "pcie-240m"] {
         let dir = tempfile::tempdir().unwrap();

@@ -32,7 +32,8 @@ fn main() {
         });
     }
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let tests: [(&str, fn() -> Result<(), String>); 2] = [
+    type Test = fn() -> Result<(), String>;
+    let tests: [(&str, Test); 2] = [
         ("ring_cross_process_moves_1gib", moves_1gib),
         ("ring_consumer_killed_midstream_resumes_without_duplicates", killed_consumer_resumes),
     ];

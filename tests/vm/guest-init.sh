@@ -5,6 +5,7 @@
 # modules) and the quantis-driver CLI against it, prints PASS/FAIL/SKIP lines and one
 # "VMTEST-RESULT <mode> PASS|FAIL" line, and powers off.
 /bin/busybox --install -s /bin
+echo  # end whatever the kernel left unterminated on the console
 export PATH=/bin:/usr/bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
@@ -14,6 +15,7 @@ fail=0
 pass() { echo "PASS $*"; }
 failed() { echo "FAIL $*"; fail=1; }
 finish() {
+    echo "guest: checks done at $(cut -d' ' -f1 /proc/uptime) s of guest uptime"
     if [ "$fail" = 0 ]; then echo "VMTEST-RESULT $mode PASS"; else echo "VMTEST-RESULT $mode FAIL"; fi
     sync
     poweroff -f
@@ -21,6 +23,7 @@ finish() {
     sleep 5
 }
 
+echo "guest: init started at $(cut -d' ' -f1 /proc/uptime) s of guest uptime"
 mode=$(sed -n 's/.*vmtest=\([a-z]*\).*/\1/p' /proc/cmdline)
 case "$mode" in
 vfio) driver=vfio-pci ;;
@@ -28,20 +31,30 @@ uio) driver=uio_pci_generic ;;
 *) mode=unknown; failed "no vmtest= mode on the kernel command line"; finish ;;
 esac
 
-for m in $(cat /lib/modules/load-$mode.txt); do
+# The vfio guest also loads uio: a second device in a shared IOMMU group is bound to it.
+lists=/lib/modules/load-$mode.txt
+[ "$mode" = vfio ] && lists="$lists /lib/modules/load-uio.txt"
+for m in $(cat $lists); do
     insmod "/lib/modules/$m" || failed "insmod $m"
 done
 
-addr=
+# edu devices, in address order: the first (on the root bus) is the one under test; the vfio
+# guest has two more behind a PCIe-to-PCI bridge, sharing one IOMMU group.
+edus=
 for d in /sys/bus/pci/devices/*; do
-    if [ "$(cat "$d/vendor")" = 0x1234 ] && [ "$(cat "$d/device")" = 0x11e8 ]; then addr=${d##*/}; fi
+    if [ "$(cat "$d/vendor")" = 0x1234 ] && [ "$(cat "$d/device")" = 0x11e8 ]; then edus="$edus ${d##*/}"; fi
 done
+set -- $edus
+addr=${1:-}
 [ -n "$addr" ] || { failed "no edu device (1234:11e8) on the PCI bus"; finish; }
 
-echo "$driver" >"/sys/bus/pci/devices/$addr/driver_override"
-echo "$addr" >/sys/bus/pci/drivers_probe
-bound=$(basename "$(readlink "/sys/bus/pci/devices/$addr/driver")")
-[ "$bound" = "$driver" ] && pass "edu $addr bound to $driver" || failed "edu $addr bound to '$bound', not $driver"
+bind() { # bind ADDRESS DRIVER
+    echo "$2" >"/sys/bus/pci/devices/$1/driver_override"
+    echo "$1" >/sys/bus/pci/drivers_probe
+    bound=$(basename "$(readlink "/sys/bus/pci/devices/$1/driver")")
+    [ "$bound" = "$2" ] && pass "edu $1 bound to $2" || failed "edu $1 bound to '$bound', not $2"
+}
+bind "$addr" "$driver"
 
 # devtmpfs creates the nodes asynchronously: wait up to 1 s.
 if [ "$mode" = vfio ]; then
@@ -55,6 +68,16 @@ while [ ! -e "$node" ] && [ $i -lt 20 ]; do sleep 0.05; i=$((i + 1)); done
 
 /usr/bin/vm_guest "$mode" "$addr" || fail=1
 
+if [ "$mode" = vfio ]; then
+    if [ $# -ge 3 ]; then
+        bind "$2" vfio-pci
+        bind "$3" uio_pci_generic
+        /usr/bin/vm_guest vfio-not-viable "$2" "$3" || fail=1
+    else
+        failed "expected 3 edu devices in the vfio guest, found: $edus"
+    fi
+fi
+
 # The CLI against a device that is not a Quantis card: cli_check SUBCOMMAND WANT_EXIT PATTERN ARGS...
 # (WANT_EXIT: "zero" or "nonzero"). Skipped when the binary has no such subcommand.
 cli_check() {
@@ -64,15 +87,17 @@ cli_check() {
         echo "SKIP quantis-driver $sub: this build has no $sub subcommand"
         return
     fi
+    cmd="quantis-driver $sub $*"
+    cmd=${cmd% }
     out=$(quantis-driver "$sub" "$@" 2>&1)
     rc=$?
     ok=1
     if [ "$want" = zero ]; then [ $rc -eq 0 ] || ok=0; else [ $rc -ne 0 ] || ok=0; fi
     echo "$out" | grep -qi "$pattern" || ok=0
     if [ $ok = 1 ]; then
-        pass "quantis-driver $sub $*: $(echo "$out" | grep -i "$pattern" | head -n 1)"
+        pass "$cmd: $(echo "$out" | grep -i "$pattern" | head -n 1)"
     else
-        failed "quantis-driver $sub $* (exit $rc, want $want exit and \"$pattern\"): $out"
+        failed "$cmd (exit $rc, want $want exit and \"$pattern\"): $out"
     fi
 }
 cli_check probe nonzero "not a Quantis card" --device "$mode:$addr"

@@ -3,13 +3,16 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
-use super::{lock, realtime_ns, RingSource, SourceError, SourceHealth, SourceStatus};
+use super::{lock, RingSource, SourceError, SourceHealth, SourceStatus};
 
 #[derive(Debug)]
 struct Mem {
     data: VecDeque<u8>,
     status: SourceStatus,
+    /// Last heartbeat; None = never (stale).
+    beat: Option<Instant>,
     broken: Option<String>,
 }
 
@@ -24,7 +27,7 @@ impl MemoryRing {
             data: VecDeque::new(),
             status: SourceStatus {
                 epoch: 1,
-                heartbeat_ns: realtime_ns(),
+                heartbeat_age: None,
                 health: SourceHealth::Ok,
                 reason: "none".to_owned(),
                 model: "pcie-16m".to_owned(),
@@ -40,6 +43,7 @@ impl MemoryRing {
                 head: 0,
                 tail: 0,
             },
+            beat: Some(Instant::now()),
             broken: None,
         })))
     }
@@ -69,9 +73,14 @@ impl MemoryRing {
         m.status.reason = reason.to_owned();
     }
 
-    /// Sets the heartbeat (CLOCK_REALTIME ns; 0 = never).
-    pub fn set_heartbeat(&self, ns: u64) {
-        lock(&self.0).status.heartbeat_ns = ns;
+    /// The producer beats now.
+    pub fn beat(&self) {
+        lock(&self.0).beat = Some(Instant::now());
+    }
+
+    /// The producer has not beaten since `at` (None: never) — a dead driver.
+    pub fn set_last_beat(&self, at: Option<Instant>) {
+        lock(&self.0).beat = at;
     }
 
     /// Makes every later access fail as a corrupt ring would.
@@ -113,6 +122,8 @@ impl RingSource for MemoryRing {
     fn status(&mut self) -> Result<SourceStatus, SourceError> {
         let m = lock(&self.0);
         Self::check(&m)?;
-        Ok(m.status.clone())
+        let mut s = m.status.clone();
+        s.heartbeat_age = m.beat.map(|b| b.elapsed());
+        Ok(s)
     }
 }

@@ -257,7 +257,7 @@ fn failed_ring_serves_nothing_and_fails_queued_requests_then_recovers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_heartbeat_serves_what_is_in_the_ring_then_reports_stale() {
     let ring = MemoryRing::new("S", false, 4096);
-    ring.set_heartbeat(1); // 1970: the driver is long gone
+    ring.set_last_beat(None); // the driver is gone
     ring.push(&pattern(0, 16));
     let d = Dispenser::new(DispenserConfig { heartbeat_timeout: Duration::from_secs(1), ..cfg() });
     d.attach_source("qrng0", None, ring.source()).expect("attach");
@@ -271,7 +271,7 @@ async fn stale_heartbeat_serves_what_is_in_the_ring_then_reports_stale() {
     let r = d.take(None, 1, Duration::from_millis(20)).await;
     assert!(matches!(r, Err(DispenseError::Stale { .. })), "{r:?}");
     // The driver comes back.
-    ring.set_heartbeat(realtime_ns());
+    ring.beat();
     let d2 = d.clone();
     tokio::task::spawn_blocking(move || {
         wait_until("ok", || d2.health("qrng0").ok() == Some(DeviceHealth::Ok))
@@ -297,7 +297,7 @@ fn stopped_ring_serves_nothing() {
             .build()
             .expect("rt")
             .block_on(d.take(None, 1, Duration::from_millis(10))),
-        Err(DispenseError::NoHealthyDevice)
+        Err(DispenseError::Stopped { .. })
     ));
     d.shutdown();
 }
@@ -321,6 +321,27 @@ fn try_take_returns_what_is_ready() {
     ring.push(&pattern(0, 6));
     assert_eq!(d.try_take("qrng0", 10).expect("some").bytes, pattern(0, 6));
     assert!(matches!(d.try_take("qrng0", 0), Err(DispenseError::Empty)));
+    d.shutdown();
+}
+
+#[test]
+fn try_take_exact_is_all_or_nothing_and_keeps_fifo() {
+    let ring = MemoryRing::new("S", false, 4096);
+    let d = one(&ring);
+    ring.push(&pattern(0, 6));
+    assert!(matches!(d.try_take_exact("qrng0", 10), Err(DispenseError::Empty)));
+    assert_eq!(ring.len(), 6, "nothing consumed by a refused exact take");
+    ring.push(&pattern(6, 4));
+    assert_eq!(d.try_take_exact("qrng0", 10).expect("exact").bytes, pattern(0, 10));
+    // A queued request comes first even when enough arrives for the exact take.
+    let waiter = {
+        let d = d.clone();
+        thread::spawn(move || d.take_blocking("qrng0", 8, None))
+    };
+    wait_until("queued", || status_of(&d, "qrng0").requests_waiting == 1);
+    assert!(matches!(d.try_take_exact("qrng0", 1), Err(DispenseError::Empty)));
+    ring.push(&pattern(10, 8));
+    assert_eq!(waiter.join().expect("join").expect("take").bytes, pattern(10, 8));
     d.shutdown();
 }
 
@@ -377,10 +398,20 @@ async fn any_device_skips_failed_ones_and_named_device_is_honoured() {
         d.attach_source("b", None, good.source()),
         Err(DispenseError::AlreadyAttached(_))
     ));
+    // Two cards, none servable: no healthy device.
+    let bad2 = MemoryRing::new("BAD2", false, 4096);
+    bad2.set_health(SourceHealth::Stopped, "device gone");
+    d.attach_source("c", None, bad2.source()).expect("attach");
     d.detach("b");
     assert!(matches!(
         d.take(None, 8, Duration::from_secs(5)).await,
         Err(DispenseError::NoHealthyDevice)
+    ));
+    // One card left: its own reason.
+    d.detach("c");
+    assert!(matches!(
+        d.take(None, 8, Duration::from_secs(5)).await,
+        Err(DispenseError::Failed { .. })
     ));
     d.shutdown();
     assert!(d.devices().is_empty());
@@ -415,4 +446,94 @@ fn detach_fails_queued_requests() {
 fn device_name_is_the_ring_file_stem() {
     assert_eq!(Dispenser::device_name(Path::new("/run/qrng/qrng0.ring")).expect("name"), "qrng0");
     assert!(matches!(Dispenser::device_name(Path::new("/")), Err(DispenseError::BadPath { .. })));
+}
+
+/// The same dispenser over a real quantis-driver ring file (producer in this process).
+mod real_ring {
+    use quantis_driver::ring::{Consumer, Health, Identity, Producer, Reason, RingOptions};
+
+    use super::*;
+
+    fn producer(path: &Path) -> Producer {
+        let mut p =
+            Producer::open(path, &RingOptions { capacity: 1 << 16, mode: 0o600, group: None })
+                .expect("producer");
+        p.set_identity(&Identity {
+            model: "pcie-16m".into(),
+            serial: "171234A410".into(),
+            modules: 0b11,
+            simulated: false,
+            extractor: "none".into(),
+        });
+        p.heartbeat();
+        p.set_health(Health::Ok, Reason::None);
+        p
+    }
+
+    #[test]
+    fn attach_serves_the_ring_and_a_reattach_resumes_at_the_head() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("qrng0.ring");
+        let mut p = producer(&path);
+        assert_eq!(p.write(&pattern(0, 1000)).expect("write"), 1000);
+        let d = Dispenser::new(cfg());
+        assert_eq!(d.attach(&path).expect("attach"), "qrng0");
+        let st = status_of(&d, "qrng0");
+        assert_eq!(
+            (st.serial.as_str(), st.source.as_str(), st.modules),
+            ("171234A410", "171234A410", 3)
+        );
+        assert_eq!(st.health, DeviceHealth::Ok);
+        assert_eq!(st.ring_fill, 1000);
+        assert_eq!(d.take_blocking("qrng0", 300, None).expect("take").bytes, pattern(0, 300));
+        assert!(matches!(d.attach(&path), Err(DispenseError::AlreadyAttached(_))));
+        // A bridge restart: nothing is served twice, nothing skipped.
+        d.detach("qrng0");
+        d.attach(&path).expect("re-attach");
+        assert_eq!(d.take_blocking("qrng0", 700, None).expect("take").bytes, pattern(300, 700));
+        p.set_health(Health::Failed, Reason::RepetitionCount);
+        wait_until("failed", || d.health("qrng0").ok() == Some(DeviceHealth::Failed));
+        match d.try_take("qrng0", 1) {
+            Err(DispenseError::Failed { reason, .. }) => assert_eq!(reason, "repetition-count"),
+            other => panic!("expected Failed, got {other:?}"),
+        }
+        d.shutdown();
+    }
+
+    #[test]
+    fn refused_rings_give_clear_errors() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let d = Dispenser::new(cfg());
+        let junk = dir.path().join("junk.ring");
+        std::fs::write(&junk, vec![0xA5u8; 8192]).expect("write");
+        let e = d.attach(&junk).expect_err("junk refused");
+        assert!(matches!(e, DispenseError::Ring(_)), "{e:?}");
+        let msg = e.to_string();
+        assert!(msg.contains("junk.ring") && msg.contains("magic"), "{msg}");
+        let missing = dir.path().join("nope.ring");
+        assert!(matches!(d.attach(&missing), Err(DispenseError::Ring(_))));
+        // Another consumer already holds the ring.
+        let path = dir.path().join("qrng1.ring");
+        let _p = producer(&path);
+        let _other = Consumer::open(&path).expect("first consumer");
+        assert!(matches!(d.attach(&path), Err(DispenseError::Ring(_))));
+        assert!(d.devices().is_empty(), "nothing attached by a refused ring");
+    }
+
+    #[test]
+    fn dead_producer_is_degraded_but_still_serves_its_ring() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("qrng0.ring");
+        let mut p = producer(&path);
+        p.write(&pattern(0, 64)).expect("write");
+        drop(p); // the driver dies; its heartbeat ages
+        let d = Dispenser::new(DispenserConfig {
+            heartbeat_timeout: Duration::from_millis(50),
+            ..cfg()
+        });
+        d.attach(&path).expect("attach");
+        wait_until("degraded", || d.health("qrng0").ok() == Some(DeviceHealth::Degraded));
+        assert_eq!(d.take_blocking("qrng0", 64, None).expect("take").bytes, pattern(0, 64));
+        d.shutdown();
+    }
 }

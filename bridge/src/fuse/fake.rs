@@ -96,14 +96,21 @@ fn take(dev: &mut Dev, n: u64) -> Vec<u8> {
 }
 
 impl Source for FakeSource {
-    fn try_take(&self, device: &str, max: usize) -> Result<Vec<u8>, SourceError> {
+    fn try_take_into(
+        &self,
+        device: &str,
+        buf: &mut [u8],
+        min: usize,
+    ) -> Result<usize, SourceError> {
         let mut d = self.devs.lock().unwrap_or_else(PoisonError::into_inner);
         let dev = check_dev(&mut d, device)?;
-        if dev.available == 0 {
+        if dev.available == 0 || dev.available < min as u64 {
             return Err(SourceError::Empty);
         }
-        let n = dev.available.min(max as u64);
-        Ok(take(dev, n))
+        let n = dev.available.min(buf.len() as u64);
+        let bytes = take(dev, n);
+        buf[..bytes.len()].copy_from_slice(&bytes);
+        Ok(bytes.len())
     }
 
     fn take_blocking(

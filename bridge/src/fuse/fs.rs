@@ -156,23 +156,12 @@ fn errno(e: &SourceError) -> Errno {
     Errno::from_i32(e.errno())
 }
 
-/// Finishes a read on a worker: waits for the rest of `need` bytes, answering EINTR as soon as
-/// the caller has a signal pending.
-fn finish_read(
-    shared: &Shared,
-    device: &str,
-    mut got: Vec<u8>,
-    need: usize,
-    tid: u32,
-    reply: ReplyData,
-) {
+/// Answers a read on a worker: waits for its `need` bytes, answering EINTR as soon as the caller
+/// has a signal pending.
+fn finish_read(shared: &Shared, device: &str, need: usize, tid: u32, reply: ReplyData) {
     let interrupted = || workers::signal_pending(tid);
-    match shared.source.take_blocking(device, need - got.len(), SIGNAL_CHECK, &interrupted) {
-        Ok(bytes) if got.is_empty() => reply.data(&bytes),
-        Ok(bytes) => {
-            got.extend_from_slice(&bytes);
-            reply.data(&got);
-        }
+    match shared.source.take_blocking(device, need, SIGNAL_CHECK, &interrupted) {
+        Ok(bytes) => reply.data(&bytes),
         Err(e) => reply.error(errno(&e)),
     }
 }
@@ -267,23 +256,25 @@ impl Filesystem for QrngFs {
             if buf.len() < need {
                 buf.resize(need, 0);
             }
-            match source.try_take_into(&device, &mut buf[..need]) {
-                Ok(n) if n >= need || nonblock => {
+            // A blocking read takes all of its bytes at once or none, so that it stays one request
+            // in the FIFO order (and one contiguous piece of the stream).
+            let min = if nonblock { 1 } else { need };
+            match source.try_take_into(&device, &mut buf[..need], min) {
+                Ok(n) => {
                     reply.data(&buf[..n]);
                     None
                 }
-                Ok(n) => Some((device, buf[..n].to_vec(), reply)),
-                Err(SourceError::Empty) if !nonblock => Some((device, Vec::new(), reply)),
+                Err(SourceError::Empty) if !nonblock => Some((device, reply)),
                 Err(e) => {
                     reply.error(errno(&e));
                     None
                 }
             }
         });
-        if let Some((device, got, reply)) = slow {
+        if let Some((device, reply)) = slow {
             let shared = Arc::clone(&self.0);
             let tid = req.pid();
-            self.0.workers.submit(move || finish_read(&shared, &device, got, need, tid, reply));
+            self.0.workers.submit(move || finish_read(&shared, &device, need, tid, reply));
         }
     }
 

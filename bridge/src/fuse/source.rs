@@ -60,16 +60,11 @@ pub type OnReady = Box<dyn FnOnce() + Send + 'static>;
 ///
 /// Every byte returned by `try_take` or `take_blocking` is handed to this caller only.
 pub trait Source: Send + Sync + 'static {
-    /// Takes up to `max` bytes that are available now, without waiting. `Err(Empty)` when none.
-    fn try_take(&self, device: &str, max: usize) -> Result<Vec<u8>, SourceError>;
-
-    /// Like [`Source::try_take`], into `buf` (the fast path reuses one buffer); returns how many
-    /// bytes were written, at least one.
-    fn try_take_into(&self, device: &str, buf: &mut [u8]) -> Result<usize, SourceError> {
-        let bytes = self.try_take(device, buf.len())?;
-        buf[..bytes.len()].copy_from_slice(&bytes);
-        Ok(bytes.len())
-    }
+    /// Takes up to `buf.len()` bytes that are ready now into `buf`, without waiting, and nothing
+    /// unless at least `min` (≥ 1) are ready; returns how many were written. `Err(Empty)` when
+    /// fewer than `min` are ready or earlier callers are queued.
+    fn try_take_into(&self, device: &str, buf: &mut [u8], min: usize)
+        -> Result<usize, SourceError>;
 
     /// Takes exactly `n` bytes, waiting as long as it takes, in arrival order with other callers.
     /// `interrupted` is asked every `check`; once it says true the request is withdrawn with
@@ -98,14 +93,13 @@ pub trait Source: Send + Sync + 'static {
 
 /// The bridge's dispenser serves the files: FUSE readers queue in the same FIFO as HTTP clients.
 impl Source for crate::dispenser::Dispenser {
-    fn try_take(&self, device: &str, max: usize) -> Result<Vec<u8>, SourceError> {
-        crate::dispenser::Dispenser::try_take(self, device, max)
-            .map(|e| e.bytes)
-            .map_err(from_dispense)
-    }
-
-    fn try_take_into(&self, device: &str, buf: &mut [u8]) -> Result<usize, SourceError> {
-        crate::dispenser::Dispenser::try_take_into(self, device, buf).map_err(from_dispense)
+    fn try_take_into(
+        &self,
+        device: &str,
+        buf: &mut [u8],
+        min: usize,
+    ) -> Result<usize, SourceError> {
+        crate::dispenser::Dispenser::try_take_into(self, device, buf, min).map_err(from_dispense)
     }
 
     fn take_blocking(

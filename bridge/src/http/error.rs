@@ -102,7 +102,7 @@ impl ApiError {
             }
             DispenseError::AlreadyAttached(_)
             | DispenseError::BadPath { .. }
-            | DispenseError::Open { .. }
+            | DispenseError::Ring(_)
             | DispenseError::Spawn { .. } => {
                 tracing::error!(error = %e, "unexpected dispenser error in a request");
                 Self::Internal

@@ -26,6 +26,11 @@ pub const ANU_MAX: usize = 1024;
 
 /// A header value built from peer-controlled text (the ring's serial): visible ASCII only.
 fn header_text(s: &str) -> HeaderValue {
+    if s.bytes().all(|b| b.is_ascii_graphic()) {
+        if let Ok(v) = HeaderValue::from_str(s) {
+            return v;
+        }
+    }
     let clean: String = s.chars().filter(|c| c.is_ascii_graphic() || *c == ' ').collect();
     HeaderValue::from_str(clean.trim()).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
@@ -39,8 +44,15 @@ fn random_response(e: &Entropy, mut resp: Response) -> Response {
     resp
 }
 
-fn json_response<T: Serialize>(e: &Entropy, body: &T) -> Result<Response, ApiError> {
-    let bytes = serde_json::to_vec(body).map_err(|err| {
+/// Serializes `body` into one buffer of `size_hint` bytes (plus room for the envelope), so the
+/// common case allocates once instead of growing step by step.
+fn json_response<T: Serialize>(
+    e: &Entropy,
+    body: &T,
+    size_hint: usize,
+) -> Result<Response, ApiError> {
+    let mut bytes = Vec::with_capacity(size_hint + 96 + e.source.len());
+    serde_json::to_writer(&mut bytes, body).map_err(|err| {
         tracing::error!(error = %err, "failed to encode a JSON response");
         ApiError::Internal
     })?;
@@ -182,7 +194,8 @@ pub async fn bytes(
         "base64" => base64::engine::general_purpose::STANDARD.encode(&e.bytes),
         _ => hex_encode(&e.bytes),
     };
-    json_response(&e, &BytesBody { data, length, format, source: &e.source })
+    let hint = data.len();
+    json_response(&e, &BytesBody { data, length, format, source: &e.source }, hint)
 }
 
 #[derive(Debug, Deserialize)]
@@ -225,7 +238,7 @@ pub async fn integers(
     }
     data.truncate(count);
     let e = last.ok_or(ApiError::Internal)?;
-    json_response(&e, &DataBody { data, source: &e.source })
+    json_response(&e, &DataBody { data, source: &e.source }, count * 21)
 }
 
 #[derive(Debug, Deserialize)]
@@ -246,7 +259,7 @@ pub async fn floats(
         .chunks_exact(8)
         .map(|c| unit_float([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
         .collect();
-    json_response(&e, &DataBody { data, source: &e.source })
+    json_response(&e, &DataBody { data, source: &e.source }, count * 24)
 }
 
 pub async fn uuid(
@@ -265,7 +278,7 @@ pub async fn uuid(
             uuid_v4(&b)
         })
         .collect();
-    json_response(&e, &DataBody { data, source: &e.source })
+    json_response(&e, &DataBody { data, source: &e.source }, count * 39)
 }
 
 #[derive(Debug, Deserialize)]
@@ -299,20 +312,22 @@ pub async fn anu(
         Some("uint8") => {
             let e = s.take(None, length).await?;
             let data = e.bytes.clone();
-            json_response(&e, &AnuBody { kind: "uint8", length, size: None, data, success: true })
+            let body = AnuBody { kind: "uint8", length, size: None, data, success: true };
+            json_response(&e, &body, length * 4)
         }
         Some("uint16") => {
             let e = s.take(None, length * 2).await?;
             let data: Vec<u16> =
                 e.bytes.chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect();
-            json_response(&e, &AnuBody { kind: "uint16", length, size: None, data, success: true })
+            let body = AnuBody { kind: "uint16", length, size: None, data, success: true };
+            json_response(&e, &body, length * 6)
         }
         Some("hex16") => {
             let size = parse_count("size", q.size.as_deref(), None, 1, ANU_MAX, false)?;
             let e = s.take(None, length * size).await?;
             let data: Vec<String> = e.bytes.chunks_exact(size).map(hex_encode).collect();
             let body = AnuBody { kind: "string", length, size: Some(size), data, success: true };
-            json_response(&e, &body)
+            json_response(&e, &body, length * (2 * size + 3))
         }
         _ => Err(ApiError::BadRequest("type must be uint8, uint16 or hex16".into())),
     }

@@ -202,8 +202,8 @@ async fn failed_device_gives_503_and_nothing_is_consumed() {
     )
     .await;
     assert!(h.contains_key("retry-after"));
-    assert_error(&f, "/api/v1/random/uuid", StatusCode::SERVICE_UNAVAILABLE, "no_healthy_device")
-        .await;
+    // Without device=: the only card's own reason.
+    assert_error(&f, "/api/v1/random/uuid", StatusCode::SERVICE_UNAVAILABLE, "device_failed").await;
     let (s, _, v) = get_json(&f, "/health").await;
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(v["status"], "unhealthy");
@@ -413,7 +413,7 @@ async fn health_and_devices_report_state() {
     assert_eq!(d["bytes_served"], 10);
 
     // The driver dies: still serving what is in the ring, but /health says degraded with 503.
-    f.ring.set_heartbeat(1);
+    f.ring.set_last_beat(None);
     wait_health(&f, DeviceHealth::Degraded).await;
     let (s, _, v) = get_json(&f, "/health").await;
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
@@ -569,4 +569,58 @@ async fn serves_on_a_real_port_and_shuts_down() {
     assert!(resp.ends_with(&pattern(4)));
     tx.send(()).expect("shutdown");
     server.await.expect("join").expect("serve");
+}
+
+/// Hostile parameter values on every random endpoint: always a JSON answer with a 2xx, 400, 413
+/// or 503, never a 500 or a panic.
+#[tokio::test]
+async fn hostile_parameters_never_break_the_server() {
+    let f = fixture_with(
+        HttpConfig { wait: Duration::from_millis(5), ..HttpConfig::default() },
+        1 << 16,
+    );
+    let long = "9".repeat(5000);
+    let values = [
+        "",
+        "%00",
+        "%",
+        "%zz",
+        "+5",
+        "%2B5",
+        "-0",
+        "0x10",
+        "1e3",
+        "NaN",
+        "18446744073709551616",
+        "-9223372036854775809",
+        "9223372036854775807",
+        "%E2%82%AC",
+        long.as_str(),
+        "1&length=2",
+    ];
+    let templates = [
+        "/api/v1/random/bytes?length={}",
+        "/api/v1/random/bytes?length=4&format={}",
+        "/api/v1/random/bytes?length=4&device={}",
+        "/api/v1/random/integers?min={}&max=10",
+        "/api/v1/random/integers?min=0&max={}",
+        "/api/v1/random/integers?min=0&max=1&count={}",
+        "/api/v1/random/floats?count={}",
+        "/api/v1/random/uuid?count={}",
+        "/API/jsonI.php?length={}&type=uint8",
+        "/API/jsonI.php?length=2&type={}",
+        "/API/jsonI.php?length=2&type=hex16&size={}",
+    ];
+    for t in templates {
+        for v in values {
+            let uri = t.replace("{}", v);
+            let (s, _, b) = get(&f, &uri).await;
+            assert!([200, 400, 404, 413, 503].contains(&s.as_u16()), "{uri}: status {s}");
+            let v: Value =
+                serde_json::from_slice(&b).unwrap_or_else(|e| panic!("{uri}: not JSON: {e}"));
+            if s != StatusCode::OK {
+                assert!(v["error"]["code"].is_string(), "{uri}: {v}");
+            }
+        }
+    }
 }

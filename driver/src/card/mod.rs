@@ -23,7 +23,7 @@ pub enum Error {
         op: &'static str,
         device: String,
         #[source]
-        source: hw::Error,
+        source: Box<hw::Error>,
     },
     #[error("{device} is gone: registers read all-ones while trying to {op}")]
     DeviceGone { device: String, op: &'static str },
@@ -64,41 +64,34 @@ impl Error {
             Error::NoModules { .. } | Error::ModuleFailure { .. } => Reason::ModuleFailure,
             Error::ChipError { .. } | Error::NotReady { .. } => Reason::ChipError,
             Error::Dma { .. } | Error::NoXdmaBar { .. } => Reason::DmaError,
-            Error::Hw { source: hw::Error::Dma { .. }, .. } => Reason::DmaError,
+            Error::Hw { source, .. } if matches!(**source, hw::Error::Dma { .. }) => {
+                Reason::DmaError
+            }
             _ => Reason::Other,
         }
     }
 
     /// True if the card disappeared (surprise removal): the daemon exits instead of retrying.
     pub fn is_device_gone(&self) -> bool {
-        matches!(
-            self,
-            Error::DeviceGone { .. } | Error::Hw { source: hw::Error::DeviceGone { .. }, .. }
-        )
+        match self {
+            Error::DeviceGone { .. } => true,
+            Error::Hw { source, .. } => matches!(**source, hw::Error::DeviceGone { .. }),
+            _ => false,
+        }
     }
 }
 
-/// The two card families.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Family {
-    /// 179a:0001: PIO from a 4 KiB FIFO fed by up to four modules.
-    Module,
-    /// 1e89:0002/0003: XDMA card-to-host DMA from 2 or 12 chips.
-    Chip,
-}
+/// The two card families (module cards: PIO; chip cards: XDMA), as the access layer names them.
+pub use crate::hw::pci::CardFamily as Family;
+use crate::hw::pci::{CHIP_CARD_240M, CHIP_CARD_40M, MODULE_CARD};
 
-/// The PCI ids of Quantis cards (quantis-hardware.md, "Two hardware generations").
-pub const MODULE_CARD_ID: PciId = PciId { vendor: 0x179A, device: 0x0001 };
-pub const PCIE_40M_ID: PciId = PciId { vendor: 0x1E89, device: 0x0002 };
-pub const PCIE_240M_ID: PciId = PciId { vendor: 0x1E89, device: 0x0003 };
-
-/// The family of a PCI id, and the model name where the id alone tells it.
+/// The family of a PCI id, and the model name where the id alone tells it (module cards say
+/// which model they are only through their modules, see `pio::probe`).
 pub fn family_of(id: PciId) -> Option<(Family, Option<&'static str>)> {
     match id {
-        MODULE_CARD_ID => Some((Family::Module, None)),
-        PCIE_40M_ID => Some((Family::Chip, Some("pcie-40m"))),
-        PCIE_240M_ID => Some((Family::Chip, Some("pcie-240m"))),
+        MODULE_CARD => Some((Family::Module, None)),
+        CHIP_CARD_40M => Some((Family::Chip, Some("pcie-40m"))),
+        CHIP_CARD_240M => Some((Family::Chip, Some("pcie-240m"))),
         _ => None,
     }
 }
@@ -162,8 +155,9 @@ pub trait Card: Send + fmt::Debug {
     fn info(&self) -> &CardInfo;
     /// Reset, start-up sequence and enable (chip cards also arm the DMA ring and the discard).
     fn start(&mut self) -> Result<()>;
-    /// Raw random bytes. Waits without spinning up to the read timeout (default 50 ms) for
-    /// data; `Ok(0)` if none came. Health, chip, DMA and unplug failures are errors.
+    /// Raw random bytes. Fills `buf`, sleeping (never spinning) while the card produces; returns
+    /// early with what it has when the read timeout (default 50 ms) passes, `Ok(0)` if nothing
+    /// came. Health, chip, DMA and unplug failures are errors.
     fn read(&mut self, buf: &mut [u8]) -> Result<usize>;
     /// Disables modules / runs the shutdown sequence: the card is left quiet.
     fn stop(&mut self) -> Result<()>;
@@ -243,7 +237,7 @@ impl CardOptions {
 
 /// Register access with the card layer's error context.
 pub(crate) fn rd(dev: &mut dyn Device, bar: u8, off: u64, op: &'static str) -> Result<u32> {
-    dev.read32(bar, off).map_err(|source| Error::Hw { op, device: dev.info().name.clone(), source })
+    dev.read32(bar, off).map_err(|source| hw_error(dev, op, source))
 }
 
 /// Like [`rd`], and an all-ones value means the card is gone (a PCIe read to a removed device
@@ -257,11 +251,12 @@ pub(crate) fn rd_live(dev: &mut dyn Device, bar: u8, off: u64, op: &'static str)
 }
 
 pub(crate) fn wr(dev: &mut dyn Device, bar: u8, off: u64, v: u32, op: &'static str) -> Result<()> {
-    dev.write32(bar, off, v).map_err(|source| Error::Hw {
-        op,
-        device: dev.info().name.clone(),
-        source,
-    })
+    dev.write32(bar, off, v).map_err(|source| hw_error(dev, op, source))
+}
+
+/// Wraps an access-layer error with the operation and the device.
+pub(crate) fn hw_error(dev: &dyn Device, op: &'static str, source: hw::Error) -> Error {
+    Error::Hw { op, device: dev.info().name.clone(), source: Box::new(source) }
 }
 
 /// Opens the card on `dev`: identifies the family by PCI id. Does not touch the card's state;
@@ -273,7 +268,7 @@ pub fn open(dev: Box<dyn Device>, opts: &CardOptions) -> Result<Box<dyn Card>> {
         Some((Family::Module, _)) => Ok(Box::new(pio::PioCard::open(dev, opts)?)),
         Some((Family::Chip, model)) => {
             let model = model.unwrap_or("chip card");
-            if info.name.starts_with("uio:") {
+            if !info.dma {
                 return Err(Error::DmaNeedsIommu { device: info.name.clone(), model });
             }
             Ok(Box::new(xdma::XdmaCard::open(dev, opts, model)?))

@@ -5,7 +5,7 @@
 //! the overflow bit is checked once before and once after each batch instead of after every
 //! word (same outcome: an overflowed batch is dropped whole, at half the register reads), and
 //! instead of spinning on FS_RR up to 10,000 times the driver sleeps for the time the modules
-//! need to refill the FIFO to 3/4, adapting that time to what it finds on waking.
+//! need to put 5/8 of a FIFO in it, adapting that time to what it finds on waking.
 
 use super::regs::{pio, FifoStatus, ModuleBits, ModuleStatus};
 use super::{
@@ -15,8 +15,10 @@ use crate::hw::Device;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// After this many overflowed batches in a row read() fails instead of dropping more.
-pub const MAX_OVERFLOW_RUN: u32 = 8;
+/// After this many overflowed batches in a row read() fails instead of dropping more: the
+/// error bit is stuck, or the host cannot keep up at all. (Single overflows happen on a busy
+/// host and only cost the dropped batch.)
+pub const MAX_OVERFLOW_RUN: u32 = 64;
 /// Bounds of the adaptive wait between FIFO reads.
 const MIN_WAIT: Duration = Duration::from_micros(100);
 const MAX_WAIT: Duration = Duration::from_millis(20);
@@ -80,11 +82,9 @@ fn nominal_rate(modules: u32) -> u64 {
 /// Reads CV_SR and MX_SR only (FS_RR and FD_RR are not touched: reading FD_RR pops data).
 pub fn probe(dev: &mut dyn Device) -> Result<CardInfo> {
     if dev.info().bars[usize::from(pio::BAR)].is_none() {
-        return Err(Error::Hw {
-            op: "find the register BAR",
-            device: dev.info().name.clone(),
-            source: crate::hw::Error::NoSuchBar { device: dev.info().name.clone(), bar: pio::BAR },
-        });
+        let missing =
+            crate::hw::Error::NoSuchBar { device: dev.info().name.clone(), bar: pio::BAR };
+        return Err(super::hw_error(dev, "find the register BAR", missing));
     }
     let version = core_version(dev)?;
     let st = module_status(dev)?;
@@ -186,7 +186,7 @@ impl PioCard {
         self.counters.bytes_dropped += bytes as u64;
         self.overflow_run += 1;
         // Overflow means the wait was too long for this card's rate.
-        self.wait = (self.wait / 2).max(MIN_WAIT);
+        self.wait = (self.wait * 3 / 4).max(MIN_WAIT);
         tracing::debug!(device = %self.info.device, bytes, "FIFO overflow: batch dropped");
         if self.overflow_run >= MAX_OVERFLOW_RUN {
             return Err(Error::FifoOverflow { device: self.device(), batches: self.overflow_run });
@@ -243,12 +243,14 @@ impl PioCard {
         Ok(Some((if direct { avail } else { self.take_spill(out) }, avail)))
     }
 
-    /// Adapts the wait after sleeping: aim at waking with the FIFO 3/4 full.
+    /// Adapts the wait after sleeping: waking to a full FIFO is close to losing data, so the
+    /// wait shrinks quickly; waking to less than half a FIFO wastes wake-ups, so it grows
+    /// slowly. Between the two it stays.
     fn adapt(&mut self, found: usize) {
         if found >= pio::FIFO_BYTES {
-            self.wait = (self.wait * 3 / 4).max(MIN_WAIT);
-        } else if found < pio::FIFO_BYTES * 3 / 4 {
-            self.wait = (self.wait * 5 / 4).min(MAX_WAIT);
+            self.wait = (self.wait * 9 / 10).max(MIN_WAIT);
+        } else if found < pio::FIFO_BYTES / 2 {
+            self.wait = (self.wait * 21 / 20).min(MAX_WAIT);
         }
     }
 }
@@ -300,9 +302,10 @@ impl Card for PioCard {
         self.info.modules_healthy = working;
         self.info.model = model_name(present);
         self.info.rate_bytes_per_s = nominal_rate(working);
-        // Time for the working modules to fill 3/4 of the FIFO.
+        // Time for the working modules to fill 5/8 of the FIFO: up to 1023 bytes may be left
+        // after a batch (the flags count in quarters), so this wakes between 5/8 and 7/8 full.
         let rate = self.info.rate_bytes_per_s.max(1);
-        self.wait = Duration::from_micros((pio::FIFO_BYTES as u64 * 3 / 4) * 1_000_000 / rate)
+        self.wait = Duration::from_micros((pio::FIFO_BYTES as u64 * 5 / 8) * 1_000_000 / rate)
             .clamp(MIN_WAIT, MAX_WAIT);
         self.overflow_run = 0;
         self.started = true;
@@ -329,7 +332,6 @@ impl Card for PioCard {
                     }
                     n += got;
                 }
-                None if n > 0 => break,
                 None => {
                     let now = self.clock.now();
                     if now >= deadline {
@@ -337,6 +339,7 @@ impl Card for PioCard {
                     }
                     self.clock.sleep(self.wait.min(deadline - now), Wait::Poll);
                     slept = true;
+                    self.check_health()?;
                 }
             }
         }

@@ -80,6 +80,15 @@ pub fn q400_for(model: &str) -> u32 {
     }
 }
 
+/// Chips on a model (quantis-hardware.md: 2 on the 40M, 12 on the 240M).
+pub fn nominal_chips(model: &str) -> u32 {
+    match model {
+        "pcie-40m" => chip::CHIPS_40M,
+        "pcie-240m" => chip::CHIPS_240M,
+        _ => 0,
+    }
+}
+
 /// IDQ's start-up: sw_rst = 0x10, 0, 0x10; wait 100 ms; spi_module_ctrl = 0; q400_num; mode
 /// (testmode_hwreject, mode_sel); wait 100 ms; spi_module_ctrl = 0x40; wait 300 ms;
 /// module_enable = 0x11; spi_module_ctrl = 0x81.
@@ -175,6 +184,11 @@ pub fn probe(dev: &mut dyn Device, model: &str) -> Result<CardInfo> {
     let version = rd_live(dev, bars.idq, chip::VERSION, "read version")?;
     let st = InitStatus(rd(dev, bars.idq, chip::INIT_STATUS, "read init status")?);
     let mode = rd(dev, bars.idq, chip::MODE_SEL, "read mode_sel")?;
+    // Before the start-up (reset held) no chip shows as present: quote the model's nominal rate.
+    let chips = match st.chips_present() {
+        0 => nominal_chips(model),
+        _ => st.chips_working().count_ones(),
+    };
     let info = dev.info();
     Ok(CardInfo {
         device: info.name.clone(),
@@ -188,7 +202,7 @@ pub fn probe(dev: &mut dyn Device, model: &str) -> Result<CardInfo> {
         modules_healthy: st.chips_working(),
         bars: info.bars,
         simulated: info.simulated,
-        rate_bytes_per_s: u64::from(st.chips_working().count_ones()) * chip::CHIP_BYTES_PER_S,
+        rate_bytes_per_s: u64::from(chips) * chip::CHIP_BYTES_PER_S,
         chip_mode: Some(if mode == chip::MODE_SAMPLE { ChipMode::Sample } else { ChipMode::Rng }),
     })
 }
@@ -238,7 +252,7 @@ impl DmaRing {
         let op = "allocate DMA memory";
         let name = dev.info().name.clone();
         let map = |r: crate::hw::Result<DmaBuffer>| {
-            r.map_err(|source| Error::Hw { op, device: name.clone(), source })
+            r.map_err(|source| Error::Hw { op, device: name.clone(), source: Box::new(source) })
         };
         let desc = map(dev.dma_alloc(RING * xdma::DESC_BYTES))?;
         let data = map(dev.dma_alloc(RING * BUF))?;
@@ -415,11 +429,11 @@ impl XdmaCard {
         Ok((n, done))
     }
 
-    /// Time for the card to fill a quarter of the ring, bounded.
-    fn wait(&self) -> Duration {
+    /// Time for the card to deliver `need` more bytes (at most half the ring), bounded.
+    fn wait_for(&self, need: usize) -> Duration {
         let rate = self.info.rate_bytes_per_s.max(1);
-        Duration::from_micros(((RING * BUF / 4) as u64).saturating_mul(1_000_000) / rate)
-            .clamp(MIN_WAIT, MAX_WAIT)
+        let bytes = need.min(RING * BUF / 2) as u64;
+        Duration::from_micros(bytes.saturating_mul(1_000_000) / rate).clamp(MIN_WAIT, MAX_WAIT)
     }
 }
 
@@ -492,18 +506,18 @@ impl Card for XdmaCard {
             }
             let (got, done) = self.drain(&mut buf[n..], ready)?;
             n += got;
-            if n > 0 && (n == buf.len() || done == ready) {
+            if n == buf.len() {
                 break;
             }
             if done > 0 {
-                // Only discarded bytes so far: look again at once.
+                // Progress (data or discarded bytes): look again before sleeping.
                 continue;
             }
             let now = self.clock.now();
             if now >= deadline {
                 break;
             }
-            self.clock.sleep(self.wait().min(deadline - now), Wait::Poll);
+            self.clock.sleep(self.wait_for(buf.len() - n).min(deadline - now), Wait::Poll);
         }
         self.counters.bytes_read += n as u64;
         Ok(n)

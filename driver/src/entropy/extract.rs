@@ -5,13 +5,13 @@
 //! Bit order everywhere is IDQ's: bit i of a byte string is bit (i mod 8) of byte ⌊i/8⌋
 //! (least-significant bit first), which is what loading little-endian 64-bit words gives.
 //!
-//! Speed: both hash extractors compute y = A·x over GF(2) with the "Method of Four Russians": for
-//! every input byte position p there is a 256-entry table of the XOR of the columns 8p..8p+7 that
-//! the byte value selects, so one block costs n/8 table lookups of k bits each instead of k·n/64
-//! AND+parity word operations. The matrix needs one table per position (n/8 · 256 · k/8 bytes:
-//! 3 MiB for 1024→768, 14 MiB for 2048→1792). A Toeplitz matrix's columns are shifts of one seed,
-//! so a single 256-entry table of "seed × byte" products serves every position at a byte offset
-//! ((n+k)/8 · 256 bytes: 56 KiB for 1024→768): it stays in L1/L2.
+//! Speed: both hash extractors compute y = A·x over GF(2) with the "Method of Four Russians":
+//! precomputed XOR combinations of matrix columns, so one block costs a few table lookups of k
+//! bits each instead of k·n/64 AND+parity word operations. The matrix has one 16-entry table per
+//! input nibble (n/4 · 16 · k/8 bytes: 384 KiB for 1024→768, 1.75 MiB for 2048→1792). A Toeplitz
+//! matrix's columns are shifts of one seed, so a single 256-entry table of "seed × byte" products
+//! serves every input byte at a byte offset ((n+k)/8 · 256 bytes: 56 KiB for 1024→768, 120 KiB
+//! for 2048→1792).
 
 use bitvec::prelude::*;
 use std::fs;
@@ -112,7 +112,8 @@ impl VonNeumann {
     }
 }
 
-/// Tables of k-bit vectors, `KW = k/64` words each, indexed by (position, byte value).
+/// Four-Russians tables: for each group of `TB` consecutive input bits ("position"), the 2^TB
+/// XOR combinations of the group's k-bit matrix columns, `kw = k/64` words each.
 #[derive(Clone)]
 struct Tables {
     words: Vec<u64>,
@@ -120,17 +121,17 @@ struct Tables {
 }
 
 impl Tables {
-    /// Builds position p's 256 entries from its 8 column vectors (`cols[t]` = column 8p+t) by
-    /// the Gray-code-free recurrence T[b] = T[b without its lowest bit] ⊕ col[lowest bit].
-    fn push_position(&mut self, cols: &[u64]) {
+    /// Appends one position's 2^tb entries built from its `tb` column vectors (`cols[t]` = the
+    /// column of input bit t of the group) by T[v] = T[v without its lowest bit] ⊕ col[lowest].
+    fn push_position(&mut self, cols: &[u64], tb: usize) {
         let kw = self.kw;
         let base = self.words.len();
-        self.words.resize(base + 256 * kw, 0);
-        for b in 1..256usize {
-            let low = b.trailing_zeros() as usize;
-            let prev = b & (b - 1);
+        self.words.resize(base + (kw << tb), 0);
+        for v in 1..1usize << tb {
+            let low = v.trailing_zeros() as usize;
+            let prev = v & (v - 1);
             for w in 0..kw {
-                self.words[base + b * kw + w] =
+                self.words[base + v * kw + w] =
                     self.words[base + prev * kw + w] ^ cols[low * kw + w];
             }
         }
@@ -138,7 +139,7 @@ impl Tables {
 }
 
 #[inline(always)]
-fn xor_block_const<const KW: usize>(acc: &mut [u64; KW], e: &[u64]) {
+fn xor_entry<const KW: usize>(acc: &mut [u64; KW], e: &[u64]) {
     let e: &[u64; KW] = e.try_into().expect("table entry has KW words");
     for w in 0..KW {
         acc[w] ^= e[w];
@@ -151,6 +152,11 @@ fn write_words(acc: &[u64], out: &mut [u8]) {
         o.copy_from_slice(&w.to_le_bytes());
     }
 }
+
+/// Input bits per table lookup in the matrix extractor. Nibbles (16 entries per position) keep
+/// the tables in L2: 384 KiB for 1024→768 and 1.75 MiB for 2048→1792, where byte-wide tables
+/// would need 3 MiB and 14 MiB and run from L3/DRAM (measured slower; see docs/entropy.md).
+const MATRIX_TB: usize = 4;
 
 /// IDQ-compatible random-matrix extractor: y = M·x over GF(2) for every n-bit input block, with M
 /// a k×n matrix read from a file in IDQ's layout (k rows of n bits, row r at bits r·n..(r+1)·n,
@@ -177,21 +183,21 @@ impl MatrixExtractor {
         if m.len() != shape.matrix_bytes() {
             return Err(format!("{} bytes where {} are needed", m.len(), shape.matrix_bytes()));
         }
-        let kw = shape.k / 64;
+        let (kw, tb) = (shape.k / 64, MATRIX_TB);
         let bits = m.view_bits::<Lsb0>();
-        let mut tables = Tables { words: Vec::with_capacity(shape.n * 32 * kw), kw };
-        let mut cols = vec![0u64; 8 * kw];
-        for p in 0..shape.n / 8 {
+        let mut tables = Tables { words: Vec::with_capacity((shape.n / tb) * (kw << tb)), kw };
+        let mut cols = vec![0u64; tb * kw];
+        for p in 0..shape.n / tb {
             cols.iter_mut().for_each(|c| *c = 0);
-            for t in 0..8 {
-                let c = 8 * p + t;
+            for t in 0..tb {
+                let c = tb * p + t;
                 for r in 0..shape.k {
                     if bits[r * shape.n + c] {
                         cols[t * kw + r / 64] |= 1u64 << (r % 64);
                     }
                 }
             }
-            tables.push_position(&cols);
+            tables.push_position(&cols, tb);
         }
         Ok(MatrixExtractor { shape, tables })
     }
@@ -230,10 +236,12 @@ impl MatrixExtractor {
     }
 
     fn block_const<const KW: usize>(&self, input: &[u8], out: &mut [u8]) {
+        // Two nibble positions per input byte: low nibble = bits 8p..8p+4 (LSB first).
         let mut acc = [0u64; KW];
-        for (tab, &b) in self.tables.words.chunks_exact(256 * KW).zip(input) {
-            let e = &tab[b as usize * KW..][..KW];
-            xor_block_const::<KW>(&mut acc, e);
+        for (tab, &b) in self.tables.words.chunks_exact(32 * KW).zip(input) {
+            let (lo, hi) = tab.split_at(16 * KW);
+            xor_entry::<KW>(&mut acc, &lo[(b & 15) as usize * KW..][..KW]);
+            xor_entry::<KW>(&mut acc, &hi[(b >> 4) as usize * KW..][..KW]);
         }
         write_words(&acc, out);
     }
@@ -241,8 +249,12 @@ impl MatrixExtractor {
     fn block_dyn(&self, input: &[u8], out: &mut [u8]) {
         let kw = self.tables.kw;
         let mut acc = vec![0u64; kw];
-        for (tab, &b) in self.tables.words.chunks_exact(256 * kw).zip(input) {
-            for (a, e) in acc.iter_mut().zip(&tab[b as usize * kw..][..kw]) {
+        for (tab, &b) in self.tables.words.chunks_exact(32 * kw).zip(input) {
+            let (lo, hi) = tab.split_at(16 * kw);
+            for (a, e) in acc.iter_mut().zip(&lo[(b & 15) as usize * kw..][..kw]) {
+                *a ^= e;
+            }
+            for (a, e) in acc.iter_mut().zip(&hi[(b >> 4) as usize * kw..][..kw]) {
                 *a ^= e;
             }
         }
@@ -329,24 +341,26 @@ impl ToeplitzExtractor {
 
     /// Extracts one block: `input` is n/8 bytes, `out` k/8 bytes.
     pub fn extract_block(&self, input: &[u8], out: &mut [u8]) {
-        match self.shape.k / 64 {
-            12 => self.block_const::<12>(input, out),
-            28 => self.block_const::<28>(input, out),
+        match self.shape.k / 8 {
+            96 => self.block_const::<96>(input, out),
+            224 => self.block_const::<224>(input, out),
             _ => self.block_dyn(input, out),
         }
     }
 
-    fn block_const<const KW: usize>(&self, input: &[u8], out: &mut [u8]) {
+    fn block_const<const KB: usize>(&self, input: &[u8], out: &mut [u8]) {
         let nb = self.shape.n / 8;
-        let mut acc = [0u64; KW];
+        // Byte-wise XOR: no endianness work, and the compiler turns it into full-width vector
+        // XORs of unaligned windows.
+        let mut acc = [0u8; KB];
         for (p, &b) in input.iter().enumerate() {
             let row = &self.g[b as usize * self.gb..][..self.gb];
-            let win = &row[nb - p..][..8 * KW];
-            for (a, c) in acc.iter_mut().zip(win.chunks_exact(8)) {
-                *a ^= u64::from_le_bytes(c.try_into().expect("8 bytes"));
+            let win: &[u8; KB] = row[nb - p..][..KB].try_into().expect("window fits");
+            for (a, v) in acc.iter_mut().zip(win) {
+                *a ^= v;
             }
         }
-        write_words(&acc, out);
+        out.copy_from_slice(&acc);
     }
 
     fn block_dyn(&self, input: &[u8], out: &mut [u8]) {

@@ -125,6 +125,20 @@ pub fn apt_cutoff(window: u32, min_entropy: f64, alpha_log2: u32) -> u32 {
     (0..=window + 1).find(|&c| tails[c as usize] <= ln_alpha).unwrap_or(window + 1)
 }
 
+/// For the 8 bytes of `w` (little-endian), bit j of the result is set iff byte j equals byte
+/// j − 1, byte −1 being `prev`. Branch-free SWAR: XOR with the word shifted by one byte, find the
+/// zero bytes exactly (no borrow between bytes), then gather the eight flags with one multiply.
+#[inline(always)]
+fn eq_prev_bytes(w: u64, prev: u8) -> u64 {
+    const LOW7: u64 = 0x7F7F_7F7F_7F7F_7F7F;
+    let x = w ^ ((w << 8) | u64::from(prev));
+    // High bit of each byte set iff that byte of x is non-zero.
+    let nonzero = ((x & LOW7) + LOW7) | x;
+    let zero = (!nonzero >> 7) & 0x0101_0101_0101_0101;
+    // Byte j's flag lands on bit 56 + j, with no carries (each product term has its own bit).
+    zero.wrapping_mul(0x0102_0408_1020_4080) >> 56
+}
+
 /// Which continuous test fired.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Test {
@@ -364,26 +378,30 @@ impl HealthTester {
     }
 
     fn rct_bytes(&mut self, raw: &[u8]) -> Result<(), (Test, u64, u32)> {
-        let err = |base: u64, at: u64, c: u32| (Test::RepetitionCount, base + at, c);
         let c = self.p.rct_cutoff;
         let mut base = 0u64;
         for chunk in raw.chunks(64) {
-            let prev = self.rct_prev;
-            // Branch-free any-equal check first: most 64-byte blocks of a healthy source have no
-            // two equal neighbours (probability ≈ 1 − 64/256 for uniform bytes).
-            let mut any = u8::from(chunk[0] == prev && self.rct_have_prev);
-            any |= chunk.windows(2).fold(0u8, |a, w| a | u8::from(w[0] == w[1]));
-            let m = if any == 0 {
-                0
-            } else {
-                let mut m = u64::from(chunk[0] == prev && self.rct_have_prev);
-                for j in 1..chunk.len() {
-                    m |= u64::from(chunk[j] == chunk[j - 1]) << j;
-                }
-                m
-            };
-            self.rct_block(m, chunk.len() as u32).map_err(|at| err(base, at, c))?;
-            self.rct_prev = chunk[chunk.len() - 1];
+            let mut m = 0u64;
+            let mut prev = self.rct_prev;
+            // Eight bytes at a time (SWAR): compare each byte with the one before it.
+            let words = chunk.chunks_exact(8);
+            let tail = words.remainder();
+            for (k, w8) in words.enumerate() {
+                let w = u64::from_le_bytes(w8.try_into().expect("8 bytes"));
+                m |= eq_prev_bytes(w, prev) << (8 * k);
+                prev = (w >> 56) as u8;
+            }
+            let done = chunk.len() - tail.len();
+            for (j, &b) in tail.iter().enumerate() {
+                m |= u64::from(b == prev) << (done + j);
+                prev = b;
+            }
+            if !self.rct_have_prev {
+                m &= !1;
+            }
+            self.rct_block(m, chunk.len() as u32)
+                .map_err(|at| (Test::RepetitionCount, base + at, c))?;
+            self.rct_prev = prev;
             self.rct_have_prev = true;
             base += chunk.len() as u64;
         }
@@ -472,7 +490,12 @@ impl HealthTester {
             }
             let nbytes = (self.apt_left as usize / 8).min(raw.len() - i);
             let seg = &raw[i..i + nbytes];
-            let ones: u32 = seg.iter().map(|b| b.count_ones()).sum();
+            let words = seg.chunks_exact(8);
+            let rest: u32 = words.remainder().iter().map(|b| b.count_ones()).sum();
+            let ones = rest
+                + words
+                    .map(|w| u64::from_le_bytes(w.try_into().expect("8 bytes")).count_ones())
+                    .sum::<u32>();
             let add = if self.apt_ref == 1 { ones } else { nbytes as u32 * 8 - ones };
             if self.apt_count + add >= cutoff {
                 return Err(self.apt_bits_locate(raw, i, 0));
@@ -500,5 +523,31 @@ impl HealthTester {
             }
         }
         (Test::AdaptiveProportion, idx, cutoff)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn eq_prev_bytes_matches_bytewise_compare() {
+        let mut x = 0x1234_5678_9ABC_DEF0u64;
+        for _ in 0..20_000 {
+            // xorshift, with bytes forced equal now and then so every flag pattern shows up
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let mut b = x.to_le_bytes();
+            for j in 1..8 {
+                if (x >> (j * 3)) & 3 == 0 {
+                    b[j] = b[j - 1];
+                }
+            }
+            let prev = if x & 0x100 == 0 { b[0] } else { (x >> 40) as u8 };
+            let mut want = u64::from(b[0] == prev);
+            for j in 1..8 {
+                want |= u64::from(b[j] == b[j - 1]) << j;
+            }
+            assert_eq!(super::eq_prev_bytes(u64::from_le_bytes(b), prev), want, "{b:?} {prev}");
+        }
     }
 }

@@ -120,6 +120,19 @@ mod tests {
     }
 
     #[test]
+    fn shared_handle_keeps_the_memory() {
+        let a = DmaBuffer::allocate(4096, 0x2000).unwrap();
+        let b = a.share();
+        assert!(a.same_memory(&b));
+        assert!(!a.same_memory(&DmaBuffer::allocate(4096, 0x2000).unwrap()));
+        a.write(100, b"xyz");
+        drop(a);
+        let mut out = [0u8; 3];
+        b.read(100, &mut out);
+        assert_eq!(&out, b"xyz");
+    }
+
+    #[test]
     #[should_panic(expected = "outside buffer")]
     fn out_of_range_read_panics() {
         let b = DmaBuffer::allocate(1, 0).unwrap();

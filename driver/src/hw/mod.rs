@@ -43,8 +43,12 @@ pub enum Error {
     Dma { device: String, reason: String },
     #[error("no PCI device {device}: {path} does not exist")]
     NoSuchDevice { device: String, path: String },
-    #[error("{device} is bound to {bound}, not {wanted}; to rebind it (as root): {how}")]
-    WrongDriver { device: String, bound: String, wanted: &'static str, how: String },
+    #[error(
+        "{device} is bound to {}, not {wanted}; to rebind it (as root): {}",
+        .bound.as_deref().unwrap_or("no driver"),
+        pci::bind_commands(*.device, .bound.as_deref(), .wanted).join(" && ")
+    )]
+    WrongDriver { device: PciAddress, bound: Option<String>, wanted: &'static str },
     #[error("{device} has no IOMMU group: the IOMMU is off or absent (boot with intel_iommu=on or amd_iommu=on){hint}")]
     NoIommuGroup { device: String, hint: String },
     #[error(
@@ -178,6 +182,9 @@ pub struct DeviceInfo {
     pub bars: [Option<u64>; 6],
     /// True for the simulator: everything it produces must be labelled "simulated".
     pub simulated: bool,
+    /// The backend can give the card DMA access confined by an IOMMU (VFIO, or the simulator's
+    /// map table). False for UIO: there, a bus-mastering card could write anywhere in memory.
+    pub dma: bool,
 }
 
 /// 32-bit register access on a card's BARs, DMA buffers and interrupts.

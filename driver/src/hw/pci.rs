@@ -96,12 +96,7 @@ impl Sysfs {
         if driver.as_deref() == Some(wanted) {
             return Ok(dir);
         }
-        Err(Error::WrongDriver {
-            device: addr.to_string(),
-            bound: driver.clone().unwrap_or_else(|| "no driver".into()),
-            wanted,
-            how: bind_commands(addr, driver.as_deref(), wanted).join(" && "),
-        })
+        Err(Error::WrongDriver { device: addr, bound: driver, wanted })
     }
 
     /// Vendor and device id from the sysfs `vendor`/`device` files.

@@ -84,7 +84,7 @@ impl UioDevice {
         let uio = open_rw(&uio_path, addr, &name)?;
         let config = open_rw(&dir.join("config"), addr, &name)?;
         let mut this = UioDevice {
-            info: DeviceInfo { name, id, bars: [None; 6], simulated: false },
+            info: DeviceInfo { name, id, bars: [None; 6], simulated: false, dma: false },
             addr,
             bars: Default::default(),
             config,

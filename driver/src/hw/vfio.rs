@@ -28,7 +28,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::dma::page_size;
 use super::mmio::{BarAccess, Mmio};
-use super::pci::{cfg, describe_peers, Sysfs};
+use super::pci::{cfg, describe_peers, Sysfs, MODULE_CARD};
 use super::{poll_readable, Device, DeviceInfo, DmaBuffer, Error, PciAddress, PciId, Result};
 
 // VFIO_DEVICE_RESET = _IO(VFIO_TYPE, VFIO_BASE + 11) with VFIO_TYPE ';' and VFIO_BASE 100
@@ -146,7 +146,7 @@ impl std::fmt::Debug for VfioDevice {
 
 impl VfioDevice {
     /// Opens the device at `addr`, which must be bound to vfio-pci, and enables memory decoding
-    /// and bus mastering.
+    /// (bus mastering follows with the first DMA mapping).
     pub fn open(addr: PciAddress) -> Result<VfioDevice> {
         Self::open_in(&Sysfs::default(), addr)
     }
@@ -154,9 +154,16 @@ impl VfioDevice {
     fn open_in(sysfs: &Sysfs, addr: PciAddress) -> Result<VfioDevice> {
         let name = format!("vfio:{addr}");
         let dir = sysfs.require_driver(addr, "vfio-pci")?;
-        let group = sysfs
-            .iommu_group(addr)
-            .ok_or_else(|| Error::NoIommuGroup { device: addr.to_string(), hint: String::new() })?;
+        let group = sysfs.iommu_group(addr).ok_or_else(|| {
+            let module_card = sysfs.id(addr).is_ok_and(|id| id == MODULE_CARD);
+            let hint = if module_card {
+                "; module cards also work without an IOMMU through uio_pci_generic (--device uio:ADDR)"
+                    .replace("ADDR", &addr.to_string())
+            } else {
+                String::new()
+            };
+            Error::NoIommuGroup { device: addr.to_string(), hint }
+        })?;
         let container =
             VfioContainer::new(None).map_err(|e| open_error(&name, sysfs, addr, group, e))?;
         let container = Arc::new(container);
@@ -179,6 +186,7 @@ impl VfioDevice {
                 id: PciId { vendor: 0, device: 0 },
                 bars: [None; 6],
                 simulated: false,
+                dma: true,
             },
             addr,
             sysfs_path: dir,
@@ -194,7 +202,7 @@ impl VfioDevice {
             vendor: this.config_read16(cfg::VENDOR_ID)?,
             device: this.config_read16(cfg::DEVICE_ID)?,
         };
-        this.enable_memory_and_bus_master()?;
+        this.set_command_bits(cfg::CMD_MEMORY, "memory decoding")?;
         this.map_bars()?;
         Ok(this)
     }
@@ -250,21 +258,34 @@ impl VfioDevice {
         self.region_pwrite(VFIO_PCI_CONFIG_REGION_INDEX, offset, &value.to_le_bytes())
     }
 
-    /// Sets memory-space and bus-master enable in the command register and checks they stuck.
-    pub fn enable_memory_and_bus_master(&self) -> Result<()> {
-        let want = cfg::CMD_MEMORY | cfg::CMD_BUS_MASTER;
+    /// Sets bits of the command register and checks they stuck (VFIO virtualises parts of config
+    /// space, and a write that silently did nothing must not go unnoticed).
+    fn set_command_bits(&self, bits: u16, what: &str) -> Result<()> {
         let cmd = self.config_read16(cfg::COMMAND)?;
-        if cmd & want != want {
-            self.config_write16(cfg::COMMAND, cmd | want)?;
+        if cmd & bits != bits {
+            self.config_write16(cfg::COMMAND, cmd | bits)?;
         }
         let back = self.config_read16(cfg::COMMAND)?;
-        if back & want != want {
+        if back & bits != bits {
             return Err(self.io_err(
-                format!("enable memory and bus mastering (command register reads {back:#06x} after writing {:#06x})", cmd | want),
+                format!(
+                    "enable {what} (command register reads {back:#06x} after writing {:#06x})",
+                    cmd | bits
+                ),
                 std::io::ErrorKind::Other.into(),
             ));
         }
         Ok(())
+    }
+
+    /// Sets memory-space and bus-master enable in the command register and checks they stuck.
+    /// (Open enables memory only; the first DMA mapping enables bus mastering, so `probe` leaves
+    /// a card that never did DMA as it found it.)
+    pub fn enable_memory_and_bus_master(&self) -> Result<()> {
+        self.set_command_bits(
+            cfg::CMD_MEMORY | cfg::CMD_BUS_MASTER,
+            "memory decoding and bus mastering",
+        )
     }
 
     /// Maps every present BAR: mmap where VFIO allows it, else register access by pread/pwrite.
@@ -277,13 +298,7 @@ impl VfioDevice {
                 continue;
             }
             let region_offset = self.dev.get_region_offset(index);
-            let mut access = BarAccess::File {
-                file: self.dev_file.clone(),
-                base: region_offset,
-                len: size,
-                bar,
-                device: self.info.name.clone(),
-            };
+            let mut access = self.read_write_access(bar, size);
             if self.dev.get_region_flags(index) & VFIO_REGION_INFO_FLAG_MMAP != 0 {
                 let map_len = size.div_ceil(page).saturating_mul(page);
                 let mapped = usize::try_from(map_len).ok().and_then(|len| {
@@ -305,6 +320,28 @@ impl VfioDevice {
             }
             self.bars[usize::from(bar)] = Some(access);
             self.info.bars[usize::from(bar)] = Some(size);
+        }
+        Ok(())
+    }
+
+    /// Register access to BAR `bar` (`len` bytes) by pread/pwrite on the device fd.
+    fn read_write_access(&self, bar: u8, len: u64) -> BarAccess {
+        let index = VFIO_PCI_BAR0_REGION_INDEX + u32::from(bar);
+        BarAccess::File {
+            file: self.dev_file.clone(),
+            base: self.dev.get_region_offset(index),
+            len,
+            bar,
+            device: self.info.name.clone(),
+        }
+    }
+
+    /// Switches BAR `bar` to pread/pwrite access on the device fd, the path used when VFIO will
+    /// not mmap a BAR. Public so the QEMU guest test can prove that path on a real kernel.
+    pub fn use_read_write_access(&mut self, bar: u8) -> Result<()> {
+        let access = self.read_write_access(bar, self.bar(bar)?.len());
+        if let Some(slot) = self.bars.get_mut(usize::from(bar)) {
+            *slot = Some(access);
         }
         Ok(())
     }
@@ -422,6 +459,9 @@ impl Device for VfioDevice {
     }
 
     fn dma_alloc(&mut self, len: usize) -> Result<DmaBuffer> {
+        // The device needs bus mastering to reach the buffer; a reset or another user may have
+        // cleared it since the last mapping.
+        self.enable_memory_and_bus_master()?;
         let page = page_size();
         let rounded = len.max(1).checked_next_multiple_of(page).ok_or_else(|| Error::Dma {
             device: self.info.name.clone(),
@@ -513,8 +553,12 @@ impl Device for VfioDevice {
             }
             Err(e) => return Err(self.io_err("reset the device (VFIO_DEVICE_RESET)", e.into())),
         }
-        // A reset clears the command register on some devices: restore and check.
-        self.enable_memory_and_bus_master()
+        // A reset clears the command register on some devices: restore what was on, and check.
+        if self.mapped.is_empty() {
+            self.set_command_bits(cfg::CMD_MEMORY, "memory decoding")
+        } else {
+            self.enable_memory_and_bus_master()
+        }
     }
 
     fn wait_interrupt(&mut self, timeout: Duration) -> Result<bool> {
@@ -575,7 +619,7 @@ impl Drop for VfioDevice {
 mod tests {
     use super::*;
     use crate::hw::pci::tests::FakeSysfs;
-    use crate::hw::pci::{CHIP_CARD_240M, MODULE_CARD};
+    use crate::hw::pci::CHIP_CARD_240M;
 
     const PAGE: u64 = 4096;
 
@@ -652,6 +696,10 @@ mod tests {
         let err = VfioDevice::open_in(&f.sysfs(), addr("0000:05:00.0")).unwrap_err().to_string();
         assert!(err.contains("no IOMMU group"), "{err}");
         assert!(err.contains("intel_iommu=on"), "{err}");
+        assert!(!err.contains("uio"), "chip cards cannot use uio: {err}");
+        f.add("0000:06:00.0", MODULE_CARD, 0x108000, Some("vfio-pci"), None);
+        let err = VfioDevice::open_in(&f.sysfs(), addr("0000:06:00.0")).unwrap_err().to_string();
+        assert!(err.contains("--device uio:0000:06:00.0"), "{err}");
     }
 
     #[test]

@@ -114,11 +114,13 @@ impl Engine {
         if self.control & xdma::CTRL_RUN == 0 || !self.busy() {
             return;
         }
+        // What the chips produced up to now; bytes arriving while this runs wait for the next
+        // register access (re-reading the clock here would never let a busy engine return).
+        let mut avail = stream.available();
         loop {
             if self.credit_mode() && self.credits == 0 {
                 return;
             }
-            let avail = stream.available();
             if avail == 0 {
                 return;
             }
@@ -147,7 +149,11 @@ impl Engine {
                     self.scratch.resize(n, 0);
                 }
                 stream.produce(&mut self.scratch[..n]);
-                if dma.write(d.dst + u64::from(self.filled), &self.scratch[..n]).is_err() {
+                avail -= n as u64;
+                if dma
+                    .write(d.dst.wrapping_add(u64::from(self.filled)), &self.scratch[..n])
+                    .is_err()
+                {
                     self.stop_with(xdma::ST_WRITE_DECERR);
                     return;
                 }
@@ -273,7 +279,8 @@ impl ChipCard {
                 running: false,
                 warmup_left: 0,
                 backlog: 0,
-                noise: Noise::new(seed, spec.bias, spec.fault, spec.fault_after),
+                noise: Noise::new(seed, spec.bias, spec.fault, spec.fault_after)
+                    .lasting(spec.fault_for),
                 pace: Pace::new(spec.unit_bytes_per_s()),
                 unit_bytes_per_s: spec.unit_bytes_per_s(),
                 bias: spec.bias,

@@ -133,6 +133,9 @@ pub struct SimSpec {
     pub fault: Option<Fault>,
     /// Bytes of noise produced before the fault starts.
     pub fault_after: u64,
+    /// Data faults only: bytes of noise the fault lasts before the source is healthy again (an
+    /// intermittent fault); `None` = it never clears.
+    pub fault_for: Option<u64>,
     /// Module cards: mask of modules present (default: all of the model's).
     pub modules: Option<u32>,
 }
@@ -197,6 +200,7 @@ impl FromStr for SimSpec {
             seed: None,
             fault: None,
             fault_after: 0,
+            fault_for: None,
             modules: None,
         };
         let mut seen = Vec::new();
@@ -226,6 +230,9 @@ impl FromStr for SimSpec {
                     })?)
                 }
                 "fault-after" => spec.fault_after = parse_int(v).ok_or_else(|| badv("a byte count"))?,
+                "fault-for" => {
+                    spec.fault_for = Some(parse_int(v).filter(|&n| n > 0).ok_or_else(|| badv("a non-zero byte count"))?)
+                }
                 "modules" => {
                     let m = parse_int(v).ok_or_else(|| badv("a module mask, e.g. 0xf"))?;
                     let all = (1u64 << model.units()) - 1;
@@ -239,7 +246,7 @@ impl FromStr for SimSpec {
                 }
                 _ => {
                     return Err(bad(format!(
-                        "unknown key {k:?} (expected rate, bias, seed, fault, fault-after or modules)"
+                        "unknown key {k:?} (expected rate, bias, seed, fault, fault-after, fault-for or modules)"
                     )))
                 }
             }
@@ -257,6 +264,16 @@ impl FromStr for SimSpec {
         }
         if spec.fault.is_none() && seen.contains(&"fault-after") {
             return Err(bad("fault-after= needs a fault=".into()));
+        }
+        if spec.fault_for.is_some()
+            && !matches!(
+                spec.fault,
+                Some(Fault::Stuck0 | Fault::Stuck1 | Fault::Repeat | Fault::Bias)
+            )
+        {
+            return Err(bad(
+                "fault-for= applies to the data faults stuck0, stuck1, repeat and bias only".into(),
+            ));
         }
         Ok(spec)
     }
@@ -336,6 +353,7 @@ impl SimDevice {
             id: spec.model.pci_id(),
             bars,
             simulated: true,
+            dma: true,
         };
         Ok(SimDevice { info, spec, card, dma: DmaTable::new() })
     }

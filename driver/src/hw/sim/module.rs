@@ -52,7 +52,8 @@ impl ModuleCard {
             head: 0,
             len: 0,
             overflow: false,
-            noise: Noise::new(seed, spec.bias, spec.fault, spec.fault_after),
+            noise: Noise::new(seed, spec.bias, spec.fault, spec.fault_after)
+                .lasting(spec.fault_for),
             pace: Pace::new(spec.unit_bytes_per_s()),
             unit_bytes_per_s: spec.unit_bytes_per_s(),
             owed: 0,

@@ -51,6 +51,8 @@ fn sim_spec_rejects_bad_input_clearly() {
         ("pcie-40m?modules=1", "module cards only"),
         ("pcie-4m?modules=0x2", "non-empty mask within 0x1"),
         ("pcie-4m?fault-after=5", "needs a fault"),
+        ("pcie-4m?fault=unplug&fault-for=5", "data faults"),
+        ("pcie-4m?fault=stuck0&fault-for=0", "non-zero byte count"),
         ("pcie-4m?rate", "not key=value"),
         ("pcie-4m?rate=1&rate=2", "given twice"),
     ];

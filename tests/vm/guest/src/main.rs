@@ -10,6 +10,9 @@
 
 use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use quantis_driver::hw::pci::{cfg, CHIP_CARD_240M, CHIP_CARD_40M, MODULE_CARD};
@@ -188,6 +191,18 @@ fn edu_dma(dev: &mut dyn Device, src: u64, dst: u64, len: usize, cmd: u32) -> Re
     Ok(())
 }
 
+/// A reset either works or is refused with the reason (edu offers no reset method).
+fn check_reset(dev: &mut dyn Device, rep: &mut Report) {
+    rep.check(
+        "device reset",
+        match dev.reset() {
+            Ok(()) => Ok("reset done".into()),
+            Err(Error::Unsupported { why, .. }) => Ok(format!("refused clearly: {why}")),
+            Err(other) => Err(e(other)),
+        },
+    );
+}
+
 /// With nothing raised, a wait must time out (no spurious or stale interrupt).
 fn check_quiet(dev: &mut dyn Device, rep: &mut Report) {
     rep.check(
@@ -257,29 +272,26 @@ fn vfio_checks(addr: PciAddress, rep: &mut Report) {
     let mapped = dev.bar_is_mapped(0);
     check_basics(&mut dev, rep, "config space", mapped);
     rep.check(
-        "memory and bus master enabled in config space",
+        "memory decoding enabled in config space at open",
         dev.config_read16(cfg::COMMAND).map_err(e).and_then(|c| {
-            let want = cfg::CMD_MEMORY | cfg::CMD_BUS_MASTER;
-            if c & want == want {
+            if c & cfg::CMD_MEMORY != 0 {
                 Ok(format!("command {c:#06x}"))
             } else {
-                Err(format!("command {c:#06x} lacks {want:#06x}"))
+                Err(format!("command {c:#06x} lacks memory enable"))
             }
         }),
     );
-    // Bus mastering really gates DMA: turn it off and back on through config space, reading back.
+    // Clear bus mastering through config space; the first DMA mapping must turn it back on.
     rep.check(
-        "bus master toggled through config space",
+        "bus master cleared through config space",
         (|| {
             let c = dev.config_read16(cfg::COMMAND).map_err(e)?;
             dev.config_write16(cfg::COMMAND, c & !cfg::CMD_BUS_MASTER).map_err(e)?;
             let off = dev.config_read16(cfg::COMMAND).map_err(e)?;
-            dev.enable_memory_and_bus_master().map_err(e)?;
-            let on = dev.config_read16(cfg::COMMAND).map_err(e)?;
-            if off & cfg::CMD_BUS_MASTER == 0 && on & cfg::CMD_BUS_MASTER != 0 {
-                Ok(format!("{off:#06x} -> {on:#06x}"))
+            if off & cfg::CMD_BUS_MASTER == 0 {
+                Ok(format!("{c:#06x} -> {off:#06x}"))
             } else {
-                Err(format!("read {off:#06x} after clearing, {on:#06x} after setting"))
+                Err(format!("read {off:#06x} after clearing"))
             }
         })(),
     );
@@ -291,6 +303,10 @@ fn vfio_checks(addr: PciAddress, rep: &mut Report) {
         "DMA map and an edu DMA round trip verified byte for byte",
         (|| {
             let a = dev.dma_alloc(DMA_LEN).map_err(e)?;
+            let cmd = dev.config_read16(cfg::COMMAND).map_err(e)?;
+            if cmd & cfg::CMD_BUS_MASTER == 0 {
+                return Err(format!("dma_alloc left bus mastering off (command {cmd:#06x})"));
+            }
             let b = dev.dma_alloc(DMA_LEN).map_err(e)?;
             a.write(0, &pa);
             let (ia, ib) = (a.iova(), b.iova());
@@ -306,7 +322,9 @@ fn vfio_checks(addr: PciAddress, rep: &mut Report) {
             if got[DMA_LEN..].iter().any(|&x| x != 0) {
                 return Err("bytes past the transfer were written".into());
             }
-            Ok(format!("{DMA_LEN} bytes via IOVA {ia:#x} and {ib:#x}"))
+            Ok(format!(
+                "{DMA_LEN} bytes via IOVA {ia:#x} and {ib:#x}; bus master on (command {cmd:#06x})"
+            ))
         })(),
     );
 
@@ -386,15 +404,21 @@ fn vfio_checks(addr: PciAddress, rep: &mut Report) {
         rep.skip("DMA unmap and stale-IOVA checks", "the DMA round trip failed");
     }
 
+    check_reset(&mut dev, rep);
+    check_id_and_liveness(&mut dev, rep);
+    // The path for BARs VFIO will not mmap: one pread/pwrite on the device fd per register.
     rep.check(
-        "device reset",
-        match dev.reset() {
-            Ok(()) => Ok("VFIO_DEVICE_RESET done".into()),
-            Err(Error::Unsupported { why, .. }) => Ok(format!("refused clearly: {why}")),
-            Err(other) => Err(e(other)),
-        },
+        "BAR0 through pread/pwrite on the device fd",
+        dev.use_read_write_access(0).map_err(e).and_then(|()| {
+            if dev.bar_is_mapped(0) {
+                Err("still mapped".into())
+            } else {
+                Ok(String::new())
+            }
+        }),
     );
     check_id_and_liveness(&mut dev, rep);
+    check_bounds(&mut dev, rep);
     drop(dev);
     rep.check(
         "close and reopen (group released)",
@@ -404,6 +428,131 @@ fn vfio_checks(addr: PciAddress, rep: &mut Report) {
             .and_then(|v| if v == EDU_ID { Ok(String::new()) } else { Err(format!("id {v:#x}")) }),
     );
     wrong_driver_check(rep, |a| VfioDevice::open(a).map(|_| ()), "vfio-pci");
+    unprivileged_checks(addr, rep);
+}
+
+/// The IOMMU group node of a device, `/dev/vfio/N`.
+fn group_node(addr: PciAddress) -> Result<PathBuf, String> {
+    let link = format!("/sys/bus/pci/devices/{addr}/iommu_group");
+    let target = std::fs::read_link(&link).map_err(|err| format!("read {link}: {err}"))?;
+    let group = target.file_name().ok_or_else(|| format!("{link} has no group number"))?;
+    Ok(Path::new("/dev/vfio").join(group))
+}
+
+/// Runs this program again as user nobody (`child-open <addr> [memlock]`) and returns its output.
+fn as_nobody(addr: PciAddress, extra: &[&str]) -> Result<(bool, String), String> {
+    let out = Command::new("/proc/self/exe")
+        .arg("child-open")
+        .arg(addr.to_string())
+        .args(extra)
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .output()
+        .map_err(|err| format!("spawn the unprivileged child: {err}"))?;
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    Ok((out.status.success(), text.trim().to_owned()))
+}
+
+const NOBODY: u32 = 65534;
+const CHILD_MEMLOCK: u64 = 64 * 1024;
+
+/// Errors a real kernel gives an unprivileged user: no access to the group node, then (with
+/// access but without CAP_IPC_LOCK) a DMA mapping beyond RLIMIT_MEMLOCK.
+fn unprivileged_checks(addr: PciAddress, rep: &mut Report) {
+    let node = match group_node(addr) {
+        Ok(n) => n,
+        Err(why) => {
+            rep.check("unprivileged open", Err(why));
+            return;
+        }
+    };
+    let want = format!("permission denied opening {}", node.display());
+    rep.check(
+        "permission denied on /dev/vfio/N names the node",
+        as_nobody(addr, &[]).and_then(|(ok, text)| {
+            if !ok && text.contains(&want) {
+                Ok(text)
+            } else {
+                Err(format!("want a failure with {want:?}, got: {text}"))
+            }
+        }),
+    );
+    let owned = std::os::unix::fs::chown(&node, Some(NOBODY), Some(NOBODY));
+    rep.check(
+        "memlock limit too low for DMA names RLIMIT_MEMLOCK and the need",
+        owned.map_err(|err| format!("chown {}: {err}", node.display())).and_then(|()| {
+            let (ok, text) = as_nobody(addr, &["memlock"])?;
+            let limit = format!("RLIMIT_MEMLOCK is {CHILD_MEMLOCK} bytes");
+            let need = format!("at least {} bytes", 4096 + (1 << 20));
+            if !ok
+                && text.contains("small DMA map ok")
+                && text.contains(&limit)
+                && text.contains(&need)
+            {
+                Ok(text.lines().last().unwrap_or_default().to_owned())
+            } else {
+                Err(format!("want {limit:?} and {need:?}, got: {text}"))
+            }
+        }),
+    );
+    let _ = std::os::unix::fs::chown(&node, Some(0), Some(0));
+}
+
+/// The unprivileged child: opens the device; with `memlock`, lowers RLIMIT_MEMLOCK, maps one
+/// page (must work) and then 1 MiB (must fail). Exits 0 only if everything succeeded.
+fn child_open(addr: PciAddress, memlock: bool) -> i32 {
+    if memlock {
+        use nix::sys::resource::{setrlimit, Resource};
+        if let Err(err) = setrlimit(Resource::RLIMIT_MEMLOCK, CHILD_MEMLOCK, CHILD_MEMLOCK) {
+            println!("setrlimit: {err}");
+            return 3;
+        }
+    }
+    let mut dev = match VfioDevice::open(addr) {
+        Ok(d) => d,
+        Err(err) => {
+            println!("{err}");
+            return 1;
+        }
+    };
+    if !memlock {
+        println!("opened");
+        return 0;
+    }
+    match dev.dma_alloc(4096) {
+        Ok(_) => println!("small DMA map ok"),
+        Err(err) => {
+            println!("{err}");
+            return 1;
+        }
+    }
+    match dev.dma_alloc(1 << 20) {
+        Ok(_) => {
+            println!("1 MiB DMA map unexpectedly succeeded");
+            0
+        }
+        Err(err) => {
+            println!("{err}");
+            1
+        }
+    }
+}
+
+/// Two edu devices behind one PCIe-to-PCI bridge share an IOMMU group; with one bound to vfio-pci
+/// and the other to uio_pci_generic, opening the first must fail naming the group and the other.
+fn not_viable_check(addr: PciAddress, other: PciAddress, rep: &mut Report) {
+    let want = format!("{other} (bound to uio_pci_generic)");
+    rep.check(
+        "group not viable names the group and the other devices in it",
+        match VfioDevice::open(addr) {
+            Err(err @ Error::GroupNotViable { .. }) if err.to_string().contains(&want) => {
+                Ok(err.to_string())
+            }
+            Err(err) => Err(format!("want GroupNotViable naming {want:?}, got: {err}")),
+            Ok(_) => Err("opened a device whose group is not viable".into()),
+        },
+    );
 }
 
 /// Opening the host bridge (00:00.0, never bound to vfio-pci or uio) names its driver and the fix.
@@ -476,32 +625,31 @@ fn uio_checks(addr: PciAddress, rep: &mut Report) {
             Ok(format!("command was {c:#06x}; second interrupt {second}"))
         })(),
     );
+    check_reset(&mut dev, rep);
     check_id_and_liveness(&mut dev, rep);
     wrong_driver_check(rep, |a| UioDevice::open(a).map(|_| ()), "uio_pci_generic");
 }
 
+fn parse_addr(s: &str) -> PciAddress {
+    s.parse().unwrap_or_else(|err| {
+        eprintln!("vm_guest: {err}");
+        std::process::exit(2);
+    })
+}
+
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let (mode, addr) = match args.as_slice() {
-        [_, mode, addr] => (mode.as_str(), addr.parse::<PciAddress>()),
-        _ => {
-            eprintln!("usage: vm_guest vfio|uio <pci-address>");
-            std::process::exit(2);
-        }
-    };
-    let addr = match addr {
-        Ok(a) => a,
-        Err(err) => {
-            eprintln!("vm_guest: {err}");
-            std::process::exit(2);
-        }
-    };
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut rep = Report { passed: 0, failed: 0, skipped: 0 };
-    match mode {
-        "vfio" => vfio_checks(addr, &mut rep),
-        "uio" => uio_checks(addr, &mut rep),
-        other => {
-            eprintln!("vm_guest: unknown mode {other:?} (vfio or uio)");
+    let mode = args.first().copied().unwrap_or_default();
+    match args.as_slice() {
+        ["vfio", a] => vfio_checks(parse_addr(a), &mut rep),
+        ["uio", a] => uio_checks(parse_addr(a), &mut rep),
+        ["vfio-not-viable", a, b] => not_viable_check(parse_addr(a), parse_addr(b), &mut rep),
+        ["child-open", a] => std::process::exit(child_open(parse_addr(a), false)),
+        ["child-open", a, "memlock"] => std::process::exit(child_open(parse_addr(a), true)),
+        _ => {
+            eprintln!("usage: vm_guest vfio|uio <pci-address> | vfio-not-viable <address> <group-peer-address>");
             std::process::exit(2);
         }
     }

@@ -1,0 +1,74 @@
+//! BENCHMARK FEEDER — NOT AN ENTROPY SOURCE.
+//!
+//! Keeps a ring full of a seeded pseudo-random stream so `bridge/bench/http.sh` can measure the HTTP
+//! path of qrng-bridge without a card. The ring is labelled `simulated` (serial "BENCH-FEEDER"), so
+//! every response says so. It is an example, never built into or started by the product.
+//!
+//! `cargo run --release -p qrng-bridge --example bench_feeder -- --ring /dev/shm/b/qrng0.ring`
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use quantis_driver::ring::{Health, HealthParams, Identity, Producer, Reason, RingOptions};
+
+fn arg(args: &[String], name: &str) -> Option<String> {
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
+}
+
+/// xorshift64*: fast, seeded, and plainly not a cryptographic or physical source.
+fn fill(seed: u64, buf: &mut [u8]) {
+    let mut x = seed | 1;
+    for chunk in buf.chunks_mut(8) {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        let v = x.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes();
+        chunk.copy_from_slice(&v[..chunk.len()]);
+    }
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    let ring = PathBuf::from(
+        arg(&args, "--ring").ok_or("usage: bench_feeder --ring PATH [--capacity N] [--seed S]")?,
+    );
+    let capacity: u64 = arg(&args, "--capacity").map_or(Ok(64 << 20), |v| v.parse())?;
+    let seed: u64 = arg(&args, "--seed").map_or(Ok(1), |v| v.parse())?;
+
+    // A 16 MiB pre-generated block written round and round: the feeder must outrun the bridge.
+    let mut block = vec![0u8; 16 << 20];
+    fill(seed, &mut block);
+
+    let mut p = Producer::open(&ring, &RingOptions { capacity, mode: 0o600, group: None })?;
+    p.set_identity(&Identity {
+        model: "bench-feeder".into(),
+        serial: "BENCH-FEEDER".into(),
+        modules: 1,
+        simulated: true,
+        extractor: "none".into(),
+    });
+    p.set_health_params(&HealthParams {
+        min_entropy_milli: 0,
+        rct_cutoff: 0,
+        apt_window: 0,
+        apt_cutoff: 0,
+    });
+    p.heartbeat();
+    p.set_health(Health::Ok, Reason::None);
+    let mut pos = 0usize;
+    let mut last_beat = Instant::now();
+    loop {
+        let free = p.free()?;
+        if free == 0 {
+            std::thread::sleep(Duration::from_micros(200));
+        } else {
+            let end = (pos + free).min(block.len());
+            let n = p.write(&block[pos..end])?;
+            pos = (pos + n) % block.len();
+        }
+        if last_beat.elapsed() >= Duration::from_millis(100) {
+            p.heartbeat();
+            last_beat = Instant::now();
+        }
+    }
+}
