@@ -109,7 +109,7 @@ impl Proc {
     }
 
     /// Sends SIGTERM and waits for a clean exit; returns whether it exited with status 0.
-    pub fn terminate(mut self) -> bool {
+    pub fn terminate(&mut self) -> bool {
         let _ = nix::sys::signal::kill(self.pid(), nix::sys::signal::SIGTERM);
         let end = Instant::now() + PATIENCE;
         loop {
@@ -122,11 +122,7 @@ impl Proc {
     }
 
     /// Kills with SIGKILL (a crash) and reaps.
-    pub fn kill(mut self) {
-        self.kill_now();
-    }
-
-    fn kill_now(&mut self) {
+    pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -140,7 +136,7 @@ impl Proc {
 impl Drop for Proc {
     fn drop(&mut self) {
         if self.child.try_wait().ok().flatten().is_none() {
-            self.kill_now();
+            self.kill();
         }
     }
 }
@@ -192,6 +188,16 @@ impl Bridge {
         Bridge { proc, addr, mount: mount.to_path_buf() }
     }
 
+    /// Kills the bridge with SIGKILL (a crash): its mount is left dead.
+    pub fn kill(&mut self) {
+        self.proc.kill();
+    }
+
+    /// Stops the bridge with SIGTERM; returns whether it exited cleanly.
+    pub fn terminate(&mut self) -> bool {
+        self.proc.terminate()
+    }
+
     /// The device file of `name`.
     pub fn file(&self, name: &str) -> PathBuf {
         self.mount.join(name)
@@ -225,6 +231,21 @@ impl Bridge {
         }
         assert_eq!(r.body.len(), n, "binary body of the asked length");
         Ok(r.body)
+    }
+}
+
+impl Drop for Bridge {
+    /// Stops the bridge cleanly, and detaches a mount a killed bridge left behind, so tests leave
+    /// no mounts.
+    fn drop(&mut self) {
+        if !self.proc.exited() {
+            let _ = self.proc.terminate();
+        }
+        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let m = self.mount.to_string_lossy();
+        if info.lines().any(|l| l.split(' ').nth(4) == Some(&*m)) {
+            let _ = nix::mount::umount2(&self.mount, nix::mount::MntFlags::MNT_DETACH);
+        }
     }
 }
 
@@ -332,6 +353,7 @@ pub fn reference_stream(spec: &str, n: usize, dir: &Path) -> Vec<u8> {
             std::thread::sleep(Duration::from_millis(2));
         }
     }
+    let mut driver = driver;
     driver.kill();
     out
 }

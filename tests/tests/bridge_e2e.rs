@@ -106,7 +106,7 @@ fn e2e_a_bridge_restarted_mid_stream_serves_nothing_twice() {
     let placement = Placement::new(reference_stream(spec, 16 << 20, d._tmp.path()));
     let _driver = start_driver(spec, &d.rings.join("qrng0.ring"));
 
-    let first = Bridge::start(&d.rings, &d.mount, &[]);
+    let mut first = Bridge::start(&d.rings, &d.mount, &[]);
     wait_health(&first, "qrng0", "ok");
     let mut chunks = Vec::new();
     // Readers running while the bridge is killed: their bytes up to the crash count too.
@@ -128,7 +128,7 @@ fn e2e_a_bridge_restarted_mid_stream_serves_nothing_twice() {
         chunks.push(first.http_bytes("qrng0", CHUNK).expect("HTTP before the crash"));
         chunks.push(read_exact_chunk(&first.file("qrng0")).expect("FUSE before the crash"));
     }
-    first.proc.kill();
+    first.kill();
     chunks.extend(fuse_reader.join().expect("reader"));
     let dead = std::fs::metadata(d.mount.join("qrng0")).expect_err("the crash left a dead mount");
     assert_eq!(dead.raw_os_error(), Some(libc::ENOTCONN), "{dead}");
@@ -154,7 +154,7 @@ fn e2e_a_driver_killed_and_restarted_is_picked_up_without_restarting_the_bridge(
     let _one = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let d = dirs();
     let ring = d.rings.join("qrng0.ring");
-    let driver = start_driver("sim:pcie-16m?rate=0&seed=3", &ring);
+    let mut driver = start_driver("sim:pcie-16m?rate=0&seed=3", &ring);
     let mut bridge = Bridge::start(&d.rings, &d.mount, &["--heartbeat-timeout-ms", "500"]);
     wait_health(&bridge, "qrng0", "ok");
     let epoch = bridge.device("qrng0").expect("listed")["epoch"].as_u64().expect("epoch");
@@ -190,7 +190,8 @@ fn e2e_a_failed_card_gives_503_and_eio_and_recovers() {
     let _one = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let d = dirs();
     let ring = d.rings.join("qrng0.ring");
-    let faulty = start_driver("sim:pcie-16m?rate=0&seed=5&fault=stuck0&fault-after=1000000", &ring);
+    let mut faulty =
+        start_driver("sim:pcie-16m?rate=0&seed=5&fault=stuck0&fault-after=1000000", &ring);
     let bridge = Bridge::start(&d.rings, &d.mount, &[]);
     // Stuck output fails the health tests; recoveries fail too, so the ring stays FAILED.
     wait_until("FAILED for good", || {
@@ -225,7 +226,7 @@ fn e2e_hot_plug_files_and_devices_follow_the_drivers() {
     }
     let _one = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let d = dirs();
-    let bridge = Bridge::start(&d.rings, &d.mount, &[]);
+    let mut bridge = Bridge::start(&d.rings, &d.mount, &[]);
     assert_eq!(bridge.devices().as_array().map(Vec::len), Some(0));
     let files = || -> Vec<String> {
         let mut v: Vec<String> = std::fs::read_dir(&d.mount)
@@ -240,7 +241,7 @@ fn e2e_hot_plug_files_and_devices_follow_the_drivers() {
     // Plug in two cards.
     let ring0 = d.rings.join("qrng0.ring");
     let ring1 = d.rings.join("qrng1.ring");
-    let card0 = start_driver("sim:pcie-16m?rate=0&seed=7", &ring0);
+    let mut card0 = start_driver("sim:pcie-16m?rate=0&seed=7", &ring0);
     wait_health(&bridge, "qrng0", "ok");
     assert_eq!(files(), vec!["qrng0"]);
     read_exact_chunk(&bridge.file("qrng0")).expect("new card readable");
@@ -276,7 +277,7 @@ fn e2e_hot_plug_files_and_devices_follow_the_drivers() {
     let _again = start_driver("sim:pcie-16m?rate=0&seed=9", &ring0);
     wait_health(&bridge, "qrng0", "ok");
     read_exact_chunk(&bridge.file("qrng0")).expect("re-plugged card readable");
-    assert!(bridge.proc.terminate(), "bridge exits cleanly on SIGTERM");
+    assert!(bridge.terminate(), "bridge exits cleanly on SIGTERM");
     assert!(
         qrng_bridge_mount_gone(&d.mount),
         "the bridge unmounted its device directory on SIGTERM"

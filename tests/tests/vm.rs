@@ -7,7 +7,10 @@ use std::process::Command;
 
 #[test]
 fn vm_vfio_and_uio_paths_in_qemu_guests() {
-    let have_qemu = Command::new("qemu-system-x86_64").arg("--version").output().is_ok_and(|o| o.status.success());
+    let have_qemu = Command::new("qemu-system-x86_64")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
     let required = std::env::var("QRNG_REQUIRE_TOOLS").is_ok_and(|v| v == "1");
     if !have_qemu && !required {
         eprintln!("SKIP vm tests: qemu-system-x86_64 is not installed (apt-get install qemu-system-x86, or run .ci/run)");
