@@ -16,7 +16,7 @@ set -euo pipefail
 RING=${RING:-256M}
 SUSTAINED_MB=${SUSTAINED_MB:-2048}
 SMALL_COUNT=${SMALL_COUNT:-50000}
-PORT=${PORT:-18090}
+PORT=${PORT:-$((20000 + RANDOM % 20000))}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 WORK=$(mktemp -d /dev/shm/qrng-fuse-bench.XXXXXX)
@@ -58,7 +58,10 @@ pids+=($!)
 "$TARGET/release/qrng-bridge" --ring-dir "$WORK/rings" --mount "$WORK/dev" \
     --listen "127.0.0.1:$PORT" >"$WORK/bridge.log" 2>&1 &
 pids+=($!)
+bridge_pid=$!
 for _ in $(seq 400); do [ -e "$WORK/dev/qrng0" ] && break; sleep 0.05; done
+alive() { kill -0 "$bridge_pid" 2>/dev/null || { echo "qrng-bridge exited:"; cat "$WORK/bridge.log"; exit 1; }; }
+alive
 [ -e "$WORK/dev/qrng0" ] || { echo "device file did not appear"; cat "$WORK/bridge.log"; exit 1; }
 
 # Wait until the driver has filled the ring (nobody reads meanwhile).
@@ -67,6 +70,7 @@ for _ in $(seq 600); do
     [ "${fill:-0}" -ge $(((ring_mib - 1) << 20)) ] && break
     sleep 0.1
 done
+alive
 echo "== burst: dd bs=1M of a full ring ($((ring_mib - 1)) MiB; ring fill was ${fill:-?} bytes)"
 ddrate if="$WORK/dev/qrng0" of=/dev/null bs=1M count=$((ring_mib - 1))
 
