@@ -6,7 +6,8 @@
 //! Times are the benchmark thread's CPU time (CLOCK_THREAD_CPUTIME_ID), not wall time: the build
 //! machines are shared and heavily loaded, and wall time would mostly measure the scheduler.
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::measurement::WallTime;
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
 use quantis_driver::entropy::extract::{
     Blocked, MatrixExtractor, Shape, ToeplitzExtractor, VonNeumann,
 };
@@ -72,17 +73,9 @@ fn bench(c: &mut Criterion) {
             })
         });
     }
-    let mut vn = VonNeumann::new();
     let mut out = Vec::with_capacity(LEN);
-    g.bench_function("von neumann (input bytes)", |b| {
-        b.iter_custom(|iters| {
-            cpu_timed(iters, || {
-                out.clear();
-                vn.feed(black_box(&input), &mut out);
-                black_box(&out);
-            })
-        })
-    });
+    let mut vn = VonNeumann::new();
+    bench_feed(&mut g, "von neumann (input bytes)", &input, &mut out, |i, o| vn.feed(i, o));
 
     for shape in Shape::OFFERED {
         let blocks = LEN / (shape.n / 8);
@@ -91,27 +84,13 @@ fn bench(c: &mut Criterion) {
         let m = MatrixExtractor::from_idq_bytes(shape, &random(2, shape.matrix_bytes()))
             .expect("valid matrix");
         let mut bm = Blocked::new(m);
-        g.bench_function(format!("matrix {}x{} (output bytes)", shape.n, shape.k), |b| {
-            b.iter_custom(|iters| {
-                cpu_timed(iters, || {
-                    out.clear();
-                    bm.feed(black_box(&input), &mut out);
-                    black_box(&out);
-                })
-            })
-        });
+        let name = format!("matrix {}x{} (output bytes)", shape.n, shape.k);
+        bench_feed(&mut g, &name, &input, &mut out, |i, o| bm.feed(i, o));
         let t = ToeplitzExtractor::from_seed(shape, &random(3, shape.seed_bytes()))
             .expect("valid seed");
         let mut bt = Blocked::new(t);
-        g.bench_function(format!("toeplitz {}x{} (output bytes)", shape.n, shape.k), |b| {
-            b.iter_custom(|iters| {
-                cpu_timed(iters, || {
-                    out.clear();
-                    bt.feed(black_box(&input), &mut out);
-                    black_box(&out);
-                })
-            })
-        });
+        let name = format!("toeplitz {}x{} (output bytes)", shape.n, shape.k);
+        bench_feed(&mut g, &name, &input, &mut out, |i, o| bt.feed(i, o));
         g.bench_function(format!("memcpy baseline ({out_len} B)"), |b| {
             b.iter_custom(|iters| {
                 cpu_timed(iters, || {
@@ -122,6 +101,25 @@ fn bench(c: &mut Criterion) {
         });
     }
     g.finish();
+}
+
+/// Benchmarks one conditioning stage fed the whole input buffer per iteration.
+fn bench_feed(
+    g: &mut BenchmarkGroup<'_, WallTime>,
+    name: &str,
+    input: &[u8],
+    out: &mut Vec<u8>,
+    mut feed: impl FnMut(&[u8], &mut Vec<u8>),
+) {
+    g.bench_function(name, |b| {
+        b.iter_custom(|iters| {
+            cpu_timed(iters, || {
+                out.clear();
+                feed(black_box(input), out);
+                black_box(&out);
+            })
+        })
+    });
 }
 
 criterion_group!(benches, bench);

@@ -3,6 +3,7 @@
 //! served twice.
 
 pub mod idq;
+pub mod packaging;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};

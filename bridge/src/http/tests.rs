@@ -624,3 +624,39 @@ async fn hostile_parameters_never_break_the_server() {
         }
     }
 }
+
+/// Graceful shutdown: a request already waiting for entropy when shutdown starts is still answered.
+#[tokio::test]
+async fn shutdown_drains_a_request_in_flight() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let f = fixture_with(HttpConfig { wait: Duration::from_secs(30), ..HttpConfig::default() }, 0);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serve(listener, f.state.clone(), async move {
+        let _ = rx.await;
+    }));
+    let client = tokio::spawn(async move {
+        let mut conn = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        conn.write_all(b"GET /api/v1/random/bytes?length=8&format=binary HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("write");
+        let mut resp = Vec::new();
+        conn.read_to_end(&mut resp).await.expect("read");
+        resp
+    });
+    let d = f.state.dispenser().clone();
+    tokio::task::spawn_blocking(move || {
+        while d.devices()[0].requests_waiting == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    })
+    .await
+    .expect("queued");
+    tx.send(()).expect("shutdown");
+    f.ring.push(&pattern(8));
+    let resp = client.await.expect("client");
+    assert!(resp.starts_with(b"HTTP/1.1 200 OK"), "{}", String::from_utf8_lossy(&resp));
+    assert!(resp.ends_with(&pattern(8)));
+    server.await.expect("join").expect("serve");
+}

@@ -19,7 +19,7 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use super::{Error, Result};
+use super::{kernels, Error, Result};
 
 /// Extractor input/output sizes in bits (n → k). Both multiples of 64.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,6 +44,18 @@ impl Shape {
     pub fn seed_bytes(self) -> usize {
         (self.n + self.k - 1).div_ceil(8)
     }
+    /// Checks the shape is one the extractors support (n, k multiples of 64, k < n) and that
+    /// `len` bytes of matrix or seed are the `need` bytes it takes.
+    fn validate(self, what: &str, len: usize, need: usize) -> std::result::Result<(), String> {
+        if !self.n.is_multiple_of(64) || !self.k.is_multiple_of(64) || self.k >= self.n {
+            return Err(format!("unsupported {what} shape {}→{}", self.n, self.k));
+        }
+        if len != need {
+            return Err(format!("{len} bytes where {need} are needed"));
+        }
+        Ok(())
+    }
+
     fn in_bytes(self) -> usize {
         self.n / 8
     }
@@ -139,23 +151,16 @@ impl Tables {
 }
 
 #[inline(always)]
-fn xor_entry<const KW: usize>(acc: &mut [u64; KW], e: &[u64]) {
-    let e: &[u64; KW] = e.try_into().expect("table entry has KW words");
-    for w in 0..KW {
-        acc[w] ^= e[w];
-    }
-}
-
-#[inline(always)]
 fn write_words(acc: &[u64], out: &mut [u8]) {
     for (o, w) in out.chunks_exact_mut(8).zip(acc) {
         o.copy_from_slice(&w.to_le_bytes());
     }
 }
 
-/// Input bits per table lookup in the matrix extractor. Nibbles (16 entries per position) keep
-/// the tables in L2: 384 KiB for 1024→768 and 1.75 MiB for 2048→1792, where byte-wide tables
-/// would need 3 MiB and 14 MiB and run from L3/DRAM (measured slower; see docs/entropy.md).
+/// Input bits per table lookup in the matrix extractor. Nibbles: 16 entries per position, tables
+/// of 384 KiB (1024→768) and 1.75 MiB (2048→1792) that stay in L2. Byte-wide positions halve the
+/// lookups but need 3 MiB and 14 MiB; measured no faster for 1024→768 (both ≈ 0.5× Toeplitz on the
+/// same run), so the smaller tables win.
 const MATRIX_TB: usize = 4;
 
 /// IDQ-compatible random-matrix extractor: y = M·x over GF(2) for every n-bit input block, with M
@@ -165,6 +170,7 @@ const MATRIX_TB: usize = 4;
 pub struct MatrixExtractor {
     shape: Shape,
     tables: Tables,
+    cpu: kernels::Cpu,
 }
 
 impl std::fmt::Debug for MatrixExtractor {
@@ -177,12 +183,7 @@ impl std::fmt::Debug for MatrixExtractor {
 impl MatrixExtractor {
     /// Builds the extractor from matrix bytes in IDQ's layout; the length must be n·k/8.
     pub fn from_idq_bytes(shape: Shape, m: &[u8]) -> std::result::Result<MatrixExtractor, String> {
-        if !shape.n.is_multiple_of(64) || !shape.k.is_multiple_of(64) || shape.k >= shape.n {
-            return Err(format!("unsupported matrix shape {}→{}", shape.n, shape.k));
-        }
-        if m.len() != shape.matrix_bytes() {
-            return Err(format!("{} bytes where {} are needed", m.len(), shape.matrix_bytes()));
-        }
+        shape.validate("matrix", m.len(), shape.matrix_bytes())?;
         let (kw, tb) = (shape.k / 64, MATRIX_TB);
         let bits = m.view_bits::<Lsb0>();
         let mut tables = Tables { words: Vec::with_capacity((shape.n / tb) * (kw << tb)), kw };
@@ -199,22 +200,13 @@ impl MatrixExtractor {
             }
             tables.push_position(&cols, tb);
         }
-        Ok(MatrixExtractor { shape, tables })
+        Ok(MatrixExtractor { shape, tables, cpu: kernels::Cpu::detect() })
     }
 
     /// Loads a matrix file; its size selects the shape (98,304 bytes: 1024→768; 458,752 bytes:
     /// 2048→1792). Anything else, or a missing file, is an error now rather than at first use.
     pub fn load(path: &Path) -> Result<MatrixExtractor> {
-        let data = read_small_file(path, "matrix", Shape::OFFERED.map(Shape::matrix_bytes))?;
-        let shape = Shape::OFFERED
-            .into_iter()
-            .find(|s| s.matrix_bytes() == data.len())
-            .expect("read_small_file checked the size");
-        MatrixExtractor::from_idq_bytes(shape, &data).map_err(|why| Error::BadFile {
-            what: "matrix",
-            path: path.to_owned(),
-            why,
-        })
+        load_sized(path, "matrix", Shape::matrix_bytes, MatrixExtractor::from_idq_bytes)
     }
 
     pub fn shape(&self) -> Shape {
@@ -229,21 +221,10 @@ impl MatrixExtractor {
     /// Extracts one block: `input` is n/8 bytes, `out` k/8 bytes.
     pub fn extract_block(&self, input: &[u8], out: &mut [u8]) {
         match self.tables.kw {
-            12 => self.block_const::<12>(input, out),
-            28 => self.block_const::<28>(input, out),
+            12 => kernels::matrix::<12, MATRIX_TB>(self.cpu, &self.tables.words, input, out),
+            28 => kernels::matrix::<28, MATRIX_TB>(self.cpu, &self.tables.words, input, out),
             _ => self.block_dyn(input, out),
         }
-    }
-
-    fn block_const<const KW: usize>(&self, input: &[u8], out: &mut [u8]) {
-        // Two nibble positions per input byte: low nibble = bits 8p..8p+4 (LSB first).
-        let mut acc = [0u64; KW];
-        for (tab, &b) in self.tables.words.chunks_exact(32 * KW).zip(input) {
-            let (lo, hi) = tab.split_at(16 * KW);
-            xor_entry::<KW>(&mut acc, &lo[(b & 15) as usize * KW..][..KW]);
-            xor_entry::<KW>(&mut acc, &hi[(b >> 4) as usize * KW..][..KW]);
-        }
-        write_words(&acc, out);
     }
 
     fn block_dyn(&self, input: &[u8], out: &mut [u8]) {
@@ -272,6 +253,7 @@ pub struct ToeplitzExtractor {
     /// contribution of input byte p is the k-bit window of g[x_p] starting at byte n/8 − p.
     g: Vec<u8>,
     gb: usize,
+    cpu: kernels::Cpu,
 }
 
 impl std::fmt::Debug for ToeplitzExtractor {
@@ -284,12 +266,7 @@ impl ToeplitzExtractor {
     /// Builds the extractor from a seed of n + k − 1 bits (whole bytes; the spare high bits of
     /// the last byte are ignored).
     pub fn from_seed(shape: Shape, seed: &[u8]) -> std::result::Result<ToeplitzExtractor, String> {
-        if !shape.n.is_multiple_of(64) || !shape.k.is_multiple_of(64) || shape.k >= shape.n {
-            return Err(format!("unsupported Toeplitz shape {}→{}", shape.n, shape.k));
-        }
-        if seed.len() != shape.seed_bytes() {
-            return Err(format!("{} bytes where {} are needed", seed.len(), shape.seed_bytes()));
-        }
+        shape.validate("Toeplitz", seed.len(), shape.seed_bytes())?;
         let sbits = shape.n + shape.k - 1;
         let gb = (shape.n + shape.k) / 8;
         let mut g = vec![0u8; 256 * gb];
@@ -312,22 +289,13 @@ impl ToeplitzExtractor {
                 g[b * gb + i] = g[prev * gb + i] ^ shifted[low].as_raw_slice()[i];
             }
         }
-        Ok(ToeplitzExtractor { shape, g, gb })
+        Ok(ToeplitzExtractor { shape, g, gb, cpu: kernels::Cpu::detect() })
     }
 
     /// Loads a seed file; its size selects the shape (224 bytes: 1024→768; 480 bytes:
     /// 2048→1792).
     pub fn load(path: &Path) -> Result<ToeplitzExtractor> {
-        let data = read_small_file(path, "toeplitz seed", Shape::OFFERED.map(Shape::seed_bytes))?;
-        let shape = Shape::OFFERED
-            .into_iter()
-            .find(|s| s.seed_bytes() == data.len())
-            .expect("read_small_file checked the size");
-        ToeplitzExtractor::from_seed(shape, &data).map_err(|why| Error::BadFile {
-            what: "toeplitz seed",
-            path: path.to_owned(),
-            why,
-        })
+        load_sized(path, "toeplitz seed", Shape::seed_bytes, ToeplitzExtractor::from_seed)
     }
 
     pub fn shape(&self) -> Shape {
@@ -342,25 +310,10 @@ impl ToeplitzExtractor {
     /// Extracts one block: `input` is n/8 bytes, `out` k/8 bytes.
     pub fn extract_block(&self, input: &[u8], out: &mut [u8]) {
         match self.shape.k / 8 {
-            96 => self.block_const::<96>(input, out),
-            224 => self.block_const::<224>(input, out),
+            96 => kernels::toeplitz::<96>(self.cpu, &self.g, self.gb, input, out),
+            224 => kernels::toeplitz::<224>(self.cpu, &self.g, self.gb, input, out),
             _ => self.block_dyn(input, out),
         }
-    }
-
-    fn block_const<const KB: usize>(&self, input: &[u8], out: &mut [u8]) {
-        let nb = self.shape.n / 8;
-        // Byte-wise XOR: no endianness work, and the compiler turns it into full-width vector
-        // XORs of unaligned windows.
-        let mut acc = [0u8; KB];
-        for (p, &b) in input.iter().enumerate() {
-            let row = &self.g[b as usize * self.gb..][..self.gb];
-            let win: &[u8; KB] = row[nb - p..][..KB].try_into().expect("window fits");
-            for (a, v) in acc.iter_mut().zip(win) {
-                *a ^= v;
-            }
-        }
-        out.copy_from_slice(&acc);
     }
 
     fn block_dyn(&self, input: &[u8], out: &mut [u8]) {
@@ -443,6 +396,22 @@ impl<E: BlockExtract> Blocked<E> {
     pub fn reset(&mut self) {
         self.pending.clear();
     }
+}
+
+/// Loads a matrix or seed file whose size (`size_of` one of the offered shapes) selects the shape,
+/// and builds the extractor from it. Missing, short or odd-sized files are errors naming the path.
+fn load_sized<T>(
+    path: &Path,
+    what: &'static str,
+    size_of: fn(Shape) -> usize,
+    build: fn(Shape, &[u8]) -> std::result::Result<T, String>,
+) -> Result<T> {
+    let data = read_small_file(path, what, Shape::OFFERED.map(size_of))?;
+    let shape = Shape::OFFERED
+        .into_iter()
+        .find(|&s| size_of(s) == data.len())
+        .expect("read_small_file checked the size");
+    build(shape, &data).map_err(|why| Error::BadFile { what, path: path.to_owned(), why })
 }
 
 /// Reads a whole small file and checks its length is one of `sizes`.
@@ -573,6 +542,9 @@ pub fn write_secret_file(path: &Path, what: &'static str, data: &[u8]) -> Result
     }
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    // A temporary file left by a crashed run with the same pid would block create_new; removing
+    // it does not follow symlinks, and create_new (O_EXCL) refuses anything that reappears.
+    let _ = fs::remove_file(&tmp);
     let mut f = fs::OpenOptions::new()
         .write(true)
         .create_new(true)

@@ -14,6 +14,8 @@
 
 use std::fmt;
 
+use super::kernels;
+
 /// Width of one raw sample.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -258,6 +260,7 @@ pub struct HealthTester {
     apt_left: u32,
     /// Sticky failure: once failed, nothing passes until restart().
     failed: Option<Failure>,
+    cpu: kernels::Cpu,
 }
 
 impl HealthTester {
@@ -272,6 +275,7 @@ impl HealthTester {
             apt_count: 0,
             apt_left: 0,
             failed: None,
+            cpu: kernels::Cpu::detect(),
         }
     }
 
@@ -301,10 +305,10 @@ impl HealthTester {
         if let Some(f) = &self.failed {
             return Err(f.clone());
         }
-        let (rct, apt) = match self.p.width {
+        let (rct, apt) = kernels::run(self.cpu, || match self.p.width {
             SampleWidth::Byte => (self.rct_bytes(raw), self.apt_bytes(raw)),
             SampleWidth::Bit => (self.rct_bits(raw), self.apt_bits(raw)),
-        };
+        });
         // Both tests scan the whole batch; report whichever fired first in sample order.
         let r = match (rct, apt) {
             (Err(a), Err(b)) => Err(if b.1 < a.1 { b } else { a }),
@@ -377,6 +381,7 @@ impl HealthTester {
         Ok(())
     }
 
+    #[inline(always)]
     fn rct_bytes(&mut self, raw: &[u8]) -> Result<(), (Test, u64, u32)> {
         let c = self.p.rct_cutoff;
         let mut base = 0u64;
@@ -408,6 +413,7 @@ impl HealthTester {
         Ok(())
     }
 
+    #[inline(always)]
     fn rct_bits(&mut self, raw: &[u8]) -> Result<(), (Test, u64, u32)> {
         let c = self.p.rct_cutoff;
         let mut base = 0u64;
@@ -430,6 +436,7 @@ impl HealthTester {
         Ok(())
     }
 
+    #[inline(always)]
     fn apt_bytes(&mut self, raw: &[u8]) -> Result<(), (Test, u64, u32)> {
         let cutoff = self.p.apt_cutoff;
         let mut i = 0usize;
@@ -467,6 +474,7 @@ impl HealthTester {
         Ok(())
     }
 
+    #[inline(always)]
     fn apt_bits(&mut self, raw: &[u8]) -> Result<(), (Test, u64, u32)> {
         let cutoff = self.p.apt_cutoff;
         // Windows are 512 samples = 64 bytes and start on byte boundaries (restarts do too).
@@ -528,6 +536,48 @@ impl HealthTester {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    /// The baseline and the fast (AVX2/POPCNT/BMI1/LZCNT) builds of the tests agree, sample for
+    /// sample, on inputs that fire at many places (the detected build is the fast one wherever
+    /// the CPU has it; elsewhere this compares the baseline with itself).
+    #[test]
+    fn baseline_and_fast_builds_agree() {
+        let mut x = 0x0123_4567_89AB_CDEFu64;
+        let mut fired = [0u32; 2];
+        for width in [SampleWidth::Byte, SampleWidth::Bit] {
+            let h = if width == SampleWidth::Byte { 2.0 } else { 0.5 };
+            let p = Params::new(width, h, 20).unwrap();
+            for round in 0..40 {
+                let raw: Vec<u8> = (0..5000)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        // Low-entropy rounds, so that both tests fire: two byte values, or
+                        // bits with P(1) = 1/8.
+                        match (round % 2, width) {
+                            (0, SampleWidth::Byte) => (x & 1) as u8,
+                            (0, SampleWidth::Bit) => (x & (x >> 8) & (x >> 16)) as u8,
+                            _ => x as u8,
+                        }
+                    })
+                    .collect();
+                let mut fast = HealthTester::new(p);
+                let mut base =
+                    HealthTester { cpu: kernels::Cpu::baseline(), ..HealthTester::new(p) };
+                for chunk in raw.chunks(333) {
+                    let (a, b) = (fast.process(chunk), base.process(chunk));
+                    assert_eq!(a, b, "{width} round {round}");
+                    if let Err(f) = a {
+                        fired[usize::from(f.test == Test::AdaptiveProportion)] += 1;
+                    }
+                }
+            }
+        }
+        assert!(fired[0] > 0 && fired[1] > 0, "both tests must have fired: {fired:?}");
+    }
+
     #[test]
     fn eq_prev_bytes_matches_bytewise_compare() {
         let mut x = 0x1234_5678_9ABC_DEF0u64;

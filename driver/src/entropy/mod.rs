@@ -6,6 +6,7 @@
 
 pub mod extract;
 pub mod health;
+mod kernels;
 pub mod sp800_22;
 
 use std::fmt;

@@ -287,7 +287,8 @@ fn healthy_sources_raise_no_alarm_over_a_long_run() {
         t.process(&buf).expect("healthy byte source raised an alarm");
     }
     // Bit mode on a biased but healthy source (P(1) = 0.55, H = 0.86 > 0.8): 1 MiB = 2^23 bits,
-    // 2^14 windows, per-window false alarm < 2^-40 for this source.
+    // 2^14 windows. For this source the RCT fires with ≈ 0.55^38 + 0.45^38 ≈ 2^-32.8 per sample
+    // (≈ 2^-9.8 over the run) and the APT with < 2^-40 per window.
     let p = Params::new(SampleWidth::Bit, 0.8, 30).unwrap();
     let mut t = HealthTester::new(p);
     let raw = biased_bytes(43, 1 << 20, 0.55);
@@ -332,6 +333,35 @@ fn gate_discards_startup_and_fails_closed() {
     let fresh = random_bytes(9, 3000);
     g.process(&fresh, &mut out).unwrap();
     assert!(out[before..] == fresh[1024..]);
+}
+
+#[test]
+fn gate_bit_mode_discards_two_windows_and_reports_params() {
+    let cfg = EntropyConfig {
+        min_entropy: EntropyConfig::default_min_entropy(SampleWidth::Bit),
+        sample: SampleWidth::Bit,
+        ..EntropyConfig::default()
+    };
+    let mut g = Gate::new(&cfg).unwrap();
+    assert_eq!(
+        g.params(),
+        HealthParams { min_entropy_milli: 800, rct_cutoff: 39, apt_window: 512, apt_cutoff: 361 }
+    );
+    let raw = random_bytes(15, 1000);
+    let mut out = Vec::new();
+    g.process(&raw[..100], &mut out).unwrap();
+    assert!(out.is_empty() && !g.started());
+    g.process(&raw[100..], &mut out).unwrap();
+    // 1024 bit samples = 128 bytes of start-up, discarded.
+    assert!(g.started());
+    assert!(out == raw[128..]);
+    // 39 equal bits in a row close the gate: 1 + 16 zero bits end the first batch (0x5A ends
+    // in a 0, LSB first), 24 more arrive in the second.
+    let mut out2 = Vec::new();
+    g.process(&[0x5A, 0x00, 0x00], &mut out2).unwrap();
+    let a = g.process(&[0x00, 0x00, 0x00], &mut out2).unwrap_err();
+    assert_eq!(a.reason, Reason::RepetitionCount);
+    assert_eq!(out2.len(), 3);
 }
 
 #[test]

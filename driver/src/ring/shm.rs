@@ -74,14 +74,14 @@ impl Shared {
         let src = self.ptr(DATA_OFFSET + at, dst.len() as u64).cast_const();
         // SAFETY: `ptr` checked that the whole range lies inside the mapping; `dst` is private
         // memory that cannot overlap the shared mapping.
-        unsafe { volatile_copy(src, dst.as_mut_ptr(), dst.len()) }
+        unsafe { copy_from_shared(src, dst.as_mut_ptr(), dst.len()) }
     }
 
     /// Copies `src` into the data area starting at data offset `at` (same contract as `read_data`).
     pub(crate) fn write_data(&self, at: u64, src: &[u8]) {
         let dst = self.ptr(DATA_OFFSET + at, src.len() as u64);
         // SAFETY: as in `read_data`, with the roles swapped.
-        unsafe { volatile_copy(src.as_ptr(), dst, src.len()) }
+        unsafe { copy_to_shared(src.as_ptr(), dst, src.len()) }
     }
 }
 
@@ -92,64 +92,77 @@ type Word = std::arch::x86_64::__m128i;
 type Word = u64;
 const WORD: usize = std::mem::size_of::<Word>();
 
-/// Copies `len` bytes with volatile accesses: aligned `Word`s (four at a time) where both sides
-/// share an alignment, unaligned 8-byte volatiles otherwise, bytes at the edges. Volatile keeps
-/// the compiler from assuming the shared side cannot change underneath it (the peer is another
-/// process); wide words keep it fast.
+/// Which side of a copy is the shared mapping: only that side needs volatile accesses (the peer
+/// is another process, so the compiler must not assume the memory is ours); the private side is
+/// ordinary memory and is accessed with plain unaligned loads and stores.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SharedSide {
+    Src,
+    Dst,
+}
+
+/// Copies `len` bytes: single bytes until the shared side is `Word`-aligned, then aligned
+/// volatile `Word` accesses on the shared side (four per step) paired with unaligned plain ones
+/// on the private side, then the last bytes.
 ///
 /// # Safety
 /// `src` must be valid for `len` reads and `dst` for `len` writes, and the ranges must not overlap.
-unsafe fn volatile_copy(src: *const u8, dst: *mut u8, len: usize) {
+unsafe fn volatile_copy_impl(src: *const u8, dst: *mut u8, len: usize, shared: SharedSide) {
+    let shared_addr = if shared == SharedSide::Src { src as usize } else { dst as usize };
+    let head = ((WORD - shared_addr % WORD) % WORD).min(len);
     let mut i = 0;
-    let misalign = (src as usize) % WORD;
-    if misalign == (dst as usize) % WORD {
-        let head = ((WORD - misalign) % WORD).min(len);
-        while i < head {
-            // SAFETY: i < len: in range of both buffers per the function contract.
-            unsafe { dst.add(i).write_volatile(src.add(i).read_volatile()) };
-            i += 1;
-        }
-        while i + 4 * WORD <= len {
-            // SAFETY: src+i and dst+i are WORD-aligned here and 4 words fit in both buffers.
-            unsafe {
-                let s = src.add(i).cast::<Word>();
-                let d = dst.add(i).cast::<Word>();
-                let (a, b, c, e) = (
+    while i < head {
+        // SAFETY: i < len: in range of both buffers per the function contract.
+        unsafe { dst.add(i).write_volatile(src.add(i).read_volatile()) };
+        i += 1;
+    }
+    while i + 4 * WORD <= len {
+        // SAFETY: the 4 words lie inside both buffers; the shared side is WORD-aligned here
+        // (volatile accesses need alignment), the private side uses unaligned accesses.
+        unsafe {
+            let s = src.add(i).cast::<Word>();
+            let d = dst.add(i).cast::<Word>();
+            if shared == SharedSide::Src {
+                let w = [
                     s.read_volatile(),
                     s.add(1).read_volatile(),
                     s.add(2).read_volatile(),
                     s.add(3).read_volatile(),
-                );
-                d.write_volatile(a);
-                d.add(1).write_volatile(b);
-                d.add(2).write_volatile(c);
-                d.add(3).write_volatile(e);
+                ];
+                d.cast::<[Word; 4]>().write_unaligned(w);
+            } else {
+                let w = s.cast::<[Word; 4]>().read_unaligned();
+                d.write_volatile(w[0]);
+                d.add(1).write_volatile(w[1]);
+                d.add(2).write_volatile(w[2]);
+                d.add(3).write_volatile(w[3]);
             }
-            i += 4 * WORD;
         }
-        while i + WORD <= len {
-            // SAFETY: aligned word access inside both buffers.
-            unsafe {
-                dst.add(i).cast::<Word>().write_volatile(src.add(i).cast::<Word>().read_volatile())
-            };
-            i += WORD;
-        }
-    } else {
-        while i + 8 <= len {
-            // SAFETY: 8 bytes inside both buffers; `[u8; 8]` has alignment 1, so any address is
-            // aligned for it.
-            unsafe {
-                let v = std::ptr::read_volatile(src.add(i).cast::<[u8; 8]>());
-                std::ptr::write_volatile(dst.add(i).cast::<[u8; 8]>(), v);
-            }
-            i += 8;
-        }
+        i += 4 * WORD;
     }
     while i < len {
         // SAFETY: i < len, in range of both buffers.
         unsafe { dst.add(i).write_volatile(src.add(i).read_volatile()) };
         i += 1;
     }
+}
+
+/// Copies out of the shared mapping into private memory.
+///
+/// # Safety
+/// As for [`volatile_copy_impl`]; `src` is the shared side.
+unsafe fn copy_from_shared(src: *const u8, dst: *mut u8, len: usize) {
+    // SAFETY: forwarded contract.
+    unsafe { volatile_copy_impl(src, dst, len, SharedSide::Src) }
+}
+
+/// Copies private memory into the shared mapping.
+///
+/// # Safety
+/// As for [`volatile_copy_impl`]; `dst` is the shared side.
+unsafe fn copy_to_shared(src: *const u8, dst: *mut u8, len: usize) {
+    // SAFETY: forwarded contract.
+    unsafe { volatile_copy_impl(src, dst, len, SharedSide::Dst) }
 }
 
 /// Takes the role's open-file-description lock: byte 0 of the file for the producer, byte 1 for
@@ -186,24 +199,26 @@ fn unsafe_zeroed_flock() -> libc::flock {
 
 #[cfg(test)]
 mod tests {
-    use super::volatile_copy;
+    use super::{copy_from_shared, copy_to_shared};
 
     #[test]
     fn ring_volatile_copy_matches_for_all_alignments() {
-        let src: Vec<u8> = (0..200u32).map(|i| (i * 7 + 3) as u8).collect();
-        for so in 0..8 {
-            for d_o in 0..8 {
-                for len in [0, 1, 7, 8, 9, 31, 32, 33, 100, 150] {
-                    let mut dst = vec![0u8; 200];
-                    // SAFETY: both ranges are inside their vectors and the vectors are distinct.
-                    unsafe { volatile_copy(src.as_ptr().add(so), dst.as_mut_ptr().add(d_o), len) };
-                    assert_eq!(
-                        &dst[d_o..d_o + len],
-                        &src[so..so + len],
-                        "so={so} do={d_o} len={len}"
-                    );
-                    assert!(dst[..d_o].iter().all(|&b| b == 0));
-                    assert!(dst[d_o + len..].iter().all(|&b| b == 0));
+        let src: Vec<u8> = (0..300u32).map(|i| (i * 7 + 3) as u8).collect();
+        for so in 0..16 {
+            for d_o in 0..16 {
+                for len in [0, 1, 7, 8, 9, 15, 16, 17, 31, 63, 64, 65, 100, 150, 255] {
+                    for copy in [copy_from_shared, copy_to_shared] {
+                        let mut dst = vec![0u8; 300];
+                        // SAFETY: both ranges are inside their vectors, which are distinct.
+                        unsafe { copy(src.as_ptr().add(so), dst.as_mut_ptr().add(d_o), len) };
+                        assert_eq!(
+                            &dst[d_o..d_o + len],
+                            &src[so..so + len],
+                            "so={so} do={d_o} len={len}"
+                        );
+                        assert!(dst[..d_o].iter().all(|&b| b == 0));
+                        assert!(dst[d_o + len..].iter().all(|&b| b == 0));
+                    }
                 }
             }
         }
