@@ -124,6 +124,8 @@ pub struct PioCard {
     spill_pos: usize,
     /// The current wait between FIFO reads, adapted to the fill rate.
     wait: Duration,
+    /// The wait the nominal rate gives (5/8 of a FIFO), set at start.
+    nominal_wait: Duration,
 }
 
 impl std::fmt::Debug for PioCard {
@@ -155,6 +157,7 @@ impl PioCard {
             spill: Vec::with_capacity(pio::FIFO_BYTES),
             spill_pos: 0,
             wait: MAX_WAIT,
+            nominal_wait: MAX_WAIT,
         })
     }
 
@@ -249,12 +252,16 @@ impl PioCard {
 
     /// Adapts the wait after sleeping: waking to a full FIFO is close to losing data, so the
     /// wait shrinks quickly; waking to less than half a FIFO wastes wake-ups, so it grows
-    /// slowly. Between the two it stays.
+    /// slowly. Waking to exactly half grows it back towards the nominal wait only: without
+    /// that, every late wake-up of a busy host (a full FIFO) would shorten the wait for good,
+    /// since at the nominal wait the FIFO is found half or three-quarters full, never less.
     fn adapt(&mut self, found: usize) {
         if found >= pio::FIFO_BYTES {
             self.wait = (self.wait * 9 / 10).max(MIN_WAIT);
         } else if found < pio::FIFO_BYTES / 2 {
             self.wait = (self.wait * 21 / 20).min(MAX_WAIT);
+        } else if found == pio::FIFO_BYTES / 2 && self.wait < self.nominal_wait {
+            self.wait = (self.wait * 21 / 20).min(self.nominal_wait);
         }
     }
 }
@@ -311,6 +318,7 @@ impl Card for PioCard {
         let rate = self.info.rate_bytes_per_s.max(1);
         self.wait = Duration::from_micros((pio::FIFO_BYTES as u64 * 5 / 8) * 1_000_000 / rate)
             .clamp(MIN_WAIT, MAX_WAIT);
+        self.nominal_wait = self.wait;
         self.overflow_run = 0;
         self.started = true;
         Ok(())
@@ -364,5 +372,37 @@ impl Card for PioCard {
 
     fn counters(&self) -> CardCounters {
         self.counters
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pio_wait_recovers_from_late_wakeups_up_to_the_nominal_wait_only() {
+        let dev = crate::hw::open(&"sim:pcie-16m?seed=1".parse().expect("uri")).expect("sim");
+        let mut card = PioCard::open(dev, &CardOptions::default()).unwrap();
+        card.start().unwrap();
+        let nominal = card.wait;
+        // 5/8 of 4 KiB at 4 modules x 500 kB/s.
+        assert_eq!(nominal, Duration::from_micros(1280));
+        for _ in 0..5 {
+            card.adapt(pio::FIFO_BYTES);
+        }
+        assert!(card.wait < nominal * 2 / 3, "full FIFOs shorten the wait: {:?}", card.wait);
+        for _ in 0..50 {
+            card.adapt(pio::FIFO_BYTES / 2);
+        }
+        assert_eq!(
+            card.wait, nominal,
+            "half-full FIFOs bring the wait back to nominal, no further"
+        );
+        card.adapt(pio::FIFO_BYTES * 3 / 4);
+        assert_eq!(card.wait, nominal, "three-quarters full: the wait stays");
+        for _ in 0..200 {
+            card.adapt(pio::FIFO_BYTES / 4);
+        }
+        assert_eq!(card.wait, MAX_WAIT, "a slower card than nominal lets the wait grow to the cap");
     }
 }
