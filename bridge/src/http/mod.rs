@@ -381,7 +381,9 @@ pub async fn serve(
         let app = app.into_make_service_with_connect_info::<SocketAddr>();
         axum::serve(listener, app).with_graceful_shutdown(shutdown).await
     } else {
-        axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+        // Not `serve(listener, app)`: that rebuilds the route table for every connection
+        // (`Router::with_state` per accept), about 6 kB each, 6 MB RssAnon at 1000 connections.
+        axum::serve(listener, app.into_make_service()).with_graceful_shutdown(shutdown).await
     };
     upkeep.abort();
     result.map_err(HttpError::Serve)

@@ -6,8 +6,8 @@
 
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, RawQuery, State};
-use axum::http::{header, HeaderName, HeaderValue};
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderName, HeaderValue, Uri};
 use axum::response::Response;
 use std::borrow::Cow;
 use std::io::Write as _;
@@ -189,8 +189,9 @@ impl IntRange {
 /// `GET /api/v1/random/bytes`, the hot path: the query is parsed without allocating, and a JSON
 /// answer is written into one buffer sized up front (`{"data":…,"length":…,"format":…,"source":…}`,
 /// the field order of docs/api.md); a binary answer is the dispenser's buffer itself, no copy.
-pub async fn bytes(State(s): State<AppState>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
-    let [length, format, device] = query_params(q.as_deref(), ["length", "format", "device"])?;
+pub async fn bytes(State(s): State<AppState>, uri: Uri) -> Result<Response, ApiError> {
+    // `Uri`, not `RawQuery`: a clone of the request's URI shares its buffer, a raw query is copied.
+    let [length, format, device] = query_params(uri.query(), ["length", "format", "device"])?;
     let length = parse_count("length", length.as_deref(), None, 1, s.cfg().max_bytes, true)?;
     let format = match format.as_deref().unwrap_or("hex") {
         "hex" => "hex",
