@@ -37,9 +37,27 @@ pub struct Config {
     #[arg(long, default_value = "/run/qrng/dev", env = "QRNG_MOUNT")]
     pub mount: PathBuf,
 
-    /// Optional symlink to the device file (for example /dev/qrng0).
-    #[arg(long, value_name = "PATH", env = "QRNG_DEV_LINK")]
-    pub dev_link: Option<PathBuf>,
+    /// Symlink to a device file: PATH (the device named after the link, e.g. /dev/qrng0) or
+    /// PATH=DEVICE (e.g. /dev/qrandom0=qrng0 for IDQ software); repeatable.
+    #[arg(long, value_name = "PATH[=DEVICE]", env = "QRNG_DEV_LINK", value_delimiter = ',')]
+    pub dev_link: Vec<crate::fuse::DevLink>,
+
+    /// Permission bits of the FUSE device files (octal).
+    #[arg(long, default_value = "444", value_parser = parse_mode, env = "QRNG_FUSE_MODE")]
+    pub fuse_mode: u16,
+
+    /// Accept IDQ's reset/enable/disable ioctls on the device files as no-ops (the bridge has no
+    /// device access; the driver owns the card) instead of refusing them with EPERM.
+    #[arg(long, env = "QRNG_ALLOW_CONTROL_IOCTLS")]
+    pub allow_control_ioctls: bool,
+
+    /// Directory watched for rings (hot-plug): every `*.ring` file there is attached while it exists.
+    #[arg(long, default_value = "/run/qrng", env = "QRNG_RING_DIR")]
+    pub ring_dir: PathBuf,
+
+    /// Do not watch the ring directory: serve only the `--ring` paths.
+    #[arg(long, env = "QRNG_NO_WATCH")]
+    pub no_watch: bool,
 
     /// Do not mount the FUSE device files.
     #[arg(long, env = "QRNG_NO_FUSE")]
@@ -80,6 +98,14 @@ pub struct Config {
     /// Log format.
     #[arg(long, value_enum, default_value = "text", env = "QRNG_LOG_FORMAT")]
     pub log_format: LogFormat,
+}
+
+/// Parses octal permission bits (at most 0o777).
+fn parse_mode(s: &str) -> Result<u16, String> {
+    u16::from_str_radix(s, 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| format!("{s:?}: expected octal permission bits such as 444 or 440"))
 }
 
 impl Config {
@@ -124,6 +150,9 @@ mod tests {
         assert_eq!(c.listen, "127.0.0.1:8080".parse().expect("addr"));
         assert_eq!(c.mount, PathBuf::from("/run/qrng/dev"));
         assert!(!c.no_fuse);
+        assert_eq!(c.ring_dir, PathBuf::from("/run/qrng"));
+        assert_eq!(c.fuse_mode, 0o444);
+        assert!(c.dev_link.is_empty() && !c.allow_control_ioctls && !c.no_watch);
         let h = c.http().expect("http");
         assert_eq!(h.max_bytes, 1 << 20);
         assert!(h.rate_limit.is_none());
@@ -134,6 +163,9 @@ mod tests {
     fn bad_values_are_refused() {
         assert!(Config::try_parse_from(["qrng-bridge", "--listen", "nowhere"]).is_err());
         assert!(Config::try_parse_from(["qrng-bridge", "--log-format", "xml"]).is_err());
+        assert!(Config::try_parse_from(["qrng-bridge", "--fuse-mode", "999"]).is_err());
+        assert!(Config::try_parse_from(["qrng-bridge", "--fuse-mode", "1777"]).is_err());
+        assert!(Config::try_parse_from(["qrng-bridge", "--dev-link", "/dev/x=a/b"]).is_err());
         let c =
             Config::try_parse_from(["qrng-bridge", "--rate-limit", "5", "--log-format", "json"])
                 .expect("parse");

@@ -488,6 +488,34 @@ impl DevState {
         Ok(())
     }
 
+    /// Like [`Self::fill`], into a caller's slice (no allocation, no zeroing); returns the bytes
+    /// written. On a ring error the carry bytes it had copied are put back (the carry was empty after
+    /// them, so the order is kept).
+    fn fill_slice(&mut self, out: &mut [u8]) -> Result<usize, SourceError> {
+        let from_carry = out.len().min(self.carry.len());
+        for (d, s) in out.iter_mut().zip(self.carry.drain(..from_carry)) {
+            *d = s;
+        }
+        let rest = &mut out[from_carry..];
+        let avail = match self.source.available() {
+            Ok(n) => n.min(rest.len()),
+            Err(e) => {
+                self.carry.extend(&out[..from_carry]);
+                return Err(e);
+            }
+        };
+        if avail == 0 {
+            return Ok(from_carry);
+        }
+        match self.source.read(&mut rest[..avail]) {
+            Ok(got) => Ok(from_carry + got.min(avail)),
+            Err(e) => {
+                self.carry.extend(&out[..from_carry]);
+                Err(e)
+            }
+        }
+    }
+
     /// [`Self::fill`] for a caller that is not queued: a ring error fails the device (and every queued
     /// request); the bytes already copied go to the carry, though nothing will serve them.
     fn fill_checked(
@@ -1026,6 +1054,30 @@ impl Dispenser {
         n: usize,
         deadline: Option<Instant>,
     ) -> Result<Entropy, DispenseError> {
+        self.take_blocking_inner(device, n, deadline, None)
+    }
+
+    /// Like [`Dispenser::take_blocking`] without a deadline, for FUSE readers that must stay
+    /// killable: the request keeps its place in the queue while `interrupted()` (asked every `check`)
+    /// is false; once it is true the request is withdrawn with [`DispenseError::Timeout`] (bytes it had
+    /// gathered go to the next caller, as for any timeout).
+    pub fn take_blocking_interruptible(
+        &self,
+        device: &str,
+        n: usize,
+        check: Duration,
+        interrupted: &dyn Fn() -> bool,
+    ) -> Result<Entropy, DispenseError> {
+        self.take_blocking_inner(device, n, None, Some((check, interrupted)))
+    }
+
+    fn take_blocking_inner(
+        &self,
+        device: &str,
+        n: usize,
+        deadline: Option<Instant>,
+        check: Option<(Duration, &dyn Fn() -> bool)>,
+    ) -> Result<Entropy, DispenseError> {
         let begun = self.begin(Some(device), n, || {
             let (tx, rx) = mpsc::sync_channel(1);
             (Completion::Blocking(tx), rx)
@@ -1034,9 +1086,23 @@ impl Dispenser {
             Begin::Ready(e) => return Ok(e),
             Begin::Queued { dev, ticket, rx } => (dev, ticket, rx),
         };
-        let received = match deadline {
-            None => rx.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected),
-            Some(d) => rx.recv_timeout(d.saturating_duration_since(Instant::now())),
+        let received = loop {
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            let slice = match (left, check) {
+                (Some(l), Some((c, _))) => Some(l.min(c)),
+                (None, Some((c, _))) => Some(c),
+                (l, None) => l,
+            };
+            let r = match slice {
+                None => rx.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected),
+                Some(s) => rx.recv_timeout(s),
+            };
+            let expired = deadline.is_some_and(|d| Instant::now() >= d);
+            match r {
+                Err(mpsc::RecvTimeoutError::Timeout)
+                    if !expired && !check.is_some_and(|(_, interrupted)| interrupted()) => {}
+                other => break other,
+            }
         };
         let outcome = match received {
             Ok(outcome) => outcome,
@@ -1102,6 +1168,45 @@ impl Dispenser {
         Ok(dev.entropy(&st, out))
     }
 
+    /// [`Dispenser::try_take`] into the caller's buffer: the FUSE fast path, which reuses one buffer
+    /// so a 1 MiB read costs neither an allocation nor zeroing. Takes nothing unless at least `min`
+    /// bytes are ready (`min = buf.len()`: exactly-or-nothing, as [`Dispenser::try_take_exact`]);
+    /// returns the bytes written; [`DispenseError::Empty`] as for `try_take`.
+    pub fn try_take_into(
+        &self,
+        device: &str,
+        buf: &mut [u8],
+        min: usize,
+    ) -> Result<usize, DispenseError> {
+        let max = buf.len().min(self.0.cfg.max_request);
+        let dev = self.get(device)?;
+        let mut st = lock(&dev.state);
+        st.check_servable(&dev.name)?;
+        if !st.waiters.is_empty()
+            || max == 0
+            || st.carry.len() + st.source.available().unwrap_or(0) < min.clamp(1, max)
+        {
+            return Err(DispenseError::Empty);
+        }
+        let n = match st.fill_slice(&mut buf[..max]) {
+            Ok(n) => n,
+            Err(e) => {
+                let mut done = Vec::new();
+                st.mark_broken(&e, &dev.name, &mut done);
+                complete(done);
+                return Err(DispenseError::Failed {
+                    device: dev.name.clone(),
+                    reason: st.reason.clone(),
+                });
+            }
+        };
+        if n == 0 {
+            return Err(DispenseError::Empty);
+        }
+        dev.note_served(n);
+        Ok(n)
+    }
+
     /// Poll support. Ok(true): a read would return bytes now (`on_ready` is dropped). Ok(false): not
     /// yet; `on_ready` is called once, from the consumer thread, when bytes arrive or the device
     /// fails, stops or is detached. Err: the device cannot serve (a read would fail now).
@@ -1119,6 +1224,15 @@ impl Dispenser {
         st.ready_callbacks.push(on_ready);
         dev.wake(&st);
         Ok(false)
+    }
+
+    /// Whether a read of `device` would return bytes now (FUSE `poll` without a wake-up request);
+    /// Err: the device cannot serve.
+    pub fn readable(&self, device: &str) -> Result<bool, DispenseError> {
+        let dev = self.get(device)?;
+        let mut st = lock(&dev.state);
+        st.check_servable(&dev.name)?;
+        Ok(st.waiters.is_empty() && st.has_bytes().unwrap_or(true))
     }
 
     /// A snapshot of one device (for the FUSE ioctls: model, serial, modules…).

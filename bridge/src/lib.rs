@@ -3,8 +3,12 @@
 //! - [`config`]: command line and environment.
 //! - [`dispenser`]: the only reader of the rings; hands every byte to exactly one caller, FIFO.
 //! - [`http`]: the axum API (random values, ANU legacy API, devices, health, metrics, OpenAPI).
+//! - [`fuse`]: the device files (`/run/qrng/dev/qrng0`), one per ring.
+//! - [`watch`]: hot-plug: attaches and detaches rings as they appear in the ring directory.
 #![forbid(unsafe_code)]
 
 pub mod config;
 pub mod dispenser;
+pub mod fuse;
 pub mod http;
+pub mod watch;

@@ -1,15 +1,47 @@
-//! `qrng-bridge`: thin command-line front over the library: parse the configuration, attach the
-//! rings, serve HTTP until SIGTERM/SIGINT, then shut down cleanly.
+//! `qrng-bridge`: thin command-line front over the library. Attaches the `--ring` files and the
+//! rings of `--ring-dir` (hot-plug), mounts the FUSE device files, serves HTTP, and on SIGTERM or
+//! Ctrl-C drains HTTP, unmounts and detaches.
 #![forbid(unsafe_code)]
 
-use anyhow::Context as _;
-use clap::Parser as _;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
 use qrng_bridge::config::{Config, LogFormat};
 use qrng_bridge::dispenser::Dispenser;
-use qrng_bridge::http;
+use qrng_bridge::fuse::{FuseConfig, FuseMount};
+use qrng_bridge::http::{self, AppState};
+use qrng_bridge::watch::{RingSink, Watcher};
+
+/// Attaches a ring everywhere it shows: dispenser (and so HTTP and /api/v1/devices) and FUSE file.
+struct Attacher {
+    dispenser: Dispenser,
+    fuse: Option<Arc<FuseMount>>,
+}
+
+impl RingSink for Attacher {
+    fn attach(&self, path: &Path) -> Result<String, String> {
+        let name = self.dispenser.attach(path).map_err(|e| e.to_string())?;
+        if let Some(f) = &self.fuse {
+            if let Err(e) = f.add_device(&name) {
+                self.dispenser.detach(&name);
+                return Err(e.to_string());
+            }
+        }
+        Ok(name)
+    }
+
+    fn detach(&self, name: &str) {
+        if let Some(f) = &self.fuse {
+            f.remove_device(name);
+        }
+        self.dispenser.detach(name);
+    }
+}
 
 fn init_logging(format: LogFormat) {
-    // Without RUST_LOG, EnvFilter would show errors only: default to info.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
@@ -21,59 +53,95 @@ fn init_logging(format: LogFormat) {
 
 /// Resolves on SIGTERM or SIGINT.
 async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops the bridge");
-                std::future::pending::<()>().await;
-            }
-        }
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) =
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        tracing::error!("cannot install signal handlers; stop with SIGKILL");
+        return std::future::pending().await;
     };
     tokio::select! {
-        _ = term => tracing::info!("SIGTERM: shutting down"),
-        r = tokio::signal::ctrl_c() => match r {
-            Ok(()) => tracing::info!("SIGINT: shutting down"),
-            Err(e) => tracing::error!(error = %e, "cannot watch SIGINT"),
-        },
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
     }
+}
+
+/// Explicit `--ring` files that live in the watched directory, as the watcher names them.
+fn explicit_in_dir(rings: &[PathBuf], dir: &Path) -> HashSet<PathBuf> {
+    let dir_abs = std::fs::canonicalize(dir).ok();
+    rings
+        .iter()
+        .filter_map(|r| {
+            let parent = std::fs::canonicalize(r.parent()?).ok();
+            let name = r.file_name()?;
+            (parent.is_some() && parent == dir_abs).then(|| dir.join(name))
+        })
+        .collect()
 }
 
 fn main() -> anyhow::Result<()> {
     let cfg = Config::parse();
     init_logging(cfg.log_format);
-    let http_cfg = cfg.http().context("invalid HTTP configuration")?;
-    let dispenser = Dispenser::new(cfg.dispenser());
-    for ring in &cfg.rings {
-        let name = dispenser
-            .attach(ring)
-            .with_context(|| format!("cannot attach ring {}", ring.display()))?;
-        tracing::info!(device = %name, ring = %ring.display(), "serving ring");
-    }
-    if cfg.rings.is_empty() {
-        tracing::warn!("no --ring given: every random request will get 503");
-    }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .context("cannot start the async runtime")?;
-    let result = runtime.block_on(async {
-        if cfg.no_http {
-            let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-            shutdown_signal().await;
-            return Ok(());
-        }
+        .context("start tokio runtime")?;
+    rt.block_on(run(cfg))
+}
+
+async fn run(cfg: Config) -> anyhow::Result<()> {
+    let dispenser = Dispenser::new(cfg.dispenser());
+    let fuse = if cfg.no_fuse {
+        None
+    } else {
+        let fc = FuseConfig {
+            mountpoint: cfg.mount.clone(),
+            file_mode: cfg.fuse_mode,
+            allow_control: cfg.allow_control_ioctls,
+            dev_links: cfg.dev_link.clone(),
+            ..FuseConfig::default()
+        };
+        let source = Arc::new(dispenser.clone());
+        Some(Arc::new(FuseMount::mount(&fc, source).context("mount the FUSE device files")?))
+    };
+    let attacher = Arc::new(Attacher { dispenser: dispenser.clone(), fuse: fuse.clone() });
+    for ring in &cfg.rings {
+        let name = attacher.attach(ring).map_err(|e| anyhow::anyhow!("{e}"))?;
+        tracing::info!(device = %name, ring = %ring.display(), "ring attached");
+    }
+    if cfg.rings.is_empty() && cfg.no_watch {
+        tracing::warn!("no --ring and --no-watch: every random request will get 503");
+    }
+    let watcher = if cfg.no_watch {
+        None
+    } else {
+        let skip = explicit_in_dir(&cfg.rings, &cfg.ring_dir);
+        Some(
+            Watcher::start(&cfg.ring_dir, skip, attacher.clone())
+                .context("watch the ring directory")?,
+        )
+    };
+
+    let served = if cfg.no_http {
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+        shutdown_signal().await;
+        Ok(())
+    } else {
+        let state = AppState::new(dispenser.clone(), cfg.http()?).context("configure HTTP")?;
         let listener = tokio::net::TcpListener::bind(cfg.listen)
             .await
-            .with_context(|| format!("cannot listen on {}", cfg.listen))?;
-        tracing::info!(listen = %cfg.listen, "HTTP API ready");
-        let state = http::AppState::new(dispenser.clone(), http_cfg)?;
+            .with_context(|| format!("listen on {}", cfg.listen))?;
+        tracing::info!(listen = %cfg.listen, "serving HTTP");
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-        http::serve(listener, state, shutdown_signal()).await.context("HTTP server failed")
-    });
+        http::serve(listener, state, shutdown_signal()).await.context("serve HTTP")
+    };
+
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    drop(watcher);
+    drop(attacher);
+    if let Some(f) = fuse.and_then(|f| Arc::try_unwrap(f).ok()) {
+        f.unmount().context("unmount the FUSE device files")?;
+    }
     dispenser.shutdown();
-    tracing::info!("stopped");
-    result
+    served
 }

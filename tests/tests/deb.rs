@@ -1,0 +1,206 @@
+//! The Debian package, built by the real cargo-deb and installed, checked, removed and purged by
+//! the real dpkg, without touching the host: dpkg runs chrooted into an overlay of `/` (upper layer
+//! on a tmpfs) inside a private mount namespace, with its own /dev, /run and /tmp. There is no
+//! systemd as PID 1 and no udevd there, which is also what the maintainer scripts must tolerate.
+//! The installed units are checked again with `systemd-analyze verify` and `security` in place.
+
+use qrng_e2e::packaging::{
+    build_deb, missing_prerequisites, output_text, parse_exposure, run_in_mount_namespace, skip,
+};
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+const PACKAGE: &str = "quantis-qrng";
+
+/// Every file the package must install, with its mode.
+const FILES: [(&str, &str); 9] = [
+    ("/usr/bin/quantis-driver", "755"),
+    ("/usr/bin/qrng-bridge", "755"),
+    ("/usr/libexec/quantis-qrng/quantis-vfio", "755"),
+    ("/usr/lib/udev/rules.d/70-quantis-qrng.rules", "644"),
+    ("/usr/lib/systemd/system/quantis-driver@.service", "644"),
+    ("/usr/lib/systemd/system/qrng-bridge.service", "644"),
+    ("/usr/lib/sysusers.d/quantis-qrng.conf", "644"),
+    ("/usr/lib/tmpfiles.d/quantis-qrng.conf", "644"),
+    ("/usr/share/doc/quantis-qrng/deployment.md", "644"),
+];
+
+/// The shell run in the namespace: overlay root, chroot, install, inspect, remove, purge. Every
+/// observation goes to a file in /out for the assertions below.
+const SCRIPT: &str = r#"
+B="$WORK/ns"
+mkdir -p "$B"
+mount -t tmpfs tmpfs "$B"
+mkdir -p "$B/up" "$B/work" "$B/root"
+mount -t overlay overlay -o "lowerdir=/,upperdir=$B/up,workdir=$B/work" "$B/root"
+R="$B/root"
+mount -t proc proc "$R/proc"
+mount -t tmpfs -o mode=755 tmpfs "$R/dev"
+mknod -m 666 "$R/dev/null" c 1 3
+mknod -m 666 "$R/dev/zero" c 1 5
+mknod -m 666 "$R/dev/urandom" c 1 9
+mount -t tmpfs -o mode=755 tmpfs "$R/run"
+mount -t tmpfs tmpfs "$R/tmp"
+mount -t tmpfs tmpfs "$R/sys"
+mkdir -p "$R/out"
+mount --bind "$WORK/out" "$R/out"
+cp "$DEB" "$R/tmp/pkg.deb"
+chroot "$R" /bin/sh -c '
+facts() {
+    for p in /usr/bin/quantis-driver /usr/bin/qrng-bridge /usr/libexec/quantis-qrng/quantis-vfio \
+             /usr/lib/udev/rules.d/70-quantis-qrng.rules /usr/lib/systemd/system/quantis-driver@.service \
+             /usr/lib/systemd/system/qrng-bridge.service /usr/lib/sysusers.d/quantis-qrng.conf \
+             /usr/lib/tmpfiles.d/quantis-qrng.conf /usr/share/doc/quantis-qrng/deployment.md \
+             /run/qrng /run/qrng/dev /run/qrng/cards /var/lib/qrng /dev/qrng0 \
+             /etc/systemd/system/multi-user.target.wants/qrng-bridge.service; do
+        if [ -e "$p" ] || [ -L "$p" ]; then stat -c "%n %U %G %a %F" "$p"; fi
+    done
+}
+dpkg -i /tmp/pkg.deb >/out/install.log 2>&1; echo $? >/out/install.rc
+facts >/out/installed
+getent passwd qrng >/out/passwd || true
+readlink /dev/qrng0 >/out/qrng0 || true
+systemd-analyze verify /usr/lib/systemd/system/quantis-driver@.service \
+    /usr/lib/systemd/system/qrng-bridge.service >/out/verify.log 2>&1; echo $? >/out/verify.rc
+systemd-analyze security --offline=true quantis-driver@.service >/out/security-driver.log 2>&1 || true
+systemd-analyze security --offline=true qrng-bridge.service >/out/security-bridge.log 2>&1 || true
+dpkg -r quantis-qrng >/out/remove.log 2>&1; echo $? >/out/remove.rc
+facts >/out/removed
+dpkg -P quantis-qrng >/out/purge.log 2>&1; echo $? >/out/purge.rc
+facts >/out/purged
+dpkg-query -W -f="\${Status}" quantis-qrng >/out/status 2>&1 || true
+'
+"#;
+
+fn read(out: &Path, name: &str) -> String {
+    fs::read_to_string(out.join(name)).unwrap_or_default()
+}
+
+/// The `stat` lines of a facts file, keyed by path.
+fn facts(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(p, rest)| (p.to_owned(), rest.to_owned()))
+        .collect()
+}
+
+fn fact<'a>(facts: &'a [(String, String)], path: &str) -> Option<&'a str> {
+    facts.iter().find(|(p, _)| p == path).map(|(_, r)| r.as_str())
+}
+
+#[test]
+fn deb_package_installs_verifies_removes_and_purges_cleanly() {
+    let test = "deb_package_installs_verifies_removes_and_purges_cleanly";
+    if let Some(reason) = missing_prerequisites(
+        &["cargo-deb", "dpkg", "dpkg-deb", "unshare", "chroot", "systemd-analyze"],
+        true,
+    ) {
+        return skip(test, &reason);
+    }
+    let work = tempfile::tempdir().unwrap();
+    let deb = build_deb(&work.path().join("deb")).expect("build the package");
+
+    // The archive itself: contents with modes, dependencies, maintainer scripts.
+    let listing = Command::new("dpkg-deb").arg("--contents").arg(&deb).output().unwrap();
+    let listing = String::from_utf8_lossy(&listing.stdout).into_owned();
+    for (path, mode) in FILES {
+        let want = if mode == "755" { "-rwxr-xr-x 0/0 " } else { "-rw-r--r-- 0/0 " };
+        let line = listing
+            .lines()
+            .find(|l| l.ends_with(&format!(".{path}")))
+            .unwrap_or_else(|| panic!("{path} missing from the package:\n{listing}"));
+        assert!(line.starts_with(want), "{path}: {line}");
+    }
+    let field = |name: &str| {
+        let out = Command::new("dpkg-deb").arg("--field").arg(&deb).arg(name).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    assert_eq!(field("Package"), PACKAGE);
+    let depends = field("Depends");
+    for dep in ["systemd", "udev", "init-system-helpers"] {
+        assert!(depends.contains(dep), "Depends lacks {dep}: {depends}");
+    }
+    let control = Command::new("dpkg-deb").arg("--info").arg(&deb).output().unwrap();
+    let control = String::from_utf8_lossy(&control.stdout).into_owned();
+    for script in ["postinst", "prerm", "postrm"] {
+        assert!(control.contains(script), "no {script} in the package:\n{control}");
+    }
+
+    // Install, inspect, remove, purge inside the throw-away root.
+    let out = work.path().join("out");
+    fs::create_dir(&out).unwrap();
+    let run = run_in_mount_namespace(
+        SCRIPT,
+        &[("WORK", &work.path().display().to_string()), ("DEB", &deb.display().to_string())],
+    )
+    .unwrap();
+    let (stdout, stderr) = output_text(&run);
+    assert!(run.status.success(), "namespace script failed:\n{stdout}\n{stderr}");
+
+    assert_eq!(
+        read(&out, "install.rc").trim(),
+        "0",
+        "dpkg -i failed:\n{}",
+        read(&out, "install.log")
+    );
+    let installed = facts(&read(&out, "installed"));
+    for (path, mode) in FILES {
+        let got = fact(&installed, path).unwrap_or_else(|| panic!("{path} not installed"));
+        assert!(got.starts_with(&format!("root root {mode} ")), "{path}: {got}");
+    }
+    let passwd = read(&out, "passwd");
+    assert!(
+        passwd.starts_with("qrng:x:")
+            && passwd.trim_end().ends_with(":/var/lib/qrng:/usr/sbin/nologin"),
+        "systemd-sysusers did not create the qrng user: {passwd:?}\n{}",
+        read(&out, "install.log")
+    );
+    assert_eq!(fact(&installed, "/run/qrng"), Some("qrng qrng 755 directory"));
+    assert_eq!(fact(&installed, "/run/qrng/dev"), Some("qrng qrng 755 directory"));
+    assert_eq!(fact(&installed, "/run/qrng/cards"), Some("qrng qrng 755 directory"));
+    assert_eq!(fact(&installed, "/var/lib/qrng"), Some("qrng qrng 750 directory"));
+    assert_eq!(read(&out, "qrng0").trim(), "/run/qrng/dev/qrng0");
+    assert!(
+        fact(&installed, "/etc/systemd/system/multi-user.target.wants/qrng-bridge.service")
+            .is_some(),
+        "the bridge was not enabled"
+    );
+
+    // The units as installed.
+    let verify = read(&out, "verify.log");
+    assert_eq!(read(&out, "verify.rc").trim(), "0", "systemd-analyze verify failed:\n{verify}");
+    assert!(
+        !verify.lines().any(|l| l.contains("quantis") || l.contains("qrng")),
+        "systemd-analyze verify reports:\n{verify}"
+    );
+    for log in ["security-driver.log", "security-bridge.log"] {
+        let text = read(&out, log);
+        let level =
+            parse_exposure(&text).unwrap_or_else(|| panic!("no exposure in {log}:\n{text}"));
+        assert!(level <= 4.0, "{log}: exposure {level}");
+    }
+
+    // Removal: files, the /dev link and the enablement go; state stays until purge.
+    assert_eq!(
+        read(&out, "remove.rc").trim(),
+        "0",
+        "dpkg -r failed:\n{}",
+        read(&out, "remove.log")
+    );
+    let removed = facts(&read(&out, "removed"));
+    for (path, _) in FILES {
+        assert_eq!(fact(&removed, path), None, "{path} left after dpkg -r");
+    }
+    assert_eq!(fact(&removed, "/dev/qrng0"), None, "/dev/qrng0 left after dpkg -r");
+    assert!(fact(&removed, "/var/lib/qrng").is_some(), "state removed before purge");
+
+    assert_eq!(read(&out, "purge.rc").trim(), "0", "dpkg -P failed:\n{}", read(&out, "purge.log"));
+    let purged = read(&out, "purged");
+    assert_eq!(purged, "", "left after purge:\n{purged}");
+    let status = read(&out, "status");
+    assert!(
+        !status.contains("installed") || status.contains("not-installed"),
+        "dpkg status after purge: {status}"
+    );
+}
