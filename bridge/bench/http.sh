@@ -12,7 +12,13 @@
 #
 # The ring is filled by bridge/examples/bench_feeder.rs, a BENCHMARK FEEDER that writes a seeded
 # pseudo-random stream labelled "simulated": it exists only to measure the HTTP path and is never a
-# source of the product.
+# source of the product. It refills in bulk whenever the 64 MiB ring is below half full and sleeps
+# otherwise, so during nginx rounds (ring full) it costs nothing and during hex rounds almost
+# nothing; during 64 KiB rounds it must produce what the bridge serves (~1 GB/s) and its CPU time,
+# printed as "feeder CPU", is taken from the same two CPUs: a cost the nginx baseline does not pay,
+# stated rather than hidden (pre-filling a ring for a whole 64 KiB round would need ~9 GB).
+# Every round also prints CPU microseconds per request (bridge process; nginx master + workers):
+# on a shared machine that is steadier than req/s, which swings with other jobs' load.
 set -euo pipefail
 
 DURATION=${DURATION:-8}
