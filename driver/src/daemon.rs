@@ -78,19 +78,7 @@ pub fn run(cfg: &Config, stop: &AtomicBool) -> Result<Exit> {
             "existing ring keeps its capacity (unread bytes are kept); remove the file to resize"
         );
     }
-    ring.set_identity(&Identity {
-        model: info.model.clone(),
-        serial: info.serial.clone().unwrap_or_else(|| {
-            if info.simulated {
-                "simulated".into()
-            } else {
-                "unknown".into()
-            }
-        }),
-        modules: info.modules_healthy,
-        simulated: info.simulated,
-        extractor: gate.extractor_name().to_owned(),
-    });
+    ring.set_identity(&identity(&info, &gate));
     ring.set_health_params(&gate.params());
     ring.heartbeat();
     tracing::info!(
@@ -126,6 +114,22 @@ pub fn run(cfg: &Config, stop: &AtomicBool) -> Result<Exit> {
     ring.heartbeat();
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     Ok(exit)
+}
+
+/// What the ring's status line says about the card. Chip cards report their chips only after
+/// start-up, so this is published again after every start.
+fn identity(info: &card::CardInfo, gate: &Gate) -> Identity {
+    let serial = info
+        .serial
+        .clone()
+        .unwrap_or_else(|| if info.simulated { "simulated" } else { "unknown" }.to_owned());
+    Identity {
+        model: info.model.clone(),
+        serial,
+        modules: info.modules_healthy,
+        simulated: info.simulated,
+        extractor: gate.extractor_name().to_owned(),
+    }
 }
 
 /// The read → test → publish loop and its recovery state.
@@ -169,7 +173,9 @@ impl<'a> Pump<'a> {
         let mut raw = vec![0u8; BATCH];
         let mut out = Vec::with_capacity(BATCH);
         let mut pending = 0..0;
-        if let Err(e) = self.card.start() {
+        let started = self.card.start();
+        self.ring.set_identity(&identity(self.card.info(), self.gate));
+        if let Err(e) = started {
             if e.is_device_gone() {
                 return Ok(Exit::DeviceGone);
             }
@@ -262,6 +268,8 @@ impl<'a> Pump<'a> {
         }
         tracing::warn!(attempt = self.failures, "resetting the card and re-running start-up tests");
         let restarted = self.card.stop().and_then(|()| self.card.start());
+        // Modules or chips may have changed (a failed one is left off by the next start).
+        self.ring.set_identity(&identity(self.card.info(), self.gate));
         self.gate.restart();
         if let Err(e) = restarted {
             if !e.is_device_gone() {

@@ -120,6 +120,16 @@ fn daemon_every_model_publishes_tested_bytes_and_stops_cleanly() {
         assert!(s.identity.simulated, "{model}: simulated flag must be set");
         assert_eq!(s.identity.extractor, "none");
         assert!(s.params.rct_cutoff > 1 && s.params.apt_cutoff > 1, "{model}: cutoffs published");
+        let units = if model.ends_with("240m") {
+            0xfff
+        } else if model.ends_with("40m") {
+            0x3
+        } else if model.ends_with("16m") {
+            0xf
+        } else {
+            0x1
+        };
+        assert_eq!(s.identity.modules, units, "{model}: healthy modules/chips after start-up");
         let bytes = read_exact(&mut c, 1 << 20);
         let mut seen = [false; 256];
         bytes.iter().for_each(|&b| seen[b as usize] = true);

@@ -17,17 +17,14 @@ pub fn fill(pos: u64, buf: &mut [u8]) {
 
 /// Checks `buf` against the pattern at `pos`; on mismatch returns the first bad stream position.
 pub fn check(pos: u64, buf: &[u8]) -> Result<(), u64> {
-    let mut i = 0;
-    while i < buf.len() {
-        let p = pos + i as u64;
-        let word = (p / 8).to_le_bytes();
-        let k = (p % 8) as usize;
-        let n = (8 - k).min(buf.len() - i);
-        if buf[i..i + n] != word[k..k + n] {
-            let off = (0..n).find(|&j| buf[i + j] != word[k + j]).unwrap_or(0);
-            return Err(p + off as u64);
+    let mut want = [0u8; 4096];
+    for (k, got) in buf.chunks(want.len()).enumerate() {
+        let at = pos + (k * want.len()) as u64;
+        let want = &mut want[..got.len()];
+        fill(at, want);
+        if let Some(i) = got.iter().zip(want.iter()).position(|(g, w)| g != w) {
+            return Err(at + i as u64);
         }
-        i += n;
     }
     Ok(())
 }
