@@ -120,6 +120,17 @@ pub trait RingSource: Send + 'static {
     fn read(&mut self, buf: &mut [u8]) -> Result<usize, SourceError>;
     /// A validated copy of the status line.
     fn status(&mut self) -> Result<SourceStatus, SourceError>;
+    /// Appends up to `max` available bytes to `out`; they are consumed. Returns how many.
+    /// Sources that can copy into uninitialised capacity (the ring) override this to skip the
+    /// zero-fill of the default.
+    fn read_append(&mut self, out: &mut Vec<u8>, max: usize) -> Result<usize, SourceError> {
+        let old = out.len();
+        out.resize(old + max, 0);
+        let got = self.read(&mut out[old..]);
+        let n = got.as_ref().map_or(0, |n| (*n).min(max));
+        out.truncate(old + n);
+        got.map(|_| n)
+    }
 }
 
 fn ring_err(e: ring::Error) -> SourceError {
@@ -134,6 +145,10 @@ impl RingSource for ring::Consumer {
 
     fn read(&mut self, buf: &mut [u8]) -> Result<usize, SourceError> {
         ring::Consumer::read(self, buf).map_err(ring_err)
+    }
+
+    fn read_append(&mut self, out: &mut Vec<u8>, max: usize) -> Result<usize, SourceError> {
+        ring::Consumer::read_append(self, out, max).map_err(ring_err)
     }
 
     fn status(&mut self) -> Result<SourceStatus, SourceError> {
@@ -467,13 +482,9 @@ impl DevState {
             return Ok(());
         }
         let avail = self.source.available()?.min(want);
-        if avail == 0 {
-            return Ok(());
+        if avail > 0 {
+            self.source.read_append(out, avail)?;
         }
-        let old = out.len();
-        out.resize(old + avail, 0);
-        let got = self.source.read(&mut out[old..])?;
-        out.truncate(old + got.min(avail));
         Ok(())
     }
 
@@ -930,6 +941,13 @@ impl Dispenser {
         }
         // Device locks are taken under the map's read lock; no path takes them the other way round.
         let devices = self.0.read_devices();
+        // One card (the common case): nothing to choose, and the caller checks it can serve, under
+        // the one lock it takes anyway (same errors as below: its own reason).
+        if devices.len() == 1 {
+            if let Some(only) = devices.values().next() {
+                return Ok(Arc::clone(only));
+            }
+        }
         let mut best: Option<(SelectKey, &Arc<Device>)> = None;
         for dev in devices.values() {
             let mut st = lock(&dev.state);

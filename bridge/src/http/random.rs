@@ -7,8 +7,11 @@
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::{header, HeaderName, HeaderValue};
-use axum::response::{IntoResponse, Response};
+use axum::http::{header, HeaderName, HeaderValue, Uri};
+use axum::response::Response;
+use std::borrow::Cow;
+use std::io::Write as _;
+
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
@@ -35,9 +38,11 @@ fn header_text(s: &str) -> HeaderValue {
     HeaderValue::from_str(clean.trim()).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
-/// Adds the headers every random response carries.
-fn random_response(e: &Entropy, mut resp: Response) -> Response {
+/// Adds the content type and the headers every random response carries.
+fn random_response(e: &Entropy, content_type: &'static str, mut resp: Response) -> Response {
     let h = resp.headers_mut();
+    h.reserve(4);
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(SOURCE_HEADER, header_text(&e.source));
     h.insert(DEVICE_HEADER, header_text(&e.device));
@@ -56,9 +61,7 @@ fn json_response<T: Serialize>(
         tracing::error!(error = %err, "failed to encode a JSON response");
         ApiError::Internal
     })?;
-    let resp = ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], bytes)
-        .into_response();
-    Ok(random_response(e, resp))
+    Ok(random_response(e, "application/json", Response::new(Body::from(bytes))))
 }
 
 /// Parses an optional integer parameter in `lo..=hi` (413 above `hi` when `too_large_above`).
@@ -98,14 +101,43 @@ fn parse_i64(name: &str, value: Option<&str>) -> Result<i64, ApiError> {
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
+fn hex_pair(b: u8) -> [u8; 2] {
+    [HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]]
+}
+
 /// Lower-case hex.
 pub fn hex_encode(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(bytes.len() * 2);
+    bytes.iter().flat_map(|&b| hex_pair(b)).map(char::from).collect()
+}
+
+/// Appends lower-case hex to `out` (the JSON body is built in one buffer).
+fn hex_encode_into(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.reserve(bytes.len() * 2);
     for &b in bytes {
-        s.push(HEX[usize::from(b >> 4)] as char);
-        s.push(HEX[usize::from(b & 0xf)] as char);
+        out.extend_from_slice(&hex_pair(b));
     }
-    s
+}
+
+/// The query parameters `names`, percent-decoded, borrowed from the URI when no decoding was
+/// needed (no allocation on the hot path). Unknown names are ignored, as by `Query`; a repeated
+/// name is a 400, as `Query` reports a duplicate field.
+fn query_params<'a, const N: usize>(
+    query: Option<&'a str>,
+    names: [&str; N],
+) -> Result<[Option<Cow<'a, str>>; N], ApiError> {
+    let mut out = [const { None }; N];
+    for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        if let Some(i) = names.iter().position(|n| *n == k) {
+            if out[i].is_some() {
+                return Err(ApiError::BadRequest(format!(
+                    "invalid query string: duplicate parameter {}",
+                    names[i]
+                )));
+            }
+            out[i] = Some(v);
+        }
+    }
+    Ok(out)
 }
 
 /// An RFC 9562 version-4 UUID from 16 random bytes: version nibble 0b0100 (§5.4), variant 0b10 (§4.1).
@@ -154,48 +186,52 @@ impl IntRange {
     }
 }
 
-#[derive(Debug, Deserialize)]
-pub struct BytesQuery {
-    length: Option<String>,
-    format: Option<String>,
-    device: Option<String>,
-}
-
-#[derive(Serialize)]
-struct BytesBody<'a> {
-    data: String,
-    length: usize,
-    format: &'a str,
-    source: &'a str,
-}
-
-pub async fn bytes(
-    State(s): State<AppState>,
-    q: Result<Query<BytesQuery>, QueryRejection>,
-) -> Result<Response, ApiError> {
-    let Query(q) = q?;
-    let length = parse_count("length", q.length.as_deref(), None, 1, s.cfg().max_bytes, true)?;
-    let format = q.format.as_deref().unwrap_or("hex");
-    if !matches!(format, "hex" | "base64" | "binary") {
-        return Err(ApiError::BadRequest("format must be hex, base64 or binary".into()));
-    }
-    let e = s.take(q.device.as_deref(), length).await?;
-    let data = match format {
-        "binary" => {
-            let (source, device) = (e.source.clone(), e.device.clone());
-            let meta = Entropy { bytes: Vec::new(), source, device };
-            let resp = (
-                [(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"))],
-                Body::from(e.bytes),
-            )
-                .into_response();
-            return Ok(random_response(&meta, resp));
-        }
-        "base64" => base64::engine::general_purpose::STANDARD.encode(&e.bytes),
-        _ => hex_encode(&e.bytes),
+/// `GET /api/v1/random/bytes`, the hot path: the query is parsed without allocating, and a JSON
+/// answer is written into one buffer sized up front (`{"data":…,"length":…,"format":…,"source":…}`,
+/// the field order of docs/api.md); a binary answer is the dispenser's buffer itself, no copy.
+pub async fn bytes(State(s): State<AppState>, uri: Uri) -> Result<Response, ApiError> {
+    // `Uri`, not `RawQuery`: a clone of the request's URI shares its buffer, a raw query is copied.
+    let [length, format, device] = query_params(uri.query(), ["length", "format", "device"])?;
+    let length = parse_count("length", length.as_deref(), None, 1, s.cfg().max_bytes, true)?;
+    let format = match format.as_deref().unwrap_or("hex") {
+        "hex" => "hex",
+        "base64" => "base64",
+        "binary" => "binary",
+        _ => return Err(ApiError::BadRequest("format must be hex, base64 or binary".into())),
     };
-    let hint = data.len();
-    json_response(&e, &BytesBody { data, length, format, source: &e.source }, hint)
+    let mut e = s.take(device.as_deref(), length).await?;
+    if format == "binary" {
+        let resp = Response::new(Body::from(std::mem::take(&mut e.bytes)));
+        return Ok(random_response(&e, "application/octet-stream", resp));
+    }
+    let encoded = if format == "hex" {
+        length * 2
+    } else {
+        base64::encoded_len(length, true).ok_or(ApiError::Internal)?
+    };
+    let mut out = Vec::with_capacity(encoded + 64 + e.source.len());
+    out.extend_from_slice(b"{\"data\":\"");
+    if format == "hex" {
+        hex_encode_into(&mut out, &e.bytes);
+    } else {
+        let start = out.len();
+        out.resize(start + encoded, 0);
+        base64::engine::general_purpose::STANDARD
+            .encode_slice(&e.bytes, &mut out[start..])
+            .map_err(|_| ApiError::Internal)?;
+    }
+    let tail = (|| {
+        write!(out, "\",\"length\":{length},\"format\":\"{format}\",\"source\":")?;
+        serde_json::to_writer(&mut out, &e.source)?;
+        out.push(b'}');
+        Ok::<_, std::io::Error>(())
+    })();
+    tail.map_err(|err| {
+        tracing::error!(error = %err, "failed to encode a JSON response");
+        ApiError::Internal
+    })?;
+    let resp = Response::new(Body::from(out));
+    Ok(random_response(&e, "application/json", resp))
 }
 
 #[derive(Debug, Deserialize)]

@@ -133,6 +133,53 @@ async fn bytes_base64_and_binary() {
 use base64::Engine as _;
 
 #[tokio::test]
+async fn bytes_query_is_percent_decoded_and_repeats_are_refused() {
+    let f = fixture();
+    // Encoded names and values decode as with any form query; unknown names are ignored.
+    let (s, _, v) = get_json(&f, "/api/v1/random/bytes?l%65ngth=%34&format=b%61se64&x=1").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let want = base64::engine::general_purpose::STANDARD.encode(pattern(4));
+    assert_eq!(v["data"], want.as_str());
+    assert_eq!(v["length"], 4);
+    // A repeated parameter is ambiguous: 400, nothing taken (also when spelled differently).
+    for uri in [
+        "/api/v1/random/bytes?length=4&length=8",
+        "/api/v1/random/bytes?length=4&l%65ngth=4",
+        "/api/v1/random/bytes?length=4&format=hex&format=binary",
+    ] {
+        assert_error(&f, uri, StatusCode::BAD_REQUEST, "invalid_parameter").await;
+    }
+}
+
+#[tokio::test]
+async fn bytes_json_escapes_the_source_and_pads_base64() {
+    // The serial comes from the ring's producer: quotes and backslashes must not break the JSON.
+    let ring = MemoryRing::new("Q\"X\\1", false, 1 << 12);
+    ring.push(&pattern(64));
+    let d = Dispenser::new(DispenserConfig::default());
+    d.attach_source("qrng0", None, ring.source()).expect("attach");
+    let state = AppState::new(d.clone(), HttpConfig::default()).expect("state");
+    let get_one = |uri: &'static str| {
+        let app = router(state.clone());
+        async move {
+            let (s, h, b) = get_with(app, uri, &[]).await;
+            let v: Value = serde_json::from_slice(&b).expect("JSON");
+            (s, h, v)
+        }
+    };
+    let (s, h, v) = get_one("/api/v1/random/bytes?length=1&format=base64").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(h.get("content-type").expect("ct"), "application/json");
+    assert_eq!(v["source"], "Q\"X\\1");
+    assert_eq!(v["data"], base64::engine::general_purpose::STANDARD.encode(pattern(1)));
+    let (_, _, v) = get_one("/api/v1/random/bytes?length=3").await;
+    let want: String = pattern(4)[1..].iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(v["data"], want.as_str());
+    assert_eq!(v.as_object().map(|o| o.len()), Some(4), "{v}");
+    d.shutdown();
+}
+
+#[tokio::test]
 async fn bytes_bad_inputs() {
     let f = fixture();
     for uri in [

@@ -72,20 +72,39 @@ impl Consumer {
 
     /// Copies up to `buf.len()` bytes out and consumes them; returns how many (0: ring empty).
     pub fn read(&mut self, buf: &mut [u8]) -> Result<usize> {
-        if ((self.cached_tail - self.head) as usize) < buf.len() {
-            self.refresh_tail()?;
-        }
-        let n = buf.len().min((self.cached_tail - self.head) as usize);
-        if n == 0 {
-            return Ok(0);
-        }
-        let cap = self.ring.capacity;
-        let at = self.head & (cap - 1);
-        let first = n.min((cap - at) as usize);
+        let (at, first, n) = self.span(buf.len())?;
         self.ring.shm.read_data(at, &mut buf[..first]);
         self.ring.shm.read_data(0, &mut buf[first..n]);
-        self.head += n as u64;
-        self.ring.shm.store64(OFF_HEAD, self.head, Ordering::Release);
+        self.consume(n);
+        Ok(n)
+    }
+
+    /// Where the next `min(max, available)` bytes are: (data offset, bytes before the wrap, total).
+    fn span(&mut self, max: usize) -> Result<(u64, usize, usize)> {
+        if ((self.cached_tail - self.head) as usize) < max {
+            self.refresh_tail()?;
+        }
+        let n = max.min((self.cached_tail - self.head) as usize);
+        let cap = self.ring.capacity;
+        let at = self.head & (cap - 1);
+        Ok((at, n.min((cap - at) as usize), n))
+    }
+
+    /// Publishes the new head after `n` bytes were copied out.
+    fn consume(&mut self, n: usize) {
+        if n > 0 {
+            self.head += n as u64;
+            self.ring.shm.store64(OFF_HEAD, self.head, Ordering::Release);
+        }
+    }
+
+    /// Like [`Consumer::read`], but appends up to `max` bytes to `out` without zero-filling them
+    /// first; returns how many (0: ring empty). Same exactly-once contract.
+    pub fn read_append(&mut self, out: &mut Vec<u8>, max: usize) -> Result<usize> {
+        let (at, first, n) = self.span(max)?;
+        self.ring.shm.read_data_append(at, first, out);
+        self.ring.shm.read_data_append(0, n - first, out);
+        self.consume(n);
         Ok(n)
     }
 
