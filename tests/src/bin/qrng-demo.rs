@@ -66,7 +66,12 @@ fn demo() -> Result<(), String> {
         )?;
         let mut bridge_cmd = Command::new(bin.join("qrng-bridge"));
         // The bridge watches the demo directory (hot-plug), not the system's /run/qrng.
-        bridge_cmd.arg("--ring-dir").arg(&dir).args(["--listen", &listen]).arg("--mount").arg(&mount);
+        bridge_cmd
+            .arg("--ring-dir")
+            .arg(&dir)
+            .args(["--listen", &listen])
+            .arg("--mount")
+            .arg(&mount);
         if !fuse {
             bridge_cmd.arg("--no-fuse");
             println!("qrng-demo: not root or no /dev/fuse: serving HTTP only (run as root for the FUSE file)");
