@@ -46,6 +46,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         modules: 1,
         simulated: true,
         extractor: "none".into(),
+        board_version: 0,
     });
     p.set_health_params(&HealthParams {
         min_entropy_milli: 0,

@@ -96,6 +96,8 @@ pub struct SourceStatus {
     pub model: String,
     pub serial: String,
     pub modules: u32,
+    /// The card's raw version register (IDQ's GET_BOARD_VERSION); 0 = unknown.
+    pub board_version: u32,
     pub simulated: bool,
     pub extractor: String,
     pub raw_bytes_read: u64,
@@ -170,6 +172,7 @@ impl RingSource for ring::Consumer {
             model: s.identity.model,
             serial: s.identity.serial,
             modules: s.identity.modules,
+            board_version: s.identity.board_version,
             simulated: s.identity.simulated,
             extractor: s.identity.extractor,
             raw_bytes_read: s.raw_bytes_read,
@@ -287,6 +290,8 @@ pub struct DeviceStatus {
     pub model: String,
     pub serial: String,
     pub modules: u32,
+    /// The card's raw version register (IDQ's GET_BOARD_VERSION); 0 = unknown.
+    pub board_version: u32,
     pub simulated: bool,
     pub extractor: String,
     pub epoch: u64,
@@ -897,6 +902,7 @@ impl Dispenser {
                     model: s.as_ref().map(|s| s.model.clone()).unwrap_or_default(),
                     serial: s.as_ref().map(|s| s.serial.clone()).unwrap_or_default(),
                     modules: s.as_ref().map_or(0, |s| s.modules),
+                    board_version: s.as_ref().map_or(0, |s| s.board_version),
                     simulated: s.as_ref().is_some_and(|s| s.simulated),
                     extractor: s.as_ref().map(|s| s.extractor.clone()).unwrap_or_default(),
                     epoch: s.as_ref().map_or(0, |s| s.epoch),

@@ -139,6 +139,7 @@ fn identity(info: &card::CardInfo, gate: &Gate) -> Identity {
         modules: info.modules_healthy,
         simulated: info.simulated,
         extractor: gate.extractor_name().to_owned(),
+        board_version: info.version_raw,
     }
 }
 

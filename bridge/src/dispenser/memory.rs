@@ -33,6 +33,7 @@ impl MemoryRing {
                 model: "pcie-16m".to_owned(),
                 serial: serial.to_owned(),
                 modules: 0b1111,
+                board_version: 0x0005_0203,
                 simulated,
                 extractor: "none".to_owned(),
                 raw_bytes_read: 0,

@@ -464,6 +464,7 @@ mod real_ring {
             modules: 0b11,
             simulated: false,
             extractor: "none".into(),
+            board_version: 0x0005_0203,
         });
         p.heartbeat();
         p.set_health(Health::Ok, Reason::None);
@@ -480,8 +481,8 @@ mod real_ring {
         assert_eq!(d.attach(&path).expect("attach"), "qrng0");
         let st = status_of(&d, "qrng0");
         assert_eq!(
-            (st.serial.as_str(), st.source.as_str(), st.modules),
-            ("171234A410", "171234A410", 3)
+            (st.serial.as_str(), st.source.as_str(), st.modules, st.board_version),
+            ("171234A410", "171234A410", 3, 0x0005_0203)
         );
         assert_eq!(st.health, DeviceHealth::Ok);
         assert_eq!(st.ring_fill, 1000);

@@ -131,8 +131,7 @@ impl Source for crate::dispenser::Dispenser {
         Some(CardFacts {
             modules_mask: d.modules,
             modules_status: if working { d.modules } else { 0 },
-            // The ring's status line does not carry the board version (CV_SR).
-            board_version: 0,
+            board_version: d.board_version,
             serial: d.serial,
         })
     }

@@ -59,7 +59,8 @@ pub const OFF_APT_CUTOFF: u64 = OFF_STATUS + 0x54; // u32
 pub const OFF_MODEL: u64 = OFF_STATUS + 0x58; // [u8; 32], NUL-padded UTF-8
 pub const OFF_SERIAL: u64 = OFF_STATUS + 0x78; // [u8; 32]
 pub const OFF_EXTRACTOR: u64 = OFF_STATUS + 0x98; // [u8; 32]
-pub const STATUS_END: u64 = OFF_STATUS + 0xB8;
+pub const OFF_BOARD_VERSION: u64 = OFF_STATUS + 0xB8; // u32: CV_SR / version register, 0 = unknown
+pub const STATUS_END: u64 = OFF_STATUS + 0xBC;
 pub const TEXT_LEN: usize = 32;
 
 pub const FLAG_SIMULATED: u32 = 1;
@@ -78,7 +79,7 @@ const _: () = {
     );
     assert!(OFF_SERIAL - OFF_MODEL == TEXT_LEN as u64);
     assert!(OFF_EXTRACTOR - OFF_SERIAL == TEXT_LEN as u64);
-    assert!(STATUS_END - OFF_EXTRACTOR == TEXT_LEN as u64);
+    assert!(OFF_BOARD_VERSION - OFF_EXTRACTOR == TEXT_LEN as u64);
     assert!(STATUS_END <= HEADER_LEN);
     assert!(DATA_OFFSET.is_multiple_of(4096));
     assert!(DEFAULT_CAPACITY.is_power_of_two() && MIN_CAPACITY.is_power_of_two());

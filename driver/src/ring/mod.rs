@@ -210,6 +210,9 @@ pub struct Identity {
     /// The source is the simulator: every byte served from it must be labelled "simulated".
     pub simulated: bool,
     pub extractor: String,
+    /// The card's raw version register (module cards: CV_SR; chip cards: the version register),
+    /// as IDQ's GET_BOARD_VERSION ioctl reports it; 0 = unknown.
+    pub board_version: u32,
 }
 
 /// The health-test parameters in force.
@@ -372,6 +375,7 @@ impl Attached {
                     modules: s.load32(OFF_MODULES, Ordering::Relaxed),
                     simulated: s.load32(OFF_FLAGS, Ordering::Relaxed) & FLAG_SIMULATED != 0,
                     extractor: self.text(OFF_EXTRACTOR),
+                    board_version: s.load32(OFF_BOARD_VERSION, Ordering::Relaxed),
                 },
                 HealthParams {
                     min_entropy_milli: s.load32(OFF_MIN_ENTROPY, Ordering::Relaxed),

@@ -155,6 +155,7 @@ impl Producer {
             write_text(s, OFF_SERIAL, &id.serial);
             write_text(s, OFF_EXTRACTOR, &id.extractor);
             s.store32(OFF_MODULES, id.modules, Ordering::Relaxed);
+            s.store32(OFF_BOARD_VERSION, id.board_version, Ordering::Relaxed);
             s.store32(OFF_FLAGS, if id.simulated { FLAG_SIMULATED } else { 0 }, Ordering::Relaxed);
         });
     }

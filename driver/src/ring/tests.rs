@@ -202,6 +202,7 @@ fn ring_status_round_trips_identity_params_counters() {
         modules: 0xfff,
         simulated: true,
         extractor: "toeplitz".into(),
+        board_version: 0x0205_0203,
     };
     p.set_identity(&id);
     let params =
@@ -217,6 +218,7 @@ fn ring_status_round_trips_identity_params_counters() {
     assert_eq!(s.identity.serial, "é".repeat(15));
     assert_eq!((s.identity.modules, s.identity.simulated), (0xfff, true));
     assert_eq!(s.identity.extractor, "toeplitz");
+    assert_eq!(s.identity.board_version, 0x0205_0203);
     assert_eq!(s.params, params);
     assert_eq!((s.health, s.reason), (Health::Failed, Reason::AdaptiveProportion));
     assert_eq!((s.raw_bytes_read, s.health_alarms, s.bytes_dropped), (15, 1, 3));
