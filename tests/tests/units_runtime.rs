@@ -486,8 +486,8 @@ fn units_run_under_systemd_in_a_container() {
 
     // ---- removal with systemd running: prerm stops the bridge (and its mount goes) ----
     c.ok(&format!(
-        "systemctl stop qrng-bridge.service; printf '%s\\n' '[Service]' 'ExecStart=' \
-         'ExecStart={STANDIN} {STANDIN_ARGS}' \
+        "systemctl stop qrng-bridge.service; mkdir -p /etc/systemd/system/qrng-bridge.service.d && \
+         printf '%s\\n' '[Service]' 'ExecStart=' 'ExecStart={STANDIN} {STANDIN_ARGS}' \
          'Environment=QRNG_STANDIN=bridge QRNG_CHILD_MOUNTPOINT=/run/qrng/dev' \
          > /etc/systemd/system/qrng-bridge.service.d/zz-standin.conf && systemctl daemon-reload"
     ));
