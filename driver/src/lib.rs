@@ -10,4 +10,5 @@ pub mod card;
 pub mod daemon;
 pub mod entropy;
 pub mod hw;
+pub mod logging;
 pub mod ring;
