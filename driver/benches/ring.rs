@@ -7,7 +7,8 @@
 
 use quantis_driver::ring::{Consumer, Producer, RingOptions};
 use std::path::Path;
-use std::process::Command;
+use std::io::{BufRead as _, BufReader};
+use std::process::{Command, Stdio};
 use std::time::Instant;
 
 const CHUNK: usize = 64 << 10;
@@ -64,12 +65,17 @@ fn cross_process() -> f64 {
     let chunk = vec![0xa5u8; CHUNK];
     let mut child = Command::new(std::env::current_exe().expect("exe"))
         .env(CHILD_ENV, &path)
+        .stdout(Stdio::piped())
         .spawn()
         .expect("spawn consumer");
-    // Wait until the consumer is attached so its start-up is not timed.
-    while Consumer::open(&path).is_ok() {
-        std::thread::yield_now();
-    }
+    // Wait until the consumer says it is attached, so its start-up is not timed. (Not by probing
+    // with `Consumer::open` here: a probe holding the consumer lock at the child's attach would
+    // make the child fail with AlreadyAttached.)
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("child stdout"))
+        .read_line(&mut line)
+        .expect("read child");
+    assert_eq!(line.trim(), "attached", "consumer did not attach");
     let t = Instant::now();
     let mut sent = 0u64;
     let mut off = 0;
@@ -89,6 +95,7 @@ fn cross_process() -> f64 {
 
 fn consume(path: &Path) {
     let mut c = Consumer::open(path).expect("consumer");
+    println!("attached");
     let mut buf = vec![0u8; CHUNK];
     let mut got = 0u64;
     while got < TOTAL {
