@@ -95,6 +95,10 @@ pub struct Config {
     #[arg(long, default_value_t = 3000, env = "QRNG_HEARTBEAT_TIMEOUT_MS")]
     pub heartbeat_timeout_ms: u64,
 
+    /// HTTP worker threads, each serving its connections on its own; 0 = one per CPU.
+    #[arg(long, default_value_t = 0, env = "QRNG_HTTP_THREADS")]
+    pub http_threads: usize,
+
     /// Log format.
     #[arg(long, value_enum, default_value = "text", env = "QRNG_LOG_FORMAT")]
     pub log_format: LogFormat,
@@ -128,6 +132,8 @@ impl Config {
             rate_limit: (self.rate_limit > 0.0)
                 .then_some(RateLimit { per_second: self.rate_limit, burst: self.rate_burst }),
             tokens,
+            threads: self.http_threads,
+            drain: crate::http::server::DRAIN_LIMIT,
         })
     }
 }

@@ -76,7 +76,9 @@ fn explicit_in_dir(rings: &[PathBuf], dir: &Path) -> HashSet<PathBuf> {
 fn main() -> anyhow::Result<()> {
     let cfg = Config::parse();
     init_logging(cfg.log_format);
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    // One thread for signals, the acceptor and upkeep: HTTP requests run on the HTTP workers
+    // (`http::server`), FUSE requests on fuser's threads, each ring's consumer on its own thread.
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("start tokio runtime")?;

@@ -6,8 +6,8 @@
 //! a child process (this binary re-executed) reads, until the child has consumed everything.
 
 use quantis_driver::ring::{Consumer, Producer, RingOptions};
-use std::path::Path;
 use std::io::{BufRead as _, BufReader};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 

@@ -10,6 +10,7 @@ mod limit;
 mod openapi;
 mod ops;
 mod random;
+pub mod server;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -24,7 +25,6 @@ use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::serve::ListenerExt as _;
 use axum::Router;
 use metrics::{Counter, Histogram, Key, Label, Recorder};
 use metrics_exporter_prometheus::{Matcher, PrometheusHandle, PrometheusRecorder};
@@ -67,6 +67,10 @@ pub struct HttpConfig {
     pub rate_limit: Option<RateLimit>,
     /// Accepted bearer tokens; None = no authentication.
     pub tokens: Option<Vec<String>>,
+    /// HTTP worker threads (0 = one per CPU); see [`server`].
+    pub threads: usize,
+    /// How long shutdown waits for open connections before closing them.
+    pub drain: Duration,
 }
 
 impl Default for HttpConfig {
@@ -78,6 +82,8 @@ impl Default for HttpConfig {
             retry_after: 1,
             rate_limit: None,
             tokens: None,
+            threads: 0,
+            drain: server::DRAIN_LIMIT,
         }
     }
 }
@@ -126,6 +132,8 @@ struct Inner {
     other_duration: Histogram,
     responses: std::sync::RwLock<HashMap<(&'static str, u16), Counter>>,
     limiter: Option<limit::Limiter>,
+    /// Open connections per HTTP worker (one entry per worker; see [`server`]).
+    connections: Vec<Arc<std::sync::atomic::AtomicUsize>>,
 }
 
 /// Shared state of the router; cheap to clone.
@@ -164,6 +172,7 @@ impl AppState {
         let other_duration = hist("other");
         ops::describe(&recorder);
         let limiter = cfg.rate_limit.map(limit::Limiter::new);
+        let connections = (0..server::worker_count(cfg.threads)).map(|_| Arc::default()).collect();
         Ok(Self(Arc::new(Inner {
             dispenser,
             cfg,
@@ -174,6 +183,7 @@ impl AppState {
             other_duration,
             responses: std::sync::RwLock::new(HashMap::new()),
             limiter,
+            connections,
         })))
     }
 
@@ -352,8 +362,8 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves `router(state)` on `listener` until `shutdown` resolves, then drains open requests.
-/// Runs the metrics upkeep once a second meanwhile.
+/// Serves `router(state)` on `listener` until `shutdown` resolves, then drains open requests
+/// (see [`server`]). Runs the metrics upkeep once a second meanwhile.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
@@ -367,26 +377,12 @@ pub async fn serve(
             upkeep_state.run_upkeep();
         }
     });
-    // No Nagle: a response's last partial segment must not wait for the client's delayed ACK.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-    });
-    // The peer address is only needed by the rate limiter; recording it costs an allocation in
-    // every request's extensions, so it is only recorded when a limit is configured.
     let limited = state.0.limiter.is_some();
-    let app = router(state);
-    let result = if limited {
-        let app = app.into_make_service_with_connect_info::<SocketAddr>();
-        axum::serve(listener, app).with_graceful_shutdown(shutdown).await
-    } else {
-        // Not `serve(listener, app)`: that rebuilds the route table for every connection
-        // (`Router::with_state` per accept), about 6 kB each, 6 MB RssAnon at 1000 connections.
-        axum::serve(listener, app.into_make_service()).with_graceful_shutdown(shutdown).await
-    };
+    let connections = state.0.connections.clone();
+    let drain = state.0.cfg.drain;
+    let result = server::run(listener, router(state), connections, limited, drain, shutdown).await;
     upkeep.abort();
-    result.map_err(HttpError::Serve)
+    result
 }
 
 #[cfg(test)]

@@ -161,6 +161,7 @@ pub(super) fn describe(r: &PrometheusRecorder) {
         "Bytes per second the driver published (last second), per device.",
     );
     g("devices_attached", None, "Rings attached.");
+    g("http_connections_open", None, "Open HTTP connections, per worker thread.");
     g("uptime_seconds", Some(Unit::Seconds), "Seconds since the bridge started.");
     r.describe_histogram(
         "request_duration_seconds".into(),
@@ -216,6 +217,11 @@ pub async fn metrics(State(s): State<AppState>) -> Response {
         }
     }
     r.register_gauge(&Key::from_name("devices_attached"), &m).set(devices.len() as f64);
+    for (i, open) in s.0.connections.iter().enumerate() {
+        let key =
+            Key::from_parts("http_connections_open", vec![Label::new("worker", i.to_string())]);
+        r.register_gauge(&key, &m).set(open.load(std::sync::atomic::Ordering::Relaxed) as f64);
+    }
     r.register_gauge(&Key::from_name("uptime_seconds"), &m)
         .set(s.0.started.elapsed().as_secs_f64());
     let text = s.0.handle.render();

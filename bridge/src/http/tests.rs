@@ -707,3 +707,117 @@ async fn shutdown_drains_a_request_in_flight() {
     assert!(resp.ends_with(&pattern(8)));
     server.await.expect("join").expect("serve");
 }
+
+#[test]
+fn connections_go_to_the_least_loaded_worker() {
+    assert_eq!(server::least_loaded([]), None);
+    assert_eq!(server::least_loaded([0, 0]), Some(0));
+    assert_eq!(server::least_loaded([1, 0]), Some(1));
+    assert_eq!(server::least_loaded([2, 1, 1]), Some(1));
+    assert_eq!(server::least_loaded([3, 5, 4]), Some(0));
+}
+
+/// Sends one keep-alive GET on `conn` and reads exactly one response: (status code, body).
+async fn keepalive_get(conn: &mut tokio::net::TcpStream, path: &str) -> (u16, Vec<u8>) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    conn.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .expect("write");
+    let mut buf = Vec::new();
+    let head_end = loop {
+        let mut chunk = [0u8; 4096];
+        let n = conn.read(&mut chunk).await.expect("read");
+        assert!(n > 0, "connection closed before the response head");
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+    let status: u16 = head[9..12].parse().expect("status");
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .expect("content-length")
+        .trim()
+        .parse()
+        .expect("length");
+    while buf.len() < head_end + len {
+        let mut chunk = vec![0u8; head_end + len - buf.len()];
+        let n = conn.read(&mut chunk).await.expect("read");
+        assert!(n > 0, "connection closed mid-body");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    (status, buf[head_end..].to_vec())
+}
+
+/// Two workers: keep-alive connections are spread over both (least loaded first), each serves
+/// its requests in order, and `/metrics` shows the per-worker counts.
+#[tokio::test]
+async fn connections_are_spread_over_the_workers() {
+    let f = fixture_with(
+        HttpConfig { wait: Duration::from_millis(50), threads: 2, ..HttpConfig::default() },
+        4096,
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serve(listener, f.state.clone(), async move {
+        let _ = rx.await;
+    }));
+    let mut conns = Vec::new();
+    let mut served = Vec::new();
+    for _ in 0..4 {
+        let mut c = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        for _ in 0..2 {
+            let (status, body) =
+                keepalive_get(&mut c, "/api/v1/random/bytes?length=8&format=binary").await;
+            assert_eq!(status, 200);
+            served.extend(body);
+        }
+        conns.push(c);
+    }
+    // Exactly once and in order over all connections: the ring's first 64 bytes.
+    assert_eq!(served, pattern(64));
+    let mut m = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (status, body) = keepalive_get(&mut m, "/metrics").await;
+    assert_eq!(status, 200);
+    let text = String::from_utf8(body).expect("utf-8");
+    // Five open connections (the four plus this one), alternating from worker 0.
+    assert!(text.contains("http_connections_open{worker=\"0\"} 3"), "{text}");
+    assert!(text.contains("http_connections_open{worker=\"1\"} 2"), "{text}");
+    drop(conns);
+    drop(m);
+    tx.send(()).expect("shutdown");
+    server.await.expect("join").expect("serve");
+}
+
+/// A client that never finishes its request cannot hold shutdown up past the drain limit.
+#[tokio::test]
+async fn shutdown_is_bounded_by_the_drain_limit() {
+    use tokio::io::AsyncWriteExt as _;
+    let f = fixture_with(
+        HttpConfig { drain: Duration::from_millis(300), threads: 1, ..HttpConfig::default() },
+        64,
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serve(listener, f.state.clone(), async move {
+        let _ = rx.await;
+    }));
+    let mut slow = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    slow.write_all(b"GET /api/v1/random/bytes?length=4 HTTP/1.1\r\nHost:").await.expect("write");
+    // The server has the connection once it is counted.
+    while f.state.0.connections[0].load(std::sync::atomic::Ordering::Relaxed) == 0 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    tx.send(()).expect("shutdown");
+    // Generous bound for a loaded machine; without the limit this would wait for ever.
+    tokio::time::timeout(Duration::from_secs(30), server)
+        .await
+        .expect("serve returned despite the stalled client")
+        .expect("join")
+        .expect("serve");
+    drop(slow);
+}

@@ -1,0 +1,223 @@
+//! The HTTP server loop: one acceptor and `threads` workers, each a thread with its own
+//! single-threaded tokio runtime that serves the connections it is handed from start to end.
+//!
+//! Why not `axum::serve` on tokio's work-stealing runtime: on a loaded machine its workers keep
+//! waking one another to steal tasks, and each wake-up is a futex call and a context switch; a
+//! connection that stays on one thread costs none of that (measured with bridge/bench/http.sh:
+//! 32-byte hex went from 0.97× to 1.08× nginx's requests per second on two CPUs, see
+//! docs/architecture.md, Performance).
+//!
+//! Each accepted connection goes to the worker with the fewest open connections, so a burst of
+//! connects is spread evenly whichever thread is awake. (`SO_REUSEPORT` listeners per worker would
+//! spread them by hash instead, and would let a second process of the same user bind the same port
+//! and silently take half the connections, where now it fails with "address in use".)
+//!
+//! Shutdown: stop accepting, ask every connection to finish (hyper's graceful shutdown: a request
+//! in flight is answered, an idle keep-alive connection is closed), wait at most the drain limit
+//! (`HttpConfig::drain`, default [`DRAIN_LIMIT`]), then stop the workers, which drops whatever is
+//! left (a client that never finishes sending its request cannot hold shutdown up).
+
+use std::convert::Infallible;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ConnectInfo;
+use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::sync::mpsc;
+use tower::ServiceExt as _;
+
+use super::HttpError;
+
+/// How long shutdown waits by default for open connections to finish before dropping them.
+pub const DRAIN_LIMIT: Duration = Duration::from_secs(10);
+
+/// Pause after an accept error that is not about one connection (EMFILE, ENFILE, ENOMEM), so a
+/// full descriptor table does not turn into a busy loop; connections already open keep working.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// A connection handed to a worker.
+struct Handoff {
+    stream: std::net::TcpStream,
+    peer: SocketAddr,
+    watcher: Watcher,
+}
+
+struct Worker {
+    tx: mpsc::UnboundedSender<Handoff>,
+    open: Arc<AtomicUsize>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+/// Decrements a worker's open-connection count when its connection ends (however it ends).
+struct OpenGuard(Arc<AtomicUsize>);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The number of workers for `requested` (0 = one per CPU).
+pub fn worker_count(requested: usize) -> usize {
+    if requested > 0 {
+        return requested;
+    }
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
+
+fn start_worker(
+    index: usize,
+    app: Router,
+    open: Arc<AtomicUsize>,
+    connect_info: bool,
+) -> io::Result<Worker> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let (tx, mut rx) = mpsc::unbounded_channel::<Handoff>();
+    let counter = Arc::clone(&open);
+    let thread =
+        std::thread::Builder::new().name(format!("qrng-http-{index}")).spawn(move || {
+            runtime.block_on(async move {
+                while let Some(h) = rx.recv().await {
+                    let guard = OpenGuard(Arc::clone(&counter));
+                    tokio::spawn(serve_connection(h, app.clone(), connect_info, guard));
+                }
+            });
+            // The channel closed: shutdown has drained what it could; dropping the runtime drops any
+            // connection left after the drain limit.
+        })?;
+    Ok(Worker { tx, open, thread })
+}
+
+async fn serve_connection(h: Handoff, app: Router, connect_info: bool, _guard: OpenGuard) {
+    let stream = match tokio::net::TcpStream::from_std(h.stream) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot register an accepted connection");
+            return;
+        }
+    };
+    let peer = h.peer;
+    let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+        // The peer address is only needed by the rate limiter; recording it costs an allocation
+        // in every request's extensions, so it is only recorded when a limit is configured.
+        if connect_info {
+            req.extensions_mut().insert(ConnectInfo(peer));
+        }
+        let app = app.clone();
+        async move { Ok::<_, Infallible>(app.oneshot(req).await.unwrap_or_else(|e| match e {})) }
+    });
+    let conn =
+        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+    if let Err(e) = h.watcher.watch(conn).await {
+        // A client that hangs up mid-request is routine: not an error of the server.
+        tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
+    }
+}
+
+/// True for accept errors that concern only the connection being accepted.
+fn per_connection_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+    )
+}
+
+/// Which worker gets the next connection: the one with the fewest open, ties to the lowest index.
+pub fn least_loaded(open: impl IntoIterator<Item = usize>) -> Option<usize> {
+    open.into_iter().enumerate().min_by_key(|&(i, n)| (n, i)).map(|(i, _)| i)
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves, then drains (see the module docs). One
+/// worker per entry of `connections`, which counts that worker's open connections (the
+/// `http_connections_open` gauge). `connect_info` records each request's peer address.
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    connections: Vec<Arc<AtomicUsize>>,
+    connect_info: bool,
+    drain: Duration,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), HttpError> {
+    let n = connections.len();
+    if n == 0 {
+        return Err(HttpError::Serve(io::Error::other("no HTTP worker threads")));
+    }
+    let mut workers = Vec::with_capacity(n);
+    for (i, open) in connections.into_iter().enumerate() {
+        workers.push(start_worker(i, app.clone(), open, connect_info).map_err(HttpError::Serve)?);
+    }
+    tracing::debug!(workers = n, "HTTP workers started");
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) if per_connection_error(&e) => continue,
+                Err(e) => {
+                    tracing::error!(error = %e, "accept failed; pausing");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            },
+        };
+        // No Nagle: a response's last partial segment must not wait for the client's delayed ACK.
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+        let stream = match stream.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot hand over an accepted connection");
+                continue;
+            }
+        };
+        let Some(w) = least_loaded(workers.iter().map(|w| w.open.load(Ordering::Relaxed)))
+            .and_then(|i| workers.get(i))
+        else {
+            break;
+        };
+        w.open.fetch_add(1, Ordering::Relaxed);
+        if w.tx.send(Handoff { stream, peer, watcher: graceful.watcher() }).is_err() {
+            // Only if the worker thread died (a panic outside any request): the connection is
+            // dropped, and the worker's count is set out of reach so it gets no more.
+            tracing::error!("an HTTP worker is gone; connection dropped");
+            w.open.store(usize::MAX / 2, Ordering::Relaxed);
+        }
+    }
+    drop(listener);
+    let open: usize = workers.iter().map(|w| w.open.load(Ordering::Relaxed)).sum();
+    tracing::info!(connections = open, "HTTP: no longer accepting; draining open connections");
+    if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
+        let left: usize = workers.iter().map(|w| w.open.load(Ordering::Relaxed)).sum();
+        tracing::warn!(connections = left, limit = ?drain, "HTTP: connections still open after the drain limit; closing them");
+    }
+    let threads: Vec<_> = workers
+        .into_iter()
+        .map(|w| {
+            drop(w.tx);
+            w.thread
+        })
+        .collect();
+    tokio::task::spawn_blocking(move || {
+        for t in threads {
+            if t.join().is_err() {
+                tracing::error!("an HTTP worker panicked");
+            }
+        }
+    })
+    .await
+    .map_err(|e| HttpError::Serve(io::Error::other(e)))?;
+    Ok(())
+}
