@@ -104,9 +104,12 @@ pub fn read_tokens(path: &std::path::Path) -> Result<Vec<String>, HttpError> {
     Ok(tokens)
 }
 
+/// The hot endpoint (see [`Entry`]).
+const BYTES_PATH: &str = "/api/v1/random/bytes";
+
 /// Endpoint labels for `request_duration_seconds{endpoint}`: the route templates.
 const ENDPOINTS: &[&str] = &[
-    "/api/v1/random/bytes",
+    BYTES_PATH,
     "/api/v1/random/integers",
     "/api/v1/random/floats",
     "/api/v1/random/uuid",
@@ -132,6 +135,9 @@ struct Inner {
     other_duration: Histogram,
     responses: std::sync::RwLock<HashMap<(&'static str, u16), Counter>>,
     limiter: Option<limit::Limiter>,
+    /// `http_responses_total{endpoint="/api/v1/random/bytes",status="200"}`, the one counter of
+    /// the hot path, resolved once (set right after construction).
+    bytes_ok: Option<Counter>,
     /// Open connections per HTTP worker (one entry per worker; see [`server`]).
     connections: Vec<Arc<std::sync::atomic::AtomicUsize>>,
 }
@@ -173,7 +179,7 @@ impl AppState {
         ops::describe(&recorder);
         let limiter = cfg.rate_limit.map(limit::Limiter::new);
         let connections = (0..server::worker_count(cfg.threads)).map(|_| Arc::default()).collect();
-        Ok(Self(Arc::new(Inner {
+        let mut state = Self(Arc::new(Inner {
             dispenser,
             cfg,
             started: Instant::now(),
@@ -183,8 +189,14 @@ impl AppState {
             other_duration,
             responses: std::sync::RwLock::new(HashMap::new()),
             limiter,
+            bytes_ok: None,
             connections,
-        })))
+        }));
+        let bytes_ok = state.response_counter(BYTES_PATH, 200);
+        if let Some(inner) = Arc::get_mut(&mut state.0) {
+            inner.bytes_ok = Some(bytes_ok);
+        }
+        Ok(state)
     }
 
     pub fn cfg(&self) -> &HttpConfig {
@@ -228,6 +240,21 @@ impl AppState {
             .unwrap_or_else(|e| e.into_inner())
             .insert((endpoint, status), c.clone());
         c
+    }
+
+    /// Records one response in `request_duration_seconds{endpoint}` and
+    /// `http_responses_total{endpoint,status}` (`None`: not one of [`ENDPOINTS`]).
+    fn record(&self, label: Option<&'static str>, status: u16, start: Instant) {
+        let elapsed = start.elapsed().as_secs_f64();
+        tracing::debug!(status, seconds = elapsed, "response");
+        match label.and_then(|l| self.0.durations.get(l)) {
+            Some(h) => h.record(elapsed),
+            None => self.0.other_duration.record(elapsed),
+        }
+        match (label, &self.0.bytes_ok) {
+            (Some(BYTES_PATH), Some(c)) if status == 200 => c.increment(1),
+            _ => self.response_counter(label.unwrap_or("other"), status).increment(1),
+        }
     }
 
     /// Folds buffered histogram samples (call about once a second so memory stays flat).
@@ -283,13 +310,7 @@ where
         let s = self.state.clone();
         Box::pin(async move {
             let Ok(resp) = fut.await;
-            let elapsed = start.elapsed().as_secs_f64();
-            tracing::debug!(status = resp.status().as_u16(), seconds = elapsed, "response");
-            match label.and_then(|l| s.0.durations.get(l)) {
-                Some(h) => h.record(elapsed),
-                None => s.0.other_duration.record(elapsed),
-            }
-            s.response_counter(label.unwrap_or("other"), resp.status().as_u16()).increment(1);
+            s.record(label, resp.status().as_u16(), start);
             Ok(resp)
         })
     }
@@ -336,7 +357,7 @@ async fn not_found() -> ApiError {
 /// default hot path carries no middleware it does not use.
 pub fn router(state: AppState) -> Router {
     let mut random = Router::new()
-        .route("/api/v1/random/bytes", get(random::bytes))
+        .route(BYTES_PATH, get(random::bytes))
         .route("/api/v1/random/integers", get(random::integers))
         .route("/api/v1/random/floats", get(random::floats))
         .route("/api/v1/random/uuid", get(random::uuid))
@@ -362,6 +383,62 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// What every HTTP connection calls for each request ([`server`]). `GET /api/v1/random/bytes`,
+/// the endpoint that carries the traffic, goes straight to its handler when no middleware is
+/// configured (no bearer tokens, no rate limit); everything else goes through the axum [`router`].
+/// The direct call does what the router's layers do for it (request log, the two metrics, a panic
+/// turned into a 500) and answers identically (tested), without the per-request cost of routing:
+/// the route lookup, a boxed clone of the route's service, and the boxed futures of the layers
+/// (measured: about 20 % more 32-byte requests per second; docs/architecture.md, Performance).
+#[derive(Clone, Debug)]
+pub struct Entry {
+    state: AppState,
+    router: Router,
+    fast: bool,
+}
+
+impl Entry {
+    pub fn new(state: AppState) -> Self {
+        let fast = state.0.limiter.is_none() && state.0.cfg.tokens.is_none();
+        Self { router: router(state.clone()), state, fast }
+    }
+
+    /// Answers one request.
+    pub async fn handle<B>(self, req: axum::http::Request<B>) -> Response
+    where
+        B: axum::body::HttpBody<Data = axum::body::Bytes> + Send + 'static,
+        B::Error: Into<axum::BoxError>,
+    {
+        if self.fast && req.method() == axum::http::Method::GET && req.uri().path() == BYTES_PATH {
+            return self.bytes(req.uri().clone()).await;
+        }
+        tower::ServiceExt::oneshot(self.router, req).await.unwrap_or_else(|e| match e {})
+    }
+
+    async fn bytes(self, uri: axum::http::Uri) -> Response {
+        use futures_util::FutureExt as _;
+        // Method, path and query only, as in `Track`: never a body.
+        tracing::debug!(method = "GET", uri = %uri, "request");
+        let start = Instant::now();
+        let answer = std::panic::AssertUnwindSafe(random::bytes(State(self.state.clone()), uri))
+            .catch_unwind()
+            .await;
+        let mut resp = match answer {
+            Ok(r) => r.into_response(),
+            Err(_) => {
+                tracing::error!("a request handler panicked");
+                ApiError::Internal.into_response()
+            }
+        };
+        // As axum's routes do (hyper would add the same header on the wire).
+        if let Some(n) = axum::body::HttpBody::size_hint(resp.body()).exact() {
+            resp.headers_mut().entry(axum::http::header::CONTENT_LENGTH).or_insert(n.into());
+        }
+        self.state.record(Some(BYTES_PATH), resp.status().as_u16(), start);
+        resp
+    }
+}
+
 /// Serves `router(state)` on `listener` until `shutdown` resolves, then drains open requests
 /// (see [`server`]). Runs the metrics upkeep once a second meanwhile.
 pub async fn serve(
@@ -380,7 +457,8 @@ pub async fn serve(
     let limited = state.0.limiter.is_some();
     let connections = state.0.connections.clone();
     let drain = state.0.cfg.drain;
-    let result = server::run(listener, router(state), connections, limited, drain, shutdown).await;
+    let result =
+        server::run(listener, Entry::new(state), connections, limited, drain, shutdown).await;
     upkeep.abort();
     result
 }

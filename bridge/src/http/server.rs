@@ -25,14 +25,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
-use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::sync::mpsc;
-use tower::ServiceExt as _;
 
-use super::HttpError;
+use super::{Entry, HttpError};
 
 /// How long shutdown waits by default for open connections to finish before dropping them.
 pub const DRAIN_LIMIT: Duration = Duration::from_secs(10);
@@ -73,7 +71,7 @@ pub fn worker_count(requested: usize) -> usize {
 
 fn start_worker(
     index: usize,
-    app: Router,
+    app: Entry,
     open: Arc<AtomicUsize>,
     connect_info: bool,
 ) -> io::Result<Worker> {
@@ -94,7 +92,7 @@ fn start_worker(
     Ok(Worker { tx, open, thread })
 }
 
-async fn serve_connection(h: Handoff, app: Router, connect_info: bool, _guard: OpenGuard) {
+async fn serve_connection(h: Handoff, app: Entry, connect_info: bool, _guard: OpenGuard) {
     let stream = match tokio::net::TcpStream::from_std(h.stream) {
         Ok(s) => s,
         Err(e) => {
@@ -110,7 +108,7 @@ async fn serve_connection(h: Handoff, app: Router, connect_info: bool, _guard: O
             req.extensions_mut().insert(ConnectInfo(peer));
         }
         let app = app.clone();
-        async move { Ok::<_, Infallible>(app.oneshot(req).await.unwrap_or_else(|e| match e {})) }
+        async move { Ok::<_, Infallible>(app.handle(req).await) }
     });
     let conn =
         hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
@@ -141,7 +139,7 @@ pub fn least_loaded(open: impl IntoIterator<Item = usize>) -> Option<usize> {
 /// `http_connections_open` gauge). `connect_info` records each request's peer address.
 pub async fn run(
     listener: tokio::net::TcpListener,
-    app: Router,
+    app: Entry,
     connections: Vec<Arc<AtomicUsize>>,
     connect_info: bool,
     drain: Duration,

@@ -821,3 +821,88 @@ async fn shutdown_is_bounded_by_the_drain_limit() {
         .expect("serve");
     drop(slow);
 }
+
+async fn entry_get(e: &Entry, uri: &str) -> (StatusCode, HeaderMap, Vec<u8>) {
+    let req = Request::get(uri).body(Body::empty()).expect("request");
+    let resp = e.clone().handle(req).await;
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let body = to_bytes(resp.into_body(), usize::MAX).await.expect("body");
+    (status, headers, body.to_vec())
+}
+
+/// The lines of a Prometheus text that concern `/api/v1/random/bytes` responses.
+fn bytes_metric_lines(text: &str) -> Vec<String> {
+    text.lines()
+        .filter(|l| l.contains("endpoint=\"/api/v1/random/bytes\""))
+        .filter(|l| l.starts_with("http_responses_total") || l.contains("_count"))
+        .map(str::to_owned)
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
+
+/// `Entry`'s direct path for /api/v1/random/bytes answers every request exactly as the router
+/// does (status, headers, body, from identical rings) and records the same metrics.
+#[tokio::test]
+async fn entry_fast_path_answers_as_the_router() {
+    let a = fixture();
+    let b = fixture();
+    let entry = Entry::new(a.state.clone());
+    assert!(entry.fast, "no middleware configured: the direct path is the one under test");
+    let too_large = format!("/api/v1/random/bytes?length={}", (1 << 20) + 1);
+    let uris = [
+        "/api/v1/random/bytes?length=32",
+        "/api/v1/random/bytes?length=10&format=base64",
+        "/api/v1/random/bytes?length=7&format=binary",
+        "/api/v1/random/bytes?length=3&format=hex&device=qrng0",
+        "/api/v1/random/bytes?length=0",
+        "/api/v1/random/bytes?length=abc",
+        "/api/v1/random/bytes",
+        too_large.as_str(),
+        "/api/v1/random/bytes?length=4&format=xml",
+        "/api/v1/random/bytes?length=4&device=nope",
+        "/api/v1/random/bytes?length=4&length=5",
+        "/api/v1/random/bytes?length=5000",
+    ];
+    for uri in uris {
+        let (sa, ha, ba) = entry_get(&entry, uri).await;
+        let (sb, hb, bb) = get(&b, uri).await;
+        assert_eq!(sa, sb, "{uri}");
+        assert_eq!(ha, hb, "{uri}");
+        assert_eq!(ba, bb, "{uri}");
+    }
+    // 4 served (32 + 10 + 7 + 3 bytes) and 5000 > 4096 - 52 left: a 503; the rest are 400/413/404.
+    assert_eq!(a.ring.len(), b.ring.len());
+    let (_, _, ma) = entry_get(&entry, "/metrics").await;
+    let (_, _, mb) = get(&b, "/metrics").await;
+    let (la, lb) = (
+        bytes_metric_lines(&String::from_utf8_lossy(&ma)),
+        bytes_metric_lines(&String::from_utf8_lossy(&mb)),
+    );
+    assert!(la.iter().any(|l| l.contains("status=\"200\"") && l.ends_with(" 4")), "{la:?}");
+    assert!(la.iter().any(|l| l.contains("_count") && l.ends_with(" 12")), "{la:?}");
+    assert_eq!(la, lb);
+}
+
+/// With bearer tokens configured, `Entry` sends /api/v1/random/bytes through the router, so the
+/// token check applies (and nothing is taken without a token).
+#[tokio::test]
+async fn entry_keeps_the_middleware_when_configured() {
+    let f = fixture_with(
+        HttpConfig { tokens: Some(vec!["s3cret".into()]), ..HttpConfig::default() },
+        64,
+    );
+    let entry = Entry::new(f.state.clone());
+    let (s, _, _) = entry_get(&entry, "/api/v1/random/bytes?length=8").await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert_eq!(f.ring.len(), 64);
+    let req = Request::get("/api/v1/random/bytes?length=8&format=binary")
+        .header("authorization", "Bearer s3cret")
+        .body(Body::empty())
+        .expect("request");
+    let resp = entry.clone().handle(req).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body = to_bytes(resp.into_body(), usize::MAX).await.expect("body");
+    assert_eq!(body.to_vec(), pattern(8));
+}
