@@ -133,6 +133,17 @@ pub trait RingSource: Send + 'static {
         out.truncate(old + n);
         got.map(|_| n)
     }
+    /// Lends exactly `n` bytes in place (see `ring::Consumer::lend`), keeping at most
+    /// `max_pinned` bytes lent out; `Ok(None)` when it cannot, and nothing changed (the caller
+    /// copies instead). Only the ring lends; other sources never do.
+    fn lend(&mut self, _n: usize, _max_pinned: u64) -> Result<Option<ring::Lease>, SourceError> {
+        Ok(None)
+    }
+    /// Bytes handed out but whose ring space is not free yet (lent, or copied after a lease
+    /// still out).
+    fn pinned(&self) -> u64 {
+        0
+    }
 }
 
 fn ring_err(e: ring::Error) -> SourceError {
@@ -151,6 +162,14 @@ impl RingSource for ring::Consumer {
 
     fn read_append(&mut self, out: &mut Vec<u8>, max: usize) -> Result<usize, SourceError> {
         ring::Consumer::read_append(self, out, max).map_err(ring_err)
+    }
+
+    fn lend(&mut self, n: usize, max_pinned: u64) -> Result<Option<ring::Lease>, SourceError> {
+        ring::Consumer::lend(self, n, max_pinned).map_err(ring_err)
+    }
+
+    fn pinned(&self) -> u64 {
+        ring::Consumer::pinned(self)
     }
 
     fn status(&mut self) -> Result<SourceStatus, SourceError> {
@@ -212,6 +231,16 @@ impl Default for DispenserConfig {
 #[derive(Debug)]
 pub struct Entropy {
     pub bytes: Vec<u8>,
+    /// The card serial, or "simulated" for a simulated card.
+    pub source: String,
+    /// The device (ring file stem) the bytes came from.
+    pub device: String,
+}
+
+/// Bytes lent to one caller in place, still in the ring (see [`Dispenser::try_lend`]).
+#[derive(Debug)]
+pub struct Lent {
+    pub lease: ring::Lease,
     /// The card serial, or "simulated" for a simulated card.
     pub source: String,
     /// The device (ring file stem) the bytes came from.
@@ -1015,6 +1044,49 @@ impl Dispenser {
         dev.wake(&st);
         drop(st);
         Ok(Begin::Queued { dev, ticket, rx })
+    }
+
+    /// Lends exactly `n` bytes in place, if that can be done at once and in order: the device has
+    /// no queued request and no carried-over bytes, the bytes are in the ring in one piece, and at
+    /// most half the ring would be lent out (so readers that are slow to send cannot take the
+    /// producer's space). `Ok(None)`: nothing was taken, use [`Dispenser::take`]. The bytes are
+    /// served (counted, and never handed out again, even across a restart); the ring space is freed
+    /// when the [`Lent`] is dropped.
+    pub fn try_lend(&self, device: Option<&str>, n: usize) -> Result<Option<Lent>, DispenseError> {
+        if n > self.0.cfg.max_request {
+            return Err(DispenseError::TooLarge { requested: n, limit: self.0.cfg.max_request });
+        }
+        let dev = self.select(device, n)?;
+        let mut st = lock(&dev.state);
+        st.check_servable(&dev.name)?;
+        if st.broken || !st.waiters.is_empty() || !st.carry.is_empty() {
+            return Ok(None);
+        }
+        let Some(max_pinned) = st.status.as_ref().map(|s| s.capacity / 2) else {
+            return Ok(None);
+        };
+        match st.source.lend(n, max_pinned) {
+            Ok(Some(lease)) => {
+                dev.note_served(n);
+                let source = source_label(st.status.as_ref());
+                Ok(Some(Lent { lease, source, device: dev.name.clone() }))
+            }
+            Ok(None) => Ok(None),
+            Err(e) => {
+                let mut done = Vec::new();
+                st.mark_broken(&e, &dev.name, &mut done);
+                complete(done);
+                Err(DispenseError::Failed { device: dev.name.clone(), reason: st.reason.clone() })
+            }
+        }
+    }
+
+    /// True when more than half of `device`'s ring is held by lent bytes that have not been
+    /// released (or by copies made after them): see `http::server::watch_lent`.
+    pub fn lend_pressure(&self, device: &str) -> bool {
+        let Ok(dev) = self.get(device) else { return false };
+        let st = lock(&dev.state);
+        st.status.as_ref().is_some_and(|s| st.source.pinned() > s.capacity / 2)
     }
 
     /// Takes exactly `n` bytes for an async caller (HTTP), waiting at most `wait`; FIFO per device.

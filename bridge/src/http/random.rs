@@ -39,14 +39,64 @@ fn header_text(s: &str) -> HeaderValue {
 }
 
 /// Adds the content type and the headers every random response carries.
-fn random_response(e: &Entropy, content_type: &'static str, mut resp: Response) -> Response {
+fn random_response(e: &Entropy, content_type: &'static str, resp: Response) -> Response {
+    labelled(&e.source, &e.device, content_type, resp)
+}
+
+fn labelled(
+    source: &str,
+    device: &str,
+    content_type: &'static str,
+    mut resp: Response,
+) -> Response {
     let h = resp.headers_mut();
     h.reserve(4);
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(SOURCE_HEADER, header_text(&e.source));
-    h.insert(DEVICE_HEADER, header_text(&e.device));
+    h.insert(SOURCE_HEADER, header_text(source));
+    h.insert(DEVICE_HEADER, header_text(device));
     resp
+}
+
+/// Binary answers from this size on are sent straight from the ring (lent, not copied) when the
+/// dispenser can lend them; below it a copy costs less than the bookkeeping.
+pub const LEND_MIN: usize = 16 << 10;
+
+/// A lent range as an HTTP body: the bytes stay in the ring until hyper has written them and
+/// drops the body; `done` tells the connection's watchdog ([`super::server::watch_lent`]).
+struct LentBody {
+    lease: quantis_driver::ring::Lease,
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl AsRef<[u8]> for LentBody {
+    fn as_ref(&self) -> &[u8] {
+        self.lease.as_ref()
+    }
+}
+
+impl Drop for LentBody {
+    fn drop(&mut self) {
+        self.done.store(true, std::sync::atomic::Ordering::Release);
+    }
+}
+
+/// The binary answer sent straight from the ring, or None when the dispenser cannot lend
+/// (then the caller copies, with the same result for the client).
+fn lent_answer(
+    s: &AppState,
+    device: Option<&str>,
+    length: usize,
+) -> Result<Option<Response>, ApiError> {
+    let lent = s
+        .dispenser()
+        .try_lend(device, length)
+        .map_err(|e| ApiError::from_dispense(e, s.cfg().retry_after))?;
+    let Some(lent) = lent else { return Ok(None) };
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    super::server::watch_lent(s.dispenser(), &lent.device, done.clone());
+    let body = Body::from(bytes::Bytes::from_owner(LentBody { lease: lent.lease, done }));
+    Ok(Some(labelled(&lent.source, &lent.device, "application/octet-stream", Response::new(body))))
 }
 
 /// Serializes `body` into one buffer of `size_hint` bytes (plus room for the envelope), so the
@@ -199,6 +249,11 @@ pub async fn bytes(State(s): State<AppState>, uri: Uri) -> Result<Response, ApiE
         "binary" => "binary",
         _ => return Err(ApiError::BadRequest("format must be hex, base64 or binary".into())),
     };
+    if format == "binary" && length >= LEND_MIN {
+        if let Some(resp) = lent_answer(&s, device.as_deref(), length)? {
+            return Ok(resp);
+        }
+    }
     let mut e = s.take(device.as_deref(), length).await?;
     if format == "binary" {
         let resp = Response::new(Body::from(std::mem::take(&mut e.bytes)));

@@ -28,9 +28,11 @@ use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
 use super::{Entry, HttpError};
+use crate::dispenser::Dispenser;
+use std::sync::atomic::AtomicBool;
 
 /// How long shutdown waits by default for open connections to finish before dropping them.
 pub const DRAIN_LIMIT: Duration = Duration::from_secs(10);
@@ -38,6 +40,71 @@ pub const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 /// Pause after an accept error that is not about one connection (EMFILE, ENFILE, ENOMEM), so a
 /// full descriptor table does not turn into a busy loop; connections already open keep working.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// How often a lent response's watchdog looks at it (see [`watch_lent`]).
+pub const LEND_CHECK: Duration = Duration::from_secs(1);
+
+tokio::task_local! {
+    /// The current connection's "close now" signal, for [`watch_lent`].
+    static CLOSE: Arc<Notify>;
+}
+
+/// A lent response being watched (see [`watch_lent`]).
+struct LentWatch {
+    done: Arc<AtomicBool>,
+    since: std::time::Instant,
+    close: Arc<Notify>,
+    dispenser: Dispenser,
+    device: String,
+}
+
+thread_local! {
+    /// This worker's lent responses not yet known to be done.
+    static LENT: std::cell::RefCell<Vec<LentWatch>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Watches a response whose bytes are lent from the ring (`done` turns true when hyper drops
+/// the body, i.e. the kernel has them). A client that stops reading keeps them lent, and the
+/// producer cannot reuse that space; lending stops at half the ring, but copies made after a
+/// stuck lease still cannot be freed before it. So each worker looks at its lent responses once
+/// a second ([`LEND_CHECK`]): one that is not done after a check interval, while more than half
+/// of its device's ring is held (`Dispenser::lend_pressure`), gets its connection closed, which
+/// drops the body and frees the space. A slow client is left alone as long as the ring has room.
+/// Outside a served connection (router tests) there is nothing to close.
+pub fn watch_lent(dispenser: &Dispenser, device: &str, done: Arc<AtomicBool>) {
+    let Ok(close) = CLOSE.try_with(Arc::clone) else { return };
+    LENT.with(|l| {
+        let mut l = l.borrow_mut();
+        if l.len() >= 64 {
+            // Almost all are long done: keep the list short between checks.
+            l.retain(|w| !w.done.load(Ordering::Acquire));
+        }
+        l.push(LentWatch {
+            done,
+            since: std::time::Instant::now(),
+            close,
+            dispenser: dispenser.clone(),
+            device: device.to_owned(),
+        });
+    });
+}
+
+/// One worker's periodic look at its lent responses (see [`watch_lent`]).
+fn check_lent() {
+    LENT.with(|l| {
+        l.borrow_mut().retain(|w| {
+            if w.done.load(Ordering::Acquire) {
+                return false;
+            }
+            if w.since.elapsed() >= LEND_CHECK && w.dispenser.lend_pressure(&w.device) {
+                tracing::warn!(device = %w.device, "closing a connection that has not taken its response while the ring is short of space");
+                w.close.notify_one();
+                return false;
+            }
+            true
+        });
+    });
+}
 
 /// A connection handed to a worker.
 struct Handoff {
@@ -81,10 +148,18 @@ fn start_worker(
     let thread =
         std::thread::Builder::new().name(format!("qrng-http-{index}")).spawn(move || {
             runtime.block_on(async move {
+                let lent_checks = tokio::spawn(async {
+                    let mut tick = tokio::time::interval(LEND_CHECK);
+                    loop {
+                        tick.tick().await;
+                        check_lent();
+                    }
+                });
                 while let Some(h) = rx.recv().await {
                     let guard = OpenGuard(Arc::clone(&counter));
                     tokio::spawn(serve_connection(h, app.clone(), connect_info, guard));
                 }
+                lent_checks.abort();
             });
             // The channel closed: shutdown has drained what it could; dropping the runtime drops any
             // connection left after the drain limit.
@@ -112,9 +187,14 @@ async fn serve_connection(h: Handoff, app: Entry, connect_info: bool, _guard: Op
     });
     let conn =
         hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
-    if let Err(e) = h.watcher.watch(conn).await {
-        // A client that hangs up mid-request is routine: not an error of the server.
-        tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
+    let close = Arc::new(Notify::new());
+    let served = CLOSE.scope(Arc::clone(&close), h.watcher.watch(conn));
+    tokio::select! {
+        result = served => if let Err(e) = result {
+            // A client that hangs up mid-request is routine: not an error of the server.
+            tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
+        },
+        () = close.notified() => tracing::debug!(peer = %peer, "connection closed by its lent-response watchdog"),
     }
 }
 

@@ -38,6 +38,9 @@ pub const OFF_CAPACITY: u64 = 0x18; // u64
 pub const OFF_TAIL: u64 = LINE;
 // Line 2: consumer. Total bytes ever consumed (free-running).
 pub const OFF_HEAD: u64 = 2 * LINE;
+// Line 2, second word: consumer cursor. Bytes before it were handed out (copied, or lent to the
+// kernel); head trails it while lent bytes are still being sent. 0 (or ≤ head): not in use.
+pub const OFF_CURSOR: u64 = 2 * LINE + 8;
 
 // Status, from line 3 on. Written only by the producer.
 pub const OFF_STATUS: u64 = 3 * LINE;

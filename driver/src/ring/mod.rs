@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-pub use consumer::Consumer;
+pub use consumer::{Consumer, Lease};
 pub use producer::Producer;
 
 use layout::*;
@@ -273,7 +273,7 @@ pub fn boottime_ns() -> u64 {
 struct Attached {
     path: PathBuf,
     file: File,
-    shm: Shared,
+    shm: std::sync::Arc<Shared>,
     capacity: u64,
 }
 
@@ -308,7 +308,7 @@ impl Attached {
         }
         drop(header);
         let shm = Shared::map(&file, total, path)?;
-        Ok(Attached { path: path.into(), file, shm, capacity })
+        Ok(Attached { path: path.into(), file, shm: std::sync::Arc::new(shm), capacity })
     }
 
     /// Loads head and tail once each and checks `head <= tail <= head + capacity`.

@@ -31,6 +31,12 @@ impl Shared {
         Ok(Shared { map, len })
     }
 
+    /// The address of data-area offset `at`, valid for `len` bytes (checked against the mapping).
+    /// Only [`super::Lease`] uses it, to lend a range to the kernel.
+    pub(crate) fn data_ptr(&self, at: u64, len: usize) -> *const u8 {
+        self.ptr(DATA_OFFSET + at, len as u64)
+    }
+
     fn ptr(&self, off: u64, size: u64) -> *mut u8 {
         let end = off.checked_add(size).expect("shared offset overflow");
         assert!(end <= self.len, "shared access {off:#x}+{size} beyond mapping of {}", self.len);

@@ -192,6 +192,107 @@ fn ring_consumer_reattach_resumes_at_recorded_head() {
 }
 
 #[test]
+fn ring_lease_holds_space_until_dropped_and_releases_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = ring_path(&dir);
+    let mut p = Producer::open(&path, &opts(4096)).unwrap();
+    let mut c = Consumer::open(&path).unwrap();
+    let data = pattern(0, 4096);
+    assert_eq!(p.write(&data).unwrap(), 4096);
+    // Two leases and a copy after them.
+    let a = c.lend(1000, 4096).unwrap().expect("lend a");
+    let b = c.lend(1000, 4096).unwrap().expect("lend b");
+    assert_eq!((a.as_ref(), b.as_ref()), (&data[..1000], &data[1000..2000]));
+    let mut buf = vec![0u8; 500];
+    assert_eq!(c.read(&mut buf).unwrap(), 500);
+    assert_eq!(&buf[..], &data[2000..2500]);
+    assert_eq!((c.position(), c.pinned(), a.pinned()), (2500, 2500, 2500));
+    // Nothing is free for the producer while the first lease is out, whatever ends after it.
+    drop(b);
+    assert_eq!(p.free().unwrap(), 0);
+    assert_eq!(c.pinned(), 2500);
+    // The first lease ends: the head moves past it, the released second one and the copy.
+    drop(a);
+    assert_eq!(p.free().unwrap(), 2500);
+    assert_eq!(c.pinned(), 0);
+    // A copy with no lease out moves the head at once.
+    assert_eq!(c.read(&mut buf[..100]).unwrap(), 100);
+    assert_eq!(p.free().unwrap(), 2600);
+}
+
+#[test]
+fn ring_lend_refuses_what_it_cannot_lend_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = ring_path(&dir);
+    let mut p = Producer::open(&path, &opts(4096)).unwrap();
+    let mut c = Consumer::open(&path).unwrap();
+    assert!(c.lend(10, 4096).unwrap().is_none(), "empty ring");
+    assert_eq!(p.write(&pattern(0, 3000)).unwrap(), 3000);
+    assert!(c.lend(3001, 4096).unwrap().is_none(), "more than available");
+    assert!(c.lend(0, 4096).unwrap().is_none(), "nothing to lend");
+    let held = c.lend(2000, 4096).unwrap().expect("lend");
+    assert!(c.lend(500, 2400).unwrap().is_none(), "over the pinned limit");
+    assert_eq!(c.position(), 2000);
+    drop(held);
+    // Across the end of the data area: refused; a copy of the same bytes works.
+    let mut buf = vec![0u8; 4096];
+    assert_eq!(c.read(&mut buf[..1000]).unwrap(), 1000);
+    assert_eq!(p.write(&pattern(3000, 2000)).unwrap(), 2000);
+    assert!(c.lend(1500, 4096).unwrap().is_none(), "wraps");
+    assert_eq!(c.position(), 3000);
+    assert_eq!(c.read(&mut buf[..1500]).unwrap(), 1500);
+    assert_eq!(&buf[..1500], &pattern(3000, 1500)[..]);
+}
+
+#[test]
+fn ring_restarted_consumer_skips_bytes_lent_by_a_dead_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = ring_path(&dir);
+    let mut p = Producer::open(&path, &opts(4096)).unwrap();
+    assert_eq!(p.write(&pattern(0, 3000)).unwrap(), 3000);
+    let mut c = Consumer::open(&path).unwrap();
+    let lease = c.lend(1000, 4096).unwrap().expect("lend");
+    // The consumer goes away with its lease still out (as if the process died mid-send): its lock
+    // lasts as long as the lease, so no other consumer can take the ring meanwhile.
+    drop(c);
+    assert!(matches!(Consumer::open(&path), Err(Error::AlreadyAttached { .. })));
+    // Until the lease ends the head stays put (a crash would end it without releasing: what a
+    // restarted consumer then does is `ring_consumer_resumes_at_the_recorded_cursor`).
+    assert_eq!(p.free().unwrap(), 1096);
+    let f = OpenOptions::new().read(true).open(&path).unwrap();
+    let mut w = [0u8; 8];
+    f.read_exact_at(&mut w, OFF_CURSOR).unwrap();
+    assert_eq!(u64::from_le_bytes(w), 1000, "the cursor records what was handed out");
+    drop(lease);
+    assert_eq!(p.free().unwrap(), 2096);
+    assert!(Consumer::open(&path).is_ok(), "the lock went with the last lease");
+}
+
+#[test]
+fn ring_consumer_resumes_at_the_recorded_cursor() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = ring_path(&dir);
+    let mut p = Producer::open(&path, &opts(4096)).unwrap();
+    assert_eq!(p.write(&pattern(0, 3000)).unwrap(), 3000);
+    // A dead consumer's trace: head 200, cursor 1000 (it had lent 200..1000).
+    poke(&path, OFF_HEAD, &200u64.to_le_bytes());
+    poke(&path, OFF_CURSOR, &1000u64.to_le_bytes());
+    let mut c = Consumer::open(&path).unwrap();
+    assert_eq!(c.position(), 1000);
+    assert_eq!(p.free().unwrap(), 4096 - 2000, "the dead consumer's lent bytes are freed");
+    let mut buf = vec![0u8; 100];
+    assert_eq!(c.read(&mut buf).unwrap(), 100);
+    assert_eq!(&buf[..], &pattern(1000, 100)[..]);
+    drop(c);
+    // A stale cursor (behind the head) or one beyond the tail is ignored.
+    for bad in [500u64, 5000] {
+        poke(&path, OFF_CURSOR, &bad.to_le_bytes());
+        let c = Consumer::open(&path).unwrap();
+        assert_eq!(c.position(), 1100, "cursor {bad}");
+    }
+}
+
+#[test]
 fn ring_status_round_trips_identity_params_counters() {
     let dir = tempfile::tempdir().unwrap();
     let path = ring_path(&dir);
