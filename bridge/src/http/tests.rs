@@ -906,3 +906,242 @@ async fn entry_keeps_the_middleware_when_configured() {
     let body = to_bytes(resp.into_body(), usize::MAX).await.expect("body");
     assert_eq!(body.to_vec(), pattern(8));
 }
+
+/// Lending, over a real ring file (the only source that lends).
+mod lending {
+    use super::*;
+    use quantis_driver::ring::{
+        pattern as stream, Health, Identity, Producer, Reason, RingOptions,
+    };
+
+    struct Real {
+        _dir: tempfile::TempDir,
+        producer: Producer,
+        state: AppState,
+    }
+
+    impl Drop for Real {
+        fn drop(&mut self) {
+            self.state.dispenser().shutdown();
+        }
+    }
+
+    /// A ring of `capacity` holding the position pattern for `0..fill`, attached to a dispenser.
+    async fn real(capacity: u64, fill: usize, cfg: HttpConfig) -> Real {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("qrng0.ring");
+        let mut producer =
+            Producer::open(&path, &RingOptions { capacity, mode: 0o600, group: None })
+                .expect("producer");
+        producer.set_identity(&Identity {
+            model: "pcie-16m".into(),
+            serial: "171234A410".into(),
+            modules: 1,
+            simulated: false,
+            extractor: "none".into(),
+            board_version: 0,
+        });
+        producer.heartbeat();
+        producer.set_health(Health::Ok, Reason::None);
+        let mut data = vec![0u8; fill];
+        stream::fill(0, &mut data);
+        assert_eq!(producer.write(&data).expect("write"), fill);
+        let d = Dispenser::new(DispenserConfig {
+            heartbeat_timeout: Duration::from_secs(3600),
+            status_interval: Duration::from_millis(2),
+            ..DispenserConfig::default()
+        });
+        d.attach(&path).expect("attach");
+        let state = AppState::new(d, cfg).expect("state");
+        let d = state.dispenser().clone();
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            tokio::task::spawn_blocking(move || {
+                while d.health("qrng0").ok() != Some(DeviceHealth::Ok) {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }),
+        )
+        .await
+        .expect("ring read")
+        .expect("join");
+        Real { _dir: dir, producer, state }
+    }
+
+    /// Where a chunk of the position pattern starts (chunks of at least 16 bytes).
+    fn position_of(chunk: &[u8]) -> u64 {
+        (0..8)
+            .map(|a| {
+                let w = u64::from_le_bytes(chunk[a..a + 8].try_into().expect("8 bytes"));
+                (w * 8).wrapping_sub(a as u64)
+            })
+            .find(|&pos| stream::check(pos, chunk).is_ok())
+            .expect("a chunk of the stream")
+    }
+
+    /// Large binary answers are lent; their ring space is freed only once the body is gone, a
+    /// copy made behind a lent answer waits for it, and the stream is served once, in order,
+    /// across lent and copied answers.
+    #[tokio::test]
+    async fn lent_answers_hold_ring_space_until_sent_and_keep_the_order() {
+        let mut r = real(1 << 20, 300 << 10, HttpConfig::default()).await;
+        let entry = Entry::new(r.state.clone());
+        let free0 = r.producer.free().expect("free");
+        let get_resp = |uri: &'static str| {
+            let e = entry.clone();
+            async move { e.handle(Request::get(uri).body(Body::empty()).expect("req")).await }
+        };
+        let lent = get_resp("/api/v1/random/bytes?length=65536&format=binary").await;
+        assert_eq!(lent.status(), StatusCode::OK);
+        assert_random_headers_of(lent.headers());
+        let (_, _, small) =
+            entry_get(&entry, "/api/v1/random/bytes?length=100&format=binary").await;
+        assert_eq!(r.producer.free().expect("free"), free0, "nothing freed while lent");
+        // `to_bytes` hands back the body's own buffer (the lease): copy it out, then drop it.
+        let first = to_bytes(lent.into_body(), usize::MAX).await.expect("body").to_vec();
+        assert_eq!(r.producer.free().expect("free"), free0 + 65536 + 100, "freed once sent");
+        let (_, _, hex) = entry_get(&entry, "/api/v1/random/bytes?length=20").await;
+        let hex: Value = serde_json::from_slice(&hex).expect("json");
+        let (_, _, second) =
+            entry_get(&entry, "/api/v1/random/bytes?length=20000&format=binary").await;
+        let mut served = first.to_vec();
+        served.extend(small);
+        let hex = hex["data"].as_str().expect("hex");
+        served.extend(
+            (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex digit")),
+        );
+        served.extend(second);
+        assert_eq!(served.len(), 65536 + 100 + 20 + 20000);
+        assert_eq!(stream::check(0, &served), Ok(()));
+        let st = &r.state.dispenser().devices()[0];
+        assert_eq!((st.bytes_served, st.requests_served), (served.len() as u64, 4));
+    }
+
+    fn assert_random_headers_of(h: &HeaderMap) {
+        assert_eq!(h.get("cache-control").expect("cache-control"), "no-store");
+        assert_eq!(h.get("x-qrng-source").expect("source"), "171234A410");
+        assert_eq!(h.get("content-type").expect("type"), "application/octet-stream");
+    }
+
+    /// Many clients on two workers, lent and copied answers mixed: every byte of the stream goes
+    /// to exactly one answer.
+    #[tokio::test]
+    async fn concurrent_lent_and_copied_answers_serve_every_byte_once() {
+        let r = real(
+            4 << 20,
+            3 << 20,
+            HttpConfig { threads: 2, wait: Duration::from_millis(200), ..HttpConfig::default() },
+        )
+        .await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(listener, r.state.clone(), async move {
+            let _ = rx.await;
+        }));
+        let mut clients = Vec::new();
+        for c in 0..8usize {
+            clients.push(tokio::spawn(async move {
+                let mut conn = tokio::net::TcpStream::connect(addr).await.expect("connect");
+                let mut got = Vec::new();
+                for i in 0..12usize {
+                    // Sizes from 17 bytes (copied) to 64 KiB (lent), fixed per client and step.
+                    let len = match (c + i) % 3 {
+                        0 => 17 + 97 * (c + i),
+                        1 => (16 << 10) + 1000 * c,
+                        _ => 65536,
+                    };
+                    let path = format!("/api/v1/random/bytes?length={len}&format=binary");
+                    let (status, body) = keepalive_get(&mut conn, &path).await;
+                    assert_eq!((status, body.len()), (200, len));
+                    got.push(body);
+                }
+                got
+            }));
+        }
+        let mut spans = Vec::new();
+        for c in clients {
+            for chunk in c.await.expect("client") {
+                spans.push((position_of(&chunk), chunk.len() as u64));
+            }
+        }
+        spans.sort_unstable();
+        let mut next = 0;
+        for (pos, len) in spans {
+            assert_eq!(pos, next, "a gap or an overlap at stream position {next}");
+            next = pos + len;
+        }
+        assert_eq!(next, r.state.dispenser().total_bytes_served());
+        tx.send(()).expect("shutdown");
+        server.await.expect("join").expect("serve");
+    }
+
+    /// A client that asks for a lent answer and stops reading is disconnected once the ring runs
+    /// short of space (copies for others pile up behind its lease), and its space comes back.
+    #[tokio::test]
+    async fn a_stuck_reader_of_a_lent_answer_is_closed_under_ring_pressure() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        // 8 MiB lent: more than the kernel's socket buffers take (tcp_wmem allows 4 MiB at most).
+        let mut r = real(
+            16 << 20,
+            16 << 20,
+            HttpConfig {
+                threads: 1,
+                wait: Duration::from_millis(200),
+                max_bytes: 8 << 20,
+                ..HttpConfig::default()
+            },
+        )
+        .await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(listener, r.state.clone(), async move {
+            let _ = rx.await;
+        }));
+        // The stuck client: a tiny receive buffer, and it reads nothing.
+        let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+        sock.set_recv_buffer_size(4096).expect("rcvbuf");
+        let mut stuck = sock.connect(addr).await.expect("connect");
+        stuck
+            .write_all(b"GET /api/v1/random/bytes?length=8388608&format=binary HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .expect("write");
+        let d = r.state.dispenser().clone();
+        while d.total_bytes_served() < 8 << 20 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(r.producer.free().expect("free"), 0, "the lent 8 MiB are held");
+        assert!(!d.lend_pressure("qrng0"), "half the ring lent is not yet pressure");
+        // Another client takes 1.25 MiB: lending is refused (half the ring is lent), so they are
+        // copied, and their space cannot be freed before the stuck lease: pressure.
+        let mut other = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        for _ in 0..10 {
+            let (status, body) =
+                keepalive_get(&mut other, "/api/v1/random/bytes?length=131072&format=binary").await;
+            assert_eq!((status, body.len()), (200, 131072));
+        }
+        assert!(d.lend_pressure("qrng0"));
+        // Without the stuck client reading a byte, the watchdog closes its connection, which
+        // frees the space (checked once a second; generous bound for a loaded machine).
+        let freed = async {
+            while r.producer.free().expect("free") == 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(20), freed).await.expect("closed by the watchdog");
+        // Its reads end (the connection is closed) short of the 8 MiB.
+        let mut got = Vec::new();
+        tokio::time::timeout(Duration::from_secs(20), stuck.read_to_end(&mut got))
+            .await
+            .expect("closed by the watchdog")
+            .ok();
+        assert!(got.len() < 8 << 20, "it got {} bytes", got.len());
+        assert_eq!(r.producer.free().expect("free"), (8 << 20) + 10 * 131072, "space freed");
+        assert!(!d.lend_pressure("qrng0"));
+        tx.send(()).expect("shutdown");
+        server.await.expect("join").expect("serve");
+    }
+}
