@@ -593,17 +593,29 @@ async fn rate_limit_gives_429_with_retry_after() {
     assert_eq!(s, StatusCode::OK);
 }
 
-/// The one test on a real socket: bind port 0, fetch over HTTP/1.1, shut down gracefully.
+/// Serves `state` on an ephemeral port until `tx` is sent: (address, shutdown, the server task).
+async fn start_server(
+    state: AppState,
+) -> (
+    std::net::SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), HttpError>>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serve(listener, state, async move {
+        let _ = rx.await;
+    }));
+    (addr, tx, server)
+}
+
+/// A real socket: bind port 0, fetch over HTTP/1.1, shut down gracefully.
 #[tokio::test]
 async fn serves_on_a_real_port_and_shuts_down() {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let f = fixture();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(serve(listener, f.state.clone(), async move {
-        let _ = rx.await;
-    }));
+    let (addr, tx, server) = start_server(f.state.clone()).await;
     let mut conn = tokio::net::TcpStream::connect(addr).await.expect("connect");
     conn.write_all(b"GET /api/v1/random/bytes?length=4&format=binary HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .await
@@ -677,12 +689,7 @@ async fn hostile_parameters_never_break_the_server() {
 async fn shutdown_drains_a_request_in_flight() {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let f = fixture_with(HttpConfig { wait: Duration::from_secs(30), ..HttpConfig::default() }, 0);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(serve(listener, f.state.clone(), async move {
-        let _ = rx.await;
-    }));
+    let (addr, tx, server) = start_server(f.state.clone()).await;
     let client = tokio::spawn(async move {
         let mut conn = tokio::net::TcpStream::connect(addr).await.expect("connect");
         conn.write_all(b"GET /api/v1/random/bytes?length=8&format=binary HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
@@ -759,12 +766,7 @@ async fn connections_are_spread_over_the_workers() {
         HttpConfig { wait: Duration::from_millis(50), threads: 2, ..HttpConfig::default() },
         4096,
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(serve(listener, f.state.clone(), async move {
-        let _ = rx.await;
-    }));
+    let (addr, tx, server) = start_server(f.state.clone()).await;
     let mut conns = Vec::new();
     let mut served = Vec::new();
     for _ in 0..4 {
@@ -800,12 +802,7 @@ async fn shutdown_is_bounded_by_the_drain_limit() {
         HttpConfig { drain: Duration::from_millis(300), threads: 1, ..HttpConfig::default() },
         64,
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(serve(listener, f.state.clone(), async move {
-        let _ = rx.await;
-    }));
+    let (addr, tx, server) = start_server(f.state.clone()).await;
     let mut slow = tokio::net::TcpStream::connect(addr).await.expect("connect");
     slow.write_all(b"GET /api/v1/random/bytes?length=4 HTTP/1.1\r\nHost:").await.expect("write");
     // The server has the connection once it is counted.
@@ -1035,12 +1032,7 @@ mod lending {
             HttpConfig { threads: 2, wait: Duration::from_millis(200), ..HttpConfig::default() },
         )
         .await;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(serve(listener, r.state.clone(), async move {
-            let _ = rx.await;
-        }));
+        let (addr, tx, server) = start_server(r.state.clone()).await;
         let mut clients = Vec::new();
         for c in 0..8usize {
             clients.push(tokio::spawn(async move {
@@ -1095,12 +1087,7 @@ mod lending {
             },
         )
         .await;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(serve(listener, r.state.clone(), async move {
-            let _ = rx.await;
-        }));
+        let (addr, tx, server) = start_server(r.state.clone()).await;
         // The stuck client: a tiny receive buffer, and it reads nothing.
         let sock = tokio::net::TcpSocket::new_v4().expect("socket");
         sock.set_recv_buffer_size(4096).expect("rcvbuf");
