@@ -144,8 +144,13 @@ impl Drop for Proc {
 
 /// Starts `quantis-driver --device SPEC --ring RING` (log next to the ring).
 pub fn start_driver(spec: &str, ring: &Path) -> Proc {
+    start_driver_sized(spec, ring, "4M")
+}
+
+/// [`start_driver`] with a ring of `size` (`--ring-size`, e.g. "32M").
+pub fn start_driver_sized(spec: &str, ring: &Path, size: &str) -> Proc {
     let mut cmd = Command::new(&binaries().driver);
-    cmd.arg("--device").arg(spec).arg("--ring").arg(ring).args(["--ring-size", "4M"]);
+    cmd.arg("--device").arg(spec).arg("--ring").arg(ring).args(["--ring-size", size]);
     let log = ring.with_extension(format!("driver-{}.log", unique()));
     Proc::spawn("quantis-driver", cmd, log)
 }

@@ -8,8 +8,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use qrng_e2e::{
-    assert_no_repeated_windows, fuse_available, reference_stream, start_driver, wait_until, Bridge,
-    Placement,
+    assert_no_repeated_windows, fuse_available, reference_stream, start_driver, start_driver_sized,
+    wait_until, Bridge, Placement,
 };
 
 /// The tests start drivers that run flat out; one at a time keeps a 2-core machine responsive.
@@ -141,6 +141,63 @@ fn e2e_a_bridge_restarted_mid_stream_serves_nothing_twice() {
         chunks.push(read_exact_chunk(&second.file("qrng0")).expect("FUSE after the restart"));
     }
     assert_no_repeated_windows(&chunks);
+    placement.assert_disjoint_pieces(&chunks);
+}
+
+/// A bridge killed while it is sending a lent answer (16 MiB straight from the ring to a client
+/// that reads slowly) does not hand those bytes out again after a restart: the ring recorded how
+/// far bytes were handed out (its cursor), and the new bridge resumes there, not at the head.
+#[test]
+fn e2e_a_bridge_killed_while_lending_serves_nothing_twice() {
+    use std::io::Write as _;
+    if !fuse_available("e2e_a_bridge_killed_while_lending_serves_nothing_twice") {
+        return;
+    }
+    let _one = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let d = dirs();
+    let spec = "sim:pcie-16m?rate=0&seed=3";
+    let placement = Placement::new(reference_stream(spec, 24 << 20, d._tmp.path()));
+    // A 32 MiB ring: 16 MiB lent is far more than the kernel's socket buffers take.
+    let _driver = start_driver_sized(spec, &d.rings.join("qrng0.ring"), "32M");
+    let args = ["--no-fuse", "--max-bytes", "16777216"];
+    let mut first = Bridge::start(&d.rings, &d.mount, &args);
+    wait_health(&first, "qrng0", "ok");
+    // A well-filled ring (the driver runs at rate=0) before the big request, so it is lent in
+    // one piece: nothing has been taken yet, so the bytes start at the beginning of the data area.
+    wait_until("a well-filled ring", || {
+        let fill = first.device("qrng0")?["ring_fill"].as_u64()?;
+        (fill >= 24 << 20).then_some(())
+    });
+    // The slow client: asks for 16 MiB and reads only the response head (the socket buffers hold
+    // far less, so the rest stays lent in the ring).
+    let mut slow = std::net::TcpStream::connect(first.addr).expect("connect");
+    slow.write_all(
+        b"GET /api/v1/random/bytes?length=16777216&format=binary HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .expect("request");
+    let mut got = Vec::new();
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        assert_eq!(slow.read(&mut b).expect("response head"), 1, "connection closed early");
+        got.push(b[0]);
+    }
+    assert!(got.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&got));
+    let mut chunks = Vec::new();
+    for _ in 0..4 {
+        chunks.push(first.http_bytes("qrng0", 65536).expect("HTTP before the crash"));
+    }
+    first.kill();
+    // What the slow client received before the crash (the kernel's buffers) is all it gets.
+    let mut body = Vec::new();
+    let _ = slow.read_to_end(&mut body);
+    assert!(!body.is_empty() && body.len() < 16 << 20, "lent body cut at {} bytes", body.len());
+    chunks.push(body);
+
+    let second = Bridge::start(&d.rings, &d.mount, &args);
+    wait_health(&second, "qrng0", "ok");
+    for n in [65536, 1000, 65536, 300 << 10] {
+        chunks.push(second.http_bytes("qrng0", n).expect("HTTP after the restart"));
+    }
     placement.assert_disjoint_pieces(&chunks);
 }
 
