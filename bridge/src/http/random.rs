@@ -16,7 +16,7 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 use super::{ApiError, AppState};
-use crate::dispenser::Entropy;
+use crate::dispenser::{Entropy, Lent};
 
 /// Response header naming the source: the card serial, or "simulated".
 pub const SOURCE_HEADER: HeaderName = HeaderName::from_static("x-qrng-source");
@@ -92,11 +92,12 @@ fn lent_answer(
         .dispenser()
         .try_lend(device, length)
         .map_err(|e| ApiError::from_dispense(e, s.cfg().retry_after))?;
-    let Some(lent) = lent else { return Ok(None) };
+    let Some(Lent { lease, source, device }) = lent else { return Ok(None) };
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    super::server::watch_lent(s.dispenser(), &lent.device, done.clone());
-    let body = Body::from(bytes::Bytes::from_owner(LentBody { lease: lent.lease, done }));
-    Ok(Some(labelled(&lent.source, &lent.device, "application/octet-stream", Response::new(body))))
+    let body = Body::from(bytes::Bytes::from_owner(LentBody { lease, done: done.clone() }));
+    let resp = labelled(&source, &device, "application/octet-stream", Response::new(body));
+    super::server::watch_lent(s.dispenser(), device, done);
+    Ok(Some(resp))
 }
 
 /// Serializes `body` into one buffer of `size_hint` bytes (plus room for the envelope), so the

@@ -28,7 +28,7 @@ use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::mpsc;
 
 use super::{Entry, HttpError};
 use crate::dispenser::Dispenser;
@@ -45,15 +45,19 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 pub const LEND_CHECK: Duration = Duration::from_secs(1);
 
 tokio::task_local! {
-    /// The current connection's "close now" signal, for [`watch_lent`].
-    static CLOSE: Arc<Notify>;
+    /// The current connection's own task, for [`watch_lent`] to abort.
+    static CLOSE: Closer;
 }
+
+/// A connection task's abort handle, set right after it is spawned. Aborting drops the connection
+/// (and with it any response body it holds) at once.
+type Closer = Arc<std::sync::OnceLock<tokio::task::AbortHandle>>;
 
 /// A lent response being watched (see [`watch_lent`]).
 struct LentWatch {
     done: Arc<AtomicBool>,
     since: std::time::Instant,
-    close: Arc<Notify>,
+    close: Closer,
     dispenser: Dispenser,
     device: String,
 }
@@ -71,7 +75,7 @@ thread_local! {
 /// of its device's ring is held (`Dispenser::lend_pressure`), gets its connection closed, which
 /// drops the body and frees the space. A slow client is left alone as long as the ring has room.
 /// Outside a served connection (router tests) there is nothing to close.
-pub fn watch_lent(dispenser: &Dispenser, device: &str, done: Arc<AtomicBool>) {
+pub fn watch_lent(dispenser: &Dispenser, device: String, done: Arc<AtomicBool>) {
     let Ok(close) = CLOSE.try_with(Arc::clone) else { return };
     LENT.with(|l| {
         let mut l = l.borrow_mut();
@@ -84,7 +88,7 @@ pub fn watch_lent(dispenser: &Dispenser, device: &str, done: Arc<AtomicBool>) {
             since: std::time::Instant::now(),
             close,
             dispenser: dispenser.clone(),
-            device: device.to_owned(),
+            device,
         });
     });
 }
@@ -98,7 +102,9 @@ fn check_lent() {
             }
             if w.since.elapsed() >= LEND_CHECK && w.dispenser.lend_pressure(&w.device) {
                 tracing::warn!(device = %w.device, "closing a connection that has not taken its response while the ring is short of space");
-                w.close.notify_one();
+                if let Some(task) = w.close.get() {
+                    task.abort();
+                }
                 return false;
             }
             true
@@ -157,7 +163,10 @@ fn start_worker(
                 });
                 while let Some(h) = rx.recv().await {
                     let guard = OpenGuard(Arc::clone(&counter));
-                    tokio::spawn(serve_connection(h, app.clone(), connect_info, guard));
+                    let closer = Closer::default();
+                    let conn =
+                        serve_connection(h, app.clone(), connect_info, guard, closer.clone());
+                    let _ = closer.set(tokio::spawn(conn).abort_handle());
                 }
                 lent_checks.abort();
             });
@@ -167,7 +176,13 @@ fn start_worker(
     Ok(Worker { tx, open, thread })
 }
 
-async fn serve_connection(h: Handoff, app: Entry, connect_info: bool, _guard: OpenGuard) {
+async fn serve_connection(
+    h: Handoff,
+    app: Entry,
+    connect_info: bool,
+    _guard: OpenGuard,
+    closer: Closer,
+) {
     let stream = match tokio::net::TcpStream::from_std(h.stream) {
         Ok(s) => s,
         Err(e) => {
@@ -187,14 +202,10 @@ async fn serve_connection(h: Handoff, app: Entry, connect_info: bool, _guard: Op
     });
     let conn =
         hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
-    let close = Arc::new(Notify::new());
-    let served = CLOSE.scope(Arc::clone(&close), h.watcher.watch(conn));
-    tokio::select! {
-        result = served => if let Err(e) = result {
-            // A client that hangs up mid-request is routine: not an error of the server.
-            tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
-        },
-        () = close.notified() => tracing::debug!(peer = %peer, "connection closed by its lent-response watchdog"),
+    // The watchdog may abort this task (see `watch_lent`); that drops the connection here.
+    if let Err(e) = CLOSE.scope(closer, h.watcher.watch(conn)).await {
+        // A client that hangs up mid-request is routine: not an error of the server.
+        tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
     }
 }
 
