@@ -59,7 +59,8 @@ fn labelled(
 }
 
 /// Binary answers from this size on are sent straight from the ring (lent, not copied) when the
-/// dispenser can lend them; below it a copy costs less than the bookkeeping.
+/// dispenser can lend them. Below it the copy is small and a lease's bookkeeping (a watch entry,
+/// two more allocations) is not worth it; the value is a round figure, not a tuned one.
 pub const LEND_MIN: usize = 16 << 10;
 
 /// A lent range as an HTTP body: the bytes stay in the ring until hyper has written them and

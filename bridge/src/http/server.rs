@@ -20,7 +20,7 @@
 use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,7 +32,6 @@ use tokio::sync::mpsc;
 
 use super::{Entry, HttpError};
 use crate::dispenser::Dispenser;
-use std::sync::atomic::AtomicBool;
 
 /// How long shutdown waits by default for open connections to finish before dropping them.
 pub const DRAIN_LIMIT: Duration = Duration::from_secs(10);
