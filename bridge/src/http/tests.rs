@@ -1075,14 +1075,15 @@ mod lending {
     #[tokio::test]
     async fn a_stuck_reader_of_a_lent_answer_is_closed_under_ring_pressure() {
         use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-        // 8 MiB lent: more than the kernel's socket buffers take (tcp_wmem allows 4 MiB at most).
+        // 16 MiB lent: far more than the kernel's socket buffers take (tcp_wmem's default maximum
+        // is 4 MiB; the client's receive buffer is tiny).
         let mut r = real(
-            16 << 20,
-            16 << 20,
+            32 << 20,
+            32 << 20,
             HttpConfig {
                 threads: 1,
                 wait: Duration::from_millis(200),
-                max_bytes: 8 << 20,
+                max_bytes: 16 << 20,
                 ..HttpConfig::default()
             },
         )
@@ -1093,14 +1094,14 @@ mod lending {
         sock.set_recv_buffer_size(4096).expect("rcvbuf");
         let mut stuck = sock.connect(addr).await.expect("connect");
         stuck
-            .write_all(b"GET /api/v1/random/bytes?length=8388608&format=binary HTTP/1.1\r\nHost: x\r\n\r\n")
+            .write_all(b"GET /api/v1/random/bytes?length=16777216&format=binary HTTP/1.1\r\nHost: x\r\n\r\n")
             .await
             .expect("write");
         let d = r.state.dispenser().clone();
-        while d.total_bytes_served() < 8 << 20 {
+        while d.total_bytes_served() < 16 << 20 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        assert_eq!(r.producer.free().expect("free"), 0, "the lent 8 MiB are held");
+        assert_eq!(r.producer.free().expect("free"), 0, "the lent 16 MiB are held");
         assert!(!d.lend_pressure("qrng0"), "half the ring lent is not yet pressure");
         // Another client takes 1.25 MiB: lending is refused (half the ring is lent), so they are
         // copied, and their space cannot be freed before the stuck lease: pressure.
@@ -1119,14 +1120,14 @@ mod lending {
             }
         };
         tokio::time::timeout(Duration::from_secs(20), freed).await.expect("closed by the watchdog");
-        // Its reads end (the connection is closed) short of the 8 MiB.
+        // Its reads end (the connection is closed) short of the 16 MiB.
         let mut got = Vec::new();
         tokio::time::timeout(Duration::from_secs(20), stuck.read_to_end(&mut got))
             .await
             .expect("closed by the watchdog")
             .ok();
-        assert!(got.len() < 8 << 20, "it got {} bytes", got.len());
-        assert_eq!(r.producer.free().expect("free"), (8 << 20) + 10 * 131072, "space freed");
+        assert!(got.len() < 16 << 20, "it got {} bytes", got.len());
+        assert_eq!(r.producer.free().expect("free"), (16 << 20) + 10 * 131072, "space freed");
         assert!(!d.lend_pressure("qrng0"));
         tx.send(()).expect("shutdown");
         server.await.expect("join").expect("serve");
