@@ -6,7 +6,8 @@
 #
 # Per binary and round: 32-byte hex and 64 KiB binary req/s, p99, CPU microseconds per request of
 # the bridge process (steadier than req/s on a shared machine), the benchmark feeder's CPU share
-# (see http.sh) and the 1-minute load average. Needs wrk; build the feeder first
+# (see http.sh) and the 1-minute load average. The ring is 16 MiB, filled by the feeder in --replay
+# mode, as in http.sh. Needs wrk; build the feeder first
 # (cargo build --release -p qrng-bridge --example bench_feeder).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -15,7 +16,7 @@ ROUNDS=${3:-2}
 D=${4:-5}
 PORT=${BRIDGE_PORT:-18091}
 W=$(mktemp -d /dev/shm/qrng-ab.XXXXXX)
-"$TARGET/release/examples/bench_feeder" --ring "$W/qrng0.ring" --capacity $((64 << 20)) --seed 1 >/dev/null 2>&1 &
+"$TARGET/release/examples/bench_feeder" --ring "$W/qrng0.ring" --capacity $((16 << 20)) --seed 1 --replay >/dev/null 2>&1 &
 FP=$!
 trap 'kill $FP 2>/dev/null; rm -rf "$W"' EXIT
 for _ in $(seq 100); do [ -e "$W/qrng0.ring" ] && break; sleep 0.05; done
