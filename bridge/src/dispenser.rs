@@ -969,6 +969,14 @@ impl Dispenser {
             .ok_or_else(|| DispenseError::NoSuchDevice(name.to_owned()))
     }
 
+    /// Err for a request larger than the configured maximum (it changes nothing).
+    fn check_size(&self, n: usize) -> Result<(), DispenseError> {
+        if n > self.0.cfg.max_request {
+            return Err(DispenseError::TooLarge { requested: n, limit: self.0.cfg.max_request });
+        }
+        Ok(())
+    }
+
     /// Picks a device for a request of `n` bytes (see the module docs).
     fn select(&self, device: Option<&str>, n: usize) -> Result<Arc<Device>, DispenseError> {
         if let Some(name) = device {
@@ -1024,9 +1032,7 @@ impl Dispenser {
         n: usize,
         make: impl FnOnce() -> (Completion, R),
     ) -> Result<Begin<R>, DispenseError> {
-        if n > self.0.cfg.max_request {
-            return Err(DispenseError::TooLarge { requested: n, limit: self.0.cfg.max_request });
-        }
+        self.check_size(n)?;
         let dev = self.select(device, n)?;
         let mut st = lock(&dev.state);
         st.check_servable(&dev.name)?;
@@ -1053,9 +1059,7 @@ impl Dispenser {
     /// served (counted, and never handed out again, even across a restart); the ring space is freed
     /// when the [`Lent`] is dropped.
     pub fn try_lend(&self, device: Option<&str>, n: usize) -> Result<Option<Lent>, DispenseError> {
-        if n > self.0.cfg.max_request {
-            return Err(DispenseError::TooLarge { requested: n, limit: self.0.cfg.max_request });
-        }
+        self.check_size(n)?;
         let dev = self.select(device, n)?;
         let mut st = lock(&dev.state);
         st.check_servable(&dev.name)?;
@@ -1226,9 +1230,7 @@ impl Dispenser {
     /// piece of the ring stream and its place in the FIFO order is kept (a partial `try_take`
     /// followed by a blocking take for the rest would let other callers in between).
     pub fn try_take_exact(&self, device: &str, n: usize) -> Result<Entropy, DispenseError> {
-        if n > self.0.cfg.max_request {
-            return Err(DispenseError::TooLarge { requested: n, limit: self.0.cfg.max_request });
-        }
+        self.check_size(n)?;
         let dev = self.get(device)?;
         let mut st = lock(&dev.state);
         st.check_servable(&dev.name)?;

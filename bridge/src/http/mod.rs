@@ -136,8 +136,8 @@ struct Inner {
     responses: std::sync::RwLock<HashMap<(&'static str, u16), Counter>>,
     limiter: Option<limit::Limiter>,
     /// `http_responses_total{endpoint="/api/v1/random/bytes",status="200"}`, the one counter of
-    /// the hot path, resolved once (set right after construction).
-    bytes_ok: Option<Counter>,
+    /// the hot path, held directly (it is also in `responses`).
+    bytes_ok: Counter,
     /// Open connections per HTTP worker (one entry per worker; see [`server`]).
     connections: Vec<Arc<std::sync::atomic::AtomicUsize>>,
 }
@@ -150,6 +150,14 @@ impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AppState").field("cfg", &self.0.cfg).finish_non_exhaustive()
     }
+}
+
+/// The key of `http_responses_total{endpoint,status}`.
+fn response_key(endpoint: &'static str, status: u16) -> Key {
+    Key::from_parts(
+        "http_responses_total",
+        vec![Label::new("endpoint", endpoint), Label::new("status", status.to_string())],
+    )
 }
 
 fn metadata() -> metrics::Metadata<'static> {
@@ -179,7 +187,9 @@ impl AppState {
         ops::describe(&recorder);
         let limiter = cfg.rate_limit.map(limit::Limiter::new);
         let connections = (0..server::worker_count(cfg.threads)).map(|_| Arc::default()).collect();
-        let mut state = Self(Arc::new(Inner {
+        let bytes_ok = recorder.register_counter(&response_key(BYTES_PATH, 200), &metadata());
+        let responses = HashMap::from([((BYTES_PATH, 200), bytes_ok.clone())]);
+        Ok(Self(Arc::new(Inner {
             dispenser,
             cfg,
             started: Instant::now(),
@@ -187,16 +197,11 @@ impl AppState {
             handle,
             durations,
             other_duration,
-            responses: std::sync::RwLock::new(HashMap::new()),
+            responses: std::sync::RwLock::new(responses),
             limiter,
-            bytes_ok: None,
+            bytes_ok,
             connections,
-        }));
-        let bytes_ok = state.response_counter(BYTES_PATH, 200);
-        if let Some(inner) = Arc::get_mut(&mut state.0) {
-            inner.bytes_ok = Some(bytes_ok);
-        }
-        Ok(state)
+        })))
     }
 
     pub fn cfg(&self) -> &HttpConfig {
@@ -229,11 +234,7 @@ impl AppState {
         if let Some(c) = cached {
             return c;
         }
-        let key = Key::from_parts(
-            "http_responses_total",
-            vec![Label::new("endpoint", endpoint), Label::new("status", status.to_string())],
-        );
-        let c = self.0.recorder.register_counter(&key, &metadata());
+        let c = self.0.recorder.register_counter(&response_key(endpoint, status), &metadata());
         self.0
             .responses
             .write()
@@ -251,9 +252,10 @@ impl AppState {
             Some(h) => h.record(elapsed),
             None => self.0.other_duration.record(elapsed),
         }
-        match (label, &self.0.bytes_ok) {
-            (Some(BYTES_PATH), Some(c)) if status == 200 => c.increment(1),
-            _ => self.response_counter(label.unwrap_or("other"), status).increment(1),
+        if label == Some(BYTES_PATH) && status == 200 {
+            self.0.bytes_ok.increment(1);
+        } else {
+            self.response_counter(label.unwrap_or("other"), status).increment(1);
         }
     }
 

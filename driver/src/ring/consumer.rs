@@ -262,17 +262,24 @@ impl Consumer {
     /// restarted consumer does not see them again); the producer may reuse their space only when
     /// the [`Lease`] is dropped.
     pub fn lend(&mut self, n: usize, max_pinned: u64) -> Result<Option<Lease>> {
-        if n == 0 || self.pinned() + n as u64 > max_pinned {
+        if n == 0 {
             return Ok(None);
         }
         let (at, first, got) = self.span(n)?;
         if got < n || first < n {
             return Ok(None);
         }
+        // One lock for the limit check and the record of the new range.
+        let releases = Arc::clone(&self.releases);
+        let mut st = releases.lock();
+        if self.cursor - st.head + n as u64 > max_pinned {
+            return Ok(None);
+        }
         let ptr = self.ring.shm.data_ptr(at, n);
         let end = self.advance(n);
-        self.releases.lock().pending.push_back((end, false));
-        Ok(Some(Lease { releases: Arc::clone(&self.releases), ptr, len: n, end }))
+        st.pending.push_back((end, false));
+        drop(st);
+        Ok(Some(Lease { releases, ptr, len: n, end }))
     }
 
     /// Like [`Consumer::read`], but appends up to `max` bytes to `out` without zero-filling them
