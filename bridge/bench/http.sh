@@ -3,6 +3,7 @@
 #
 #   bridge/bench/http.sh            # from the workspace root; needs wrk and nginx (Debian: wrk nginx-light)
 #   DURATION=8 ROUNDS=3 CONNS=100 bridge/bench/http.sh
+#   CASES="bin" bridge/bench/http.sh   # a subset of: hex bin rss edge (default: all four)
 #
 # Measures (each bridge figure next to its nginx baseline from the same run):
 #   1. 32-byte hex JSON over $CONNS connections: req/s ratio bridge/nginx (target >= 1.3), p99;
@@ -25,6 +26,8 @@ set -euo pipefail
 
 DURATION=${DURATION:-8}
 ROUNDS=${ROUNDS:-3}
+CASES=" ${CASES:-hex bin rss edge} "
+want() { [[ $CASES == *" $1 "* ]]; }
 CONNS=${CONNS:-100}
 THREADS=${THREADS:-2}
 BRIDGE_PORT=${BRIDGE_PORT:-18080}
@@ -142,32 +145,36 @@ bench_pair() { # name bridge_url nginx_url conns
 
 echo "# $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg), ${DURATION}s per run, wrk -t$THREADS"
 echo "# hex JSON response $HEX_SIZE bytes; nginx serves a file of the same size"
-bench_pair "32 B hex, $CONNS conns" "http://127.0.0.1:$BRIDGE_PORT/api/v1/random/bytes?length=32" \
+want hex && bench_pair "32 B hex, $CONNS conns" "http://127.0.0.1:$BRIDGE_PORT/api/v1/random/bytes?length=32" \
     "http://127.0.0.1:$NGINX_PORT/hex32.json" "$CONNS" hex
-bench_pair "64 KiB binary, $CONNS conns" \
+want bin && bench_pair "64 KiB binary, $CONNS conns" \
     "http://127.0.0.1:$BRIDGE_PORT/api/v1/random/bytes?length=65536&format=binary" \
     "http://127.0.0.1:$NGINX_PORT/bin64k" "$CONNS" bin
 
 # RssAnon under 1000 connections: sample every 0.2 s while wrk holds them open.
-wrk -t"$THREADS" -c1000 -d"${DURATION}s" "http://127.0.0.1:$BRIDGE_PORT/api/v1/random/bytes?length=32" \
-    >"$WORK/wrk1000.txt" 2>&1 &
-WRK=$!
-MAX_RSS=0
-while kill -0 "$WRK" 2>/dev/null; do
-    r=$(rss_anon "$BRIDGE_PID"); [ "$r" -gt "$MAX_RSS" ] && MAX_RSS=$r; sleep 0.2
-done
-sleep 2
-AFTER_RSS=$(rss_anon "$BRIDGE_PID")
-printf 'RssAnon idle %.1f MB (target <= 6), peak under 1000 conns %.1f MB (target <= 25), idle again %.1f MB; 1000-conn run %s req/s\n' \
-    "$(awk -v k="$IDLE_RSS" 'BEGIN {print k / 1024}')" "$(awk -v k="$MAX_RSS" 'BEGIN {print k / 1024}')" \
-    "$(awk -v k="$AFTER_RSS" 'BEGIN {print k / 1024}')" "$(rps <"$WORK/wrk1000.txt")"
+if want rss; then
+    wrk -t"$THREADS" -c1000 -d"${DURATION}s" "http://127.0.0.1:$BRIDGE_PORT/api/v1/random/bytes?length=32" \
+        >"$WORK/wrk1000.txt" 2>&1 &
+    WRK=$!
+    MAX_RSS=0
+    while kill -0 "$WRK" 2>/dev/null; do
+        r=$(rss_anon "$BRIDGE_PID"); [ "$r" -gt "$MAX_RSS" ] && MAX_RSS=$r; sleep 0.2
+    done
+    sleep 2
+    AFTER_RSS=$(rss_anon "$BRIDGE_PID")
+    printf 'RssAnon idle %.1f MB (target <= 6), peak under 1000 conns %.1f MB (target <= 25), idle again %.1f MB; 1000-conn run %s req/s\n' \
+        "$(awk -v k="$IDLE_RSS" 'BEGIN {print k / 1024}')" "$(awk -v k="$MAX_RSS" 'BEGIN {print k / 1024}')" \
+        "$(awk -v k="$AFTER_RSS" 'BEGIN {print k / 1024}')" "$(rps <"$WORK/wrk1000.txt")"
+fi
 
 # Edge values under load.
-EDGE="http://127.0.0.1:$BRIDGE_PORT/api/v1/random/integers?min=-9223372036854775808&max=9223372036854775807&count=100"
-out=$(run_wrk "$EDGE" "$CONNS")
-check=$(curl -s -o "$WORK/edge.json" -w '%{http_code}' "$EDGE")
-# 100 JSON integers of at most 19 digits (|x| < 10^19; the server's range checks are unit-tested).
-valid=$(sed -e 's/.*"data":\[//' -e 's/\].*//' "$WORK/edge.json" | tr ',' '\n' |
-    awk '/^-?[0-9]+$/ && length($0) <= 20 {n++} END {print (n == 100 && NR == 100) ? "yes" : "no"}')
-printf 'integers i64::MIN..i64::MAX x100 under load: %s req/s, non-2xx %s, afterwards HTTP %s valid=%s, bridge alive=%s\n' \
-    "$(echo "$out" | rps)" "$(echo "$out" | non2xx)" "$check" "$valid" "$(kill -0 "$BRIDGE_PID" && echo yes || echo no)"
+if want edge; then
+    EDGE="http://127.0.0.1:$BRIDGE_PORT/api/v1/random/integers?min=-9223372036854775808&max=9223372036854775807&count=100"
+    out=$(run_wrk "$EDGE" "$CONNS")
+    check=$(curl -s -o "$WORK/edge.json" -w '%{http_code}' "$EDGE")
+    # 100 JSON integers of at most 19 digits (|x| < 10^19; the server's range checks are unit-tested).
+    valid=$(sed -e 's/.*"data":\[//' -e 's/\].*//' "$WORK/edge.json" | tr ',' '\n' |
+        awk '/^-?[0-9]+$/ && length($0) <= 20 {n++} END {print (n == 100 && NR == 100) ? "yes" : "no"}')
+    printf 'integers i64::MIN..i64::MAX x100 under load: %s req/s, non-2xx %s, afterwards HTTP %s valid=%s, bridge alive=%s\n' \
+        "$(echo "$out" | rps)" "$(echo "$out" | non2xx)" "$check" "$valid" "$(kill -0 "$BRIDGE_PID" && echo yes || echo no)"
+fi

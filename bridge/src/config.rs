@@ -17,6 +17,15 @@ pub enum LogFormat {
     Json,
 }
 
+/// Placement of the HTTP workers on CPUs (see `http::server`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CpuAffinity {
+    /// Pin when there is one worker per allowed CPU, and steer connections to their CPU's worker.
+    Auto,
+    /// Never pin; connections go to the least loaded worker.
+    Off,
+}
+
 /// qrng-bridge: serves Quantis QRNG rings as a FUSE device file and an HTTP API.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "qrng-bridge", version, about)]
@@ -99,6 +108,12 @@ pub struct Config {
     #[arg(long, default_value_t = 0, env = "QRNG_HTTP_THREADS")]
     pub http_threads: usize,
 
+    /// auto: with one HTTP worker per allowed CPU, pin each worker to its CPU and give each
+    /// connection to the worker on the CPU its packets arrive on; off: let the scheduler place
+    /// the workers (hosts shared with CPU-heavy jobs).
+    #[arg(long, value_enum, default_value = "auto", env = "QRNG_HTTP_CPU_AFFINITY")]
+    pub http_cpu_affinity: CpuAffinity,
+
     /// Log format.
     #[arg(long, value_enum, default_value = "text", env = "QRNG_LOG_FORMAT")]
     pub log_format: LogFormat,
@@ -133,6 +148,7 @@ impl Config {
                 .then_some(RateLimit { per_second: self.rate_limit, burst: self.rate_burst }),
             tokens,
             threads: self.http_threads,
+            pin: self.http_cpu_affinity == CpuAffinity::Auto,
             drain: crate::http::server::DRAIN_LIMIT,
         })
     }

@@ -16,8 +16,8 @@
 //! - The real binaries on the simulator under the same units: quantis-driver (`--device
 //!   sim:pcie-16m`) reaches READY and writes its ring 0640 qrng:qrng; qrng-bridge (the shipped
 //!   ExecStart once it takes `--ring-dir`, until then `--ring /run/qrng/qrng0.ring`) serves that
-//!   ring over HTTP on 127.0.0.1:8080 inside the container's private network; the driver stops
-//!   cleanly.
+//!   ring over HTTP on 127.0.0.1:8080 inside the container's private network, its HTTP workers
+//!   pinned to their CPUs despite the unit's `~@resources` filter; the driver stops cleanly.
 //! - `dpkg -P` with systemd running stops the bridge; its mount, /run/qrng, /var/lib/qrng,
 //!   /dev/qrng0 and the units are gone.
 //!
@@ -476,6 +476,25 @@ fn units_run_under_systemd_in_a_container() {
         "{bytes}\n{}",
         c.journal("qrng-bridge.service")
     );
+    // The HTTP workers pin themselves under the unit's system call filter (sched_setaffinity
+    // is in @resources, denied, and allowed back by name): with one worker per CPU each worker
+    // thread may run on one CPU only.
+    let journal = c.journal("qrng-bridge.service");
+    assert!(!journal.contains("cannot pin"), "pinning refused under the unit:\n{journal}");
+    let bridge = c.main_pid("qrng-bridge.service");
+    let threads = c.ok(&format!(
+        "for t in /proc/{bridge}/task/*; do echo $(cat $t/comm) $(awk '/^Cpus_allowed_list/ {{print $2}}' $t/status); done"
+    ));
+    let workers: Vec<&str> = threads.lines().filter(|l| l.starts_with("qrng-http-")).collect();
+    assert!(!workers.is_empty(), "no HTTP worker threads: {threads}");
+    if journal.contains("HTTP workers pinned") {
+        for w in &workers {
+            let cpus = w.split_whitespace().nth(1).unwrap_or("");
+            assert!(cpus.parse::<usize>().is_ok(), "worker not pinned to one CPU: {w}\n{threads}");
+        }
+    } else {
+        assert!(journal.contains("HTTP workers not pinned"), "{journal}");
+    }
     c.ok("systemctl stop quantis-sim@0.service");
     assert_eq!(
         c.ok("systemctl show -p Result --value quantis-sim@0.service").trim(),

@@ -69,6 +69,9 @@ pub struct HttpConfig {
     pub tokens: Option<Vec<String>>,
     /// HTTP worker threads (0 = one per CPU); see [`server`].
     pub threads: usize,
+    /// Pin the workers to CPUs and give each connection to the worker on its CPU, when there is
+    /// one worker per allowed CPU (see [`server`]).
+    pub pin: bool,
     /// How long shutdown waits for open connections before closing them.
     pub drain: Duration,
 }
@@ -83,6 +86,7 @@ impl Default for HttpConfig {
             rate_limit: None,
             tokens: None,
             threads: 0,
+            pin: true,
             drain: server::DRAIN_LIMIT,
         }
     }
@@ -138,8 +142,8 @@ struct Inner {
     /// `http_responses_total{endpoint="/api/v1/random/bytes",status="200"}`, the one counter of
     /// the hot path, held directly (it is also in `responses`).
     bytes_ok: Counter,
-    /// Open connections per HTTP worker (one entry per worker; see [`server`]).
-    connections: Vec<Arc<std::sync::atomic::AtomicUsize>>,
+    /// Open connections per HTTP worker and connection placement (see [`server`]).
+    server: Arc<server::ServerStats>,
 }
 
 /// Shared state of the router; cheap to clone.
@@ -186,7 +190,7 @@ impl AppState {
         let other_duration = hist("other");
         ops::describe(&recorder);
         let limiter = cfg.rate_limit.map(limit::Limiter::new);
-        let connections = (0..server::worker_count(cfg.threads)).map(|_| Arc::default()).collect();
+        let server = Arc::new(server::ServerStats::new(server::worker_count(cfg.threads)));
         let bytes_ok = recorder.register_counter(&response_key(BYTES_PATH, 200), &metadata());
         let responses = HashMap::from([((BYTES_PATH, 200), bytes_ok.clone())]);
         Ok(Self(Arc::new(Inner {
@@ -200,7 +204,7 @@ impl AppState {
             responses: std::sync::RwLock::new(responses),
             limiter,
             bytes_ok,
-            connections,
+            server,
         })))
     }
 
@@ -456,11 +460,13 @@ pub async fn serve(
             upkeep_state.run_upkeep();
         }
     });
-    let limited = state.0.limiter.is_some();
-    let connections = state.0.connections.clone();
-    let drain = state.0.cfg.drain;
-    let result =
-        server::run(listener, Entry::new(state), connections, limited, drain, shutdown).await;
+    let opts = server::RunOptions {
+        connect_info: state.0.limiter.is_some(),
+        drain: state.0.cfg.drain,
+        pin: state.0.cfg.pin,
+    };
+    let stats = Arc::clone(&state.0.server);
+    let result = server::run(listener, Entry::new(state), stats, opts, shutdown).await;
     upkeep.abort();
     result
 }

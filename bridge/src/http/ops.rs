@@ -162,6 +162,13 @@ pub(super) fn describe(r: &PrometheusRecorder) {
     );
     g("devices_attached", None, "Rings attached.");
     g("http_connections_open", None, "Open HTTP connections, per worker thread.");
+    r.describe_counter(
+        "http_connections_accepted_total".into(),
+        None,
+        "Accepted HTTP connections by placement: local = the worker pinned to the CPU the \
+         connection's packets arrive on, balanced = the least loaded worker."
+            .into(),
+    );
     g("uptime_seconds", Some(Unit::Seconds), "Seconds since the bridge started.");
     r.describe_histogram(
         "request_duration_seconds".into(),
@@ -217,10 +224,18 @@ pub async fn metrics(State(s): State<AppState>) -> Response {
         }
     }
     r.register_gauge(&Key::from_name("devices_attached"), &m).set(devices.len() as f64);
-    for (i, open) in s.0.connections.iter().enumerate() {
+    let server = &s.0.server;
+    for (i, open) in server.open.iter().enumerate() {
         let key =
             Key::from_parts("http_connections_open", vec![Label::new("worker", i.to_string())]);
         r.register_gauge(&key, &m).set(open.load(std::sync::atomic::Ordering::Relaxed) as f64);
+    }
+    for (placement, n) in [("local", &server.local), ("balanced", &server.balanced)] {
+        let key = Key::from_parts(
+            "http_connections_accepted_total",
+            vec![Label::new("placement", placement)],
+        );
+        r.register_counter(&key, &m).absolute(n.load(std::sync::atomic::Ordering::Relaxed));
     }
     r.register_gauge(&Key::from_name("uptime_seconds"), &m)
         .set(s.0.started.elapsed().as_secs_f64());

@@ -758,12 +758,152 @@ async fn keepalive_get(conn: &mut tokio::net::TcpStream, path: &str) -> (u16, Ve
     (status, buf[head_end..].to_vec())
 }
 
+#[test]
+fn connections_go_to_their_cpus_worker_within_the_slack() {
+    use server::{choose_worker, STEER_SLACK};
+    assert_eq!(choose_worker(&[], Some(0)), None);
+    // No local worker: the least loaded.
+    assert_eq!(choose_worker(&[3, 1], None), Some((1, false)));
+    // The local worker, even when busier, up to the slack above the least loaded.
+    assert_eq!(choose_worker(&[0, 0], Some(1)), Some((1, true)));
+    assert_eq!(choose_worker(&[STEER_SLACK, 0], Some(0)), Some((0, true)));
+    assert_eq!(choose_worker(&[STEER_SLACK + 1, 0], Some(0)), Some((1, false)));
+    assert_eq!(choose_worker(&[5, STEER_SLACK + 6, 7], Some(1)), Some((0, false)));
+    // A local index that is not a worker (cannot happen; still no panic) falls back.
+    assert_eq!(choose_worker(&[2, 1], Some(7)), Some((1, false)));
+    // A dead worker's count is parked near usize::MAX: never local, never least loaded.
+    assert_eq!(choose_worker(&[usize::MAX / 2, 4], Some(0)), Some((1, false)));
+}
+
+#[test]
+fn workers_are_pinned_only_one_per_allowed_cpu() {
+    use server::pin_plan;
+    assert_eq!(pin_plan(&[0, 1], 2), Some(vec![0, 1]));
+    assert_eq!(pin_plan(&[2, 5, 7], 3), Some(vec![2, 5, 7]));
+    assert_eq!(pin_plan(&[0, 1], 1), None);
+    assert_eq!(pin_plan(&[0, 1], 3), None);
+    assert_eq!(pin_plan(&[], 0), None);
+    let allowed = server::allowed_cpus();
+    assert!(!allowed.is_empty(), "this process may run on no CPU?");
+    assert!(allowed.windows(2).all(|w| w[0] < w[1]), "{allowed:?}");
+}
+
+/// One blocking keep-alive GET from a thread pinned to `cpu`; returns the open connection.
+fn get_from_cpu(addr: std::net::SocketAddr, cpu: usize) -> std::net::TcpStream {
+    use std::io::{Read as _, Write as _};
+    std::thread::spawn(move || {
+        let mut set = nix::sched::CpuSet::new();
+        set.set(cpu).expect("cpu");
+        nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).expect("pin client");
+        let mut c = std::net::TcpStream::connect(addr).expect("connect");
+        c.write_all(b"GET /api/v1/random/bytes?length=4&format=binary HTTP/1.1\r\nHost: x\r\n\r\n")
+            .expect("write");
+        let mut got = Vec::new();
+        // The head, then the 4-byte body.
+        let done = |g: &[u8]| {
+            g.windows(4).position(|w| w == b"\r\n\r\n").is_some_and(|i| g.len() >= i + 8)
+        };
+        while !done(&got) {
+            let mut b = [0u8; 512];
+            let n = c.read(&mut b).expect("read");
+            assert!(n > 0, "closed");
+            got.extend_from_slice(&b[..n]);
+        }
+        assert!(got.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&got));
+        c
+    })
+    .join()
+    .expect("client thread")
+}
+
+/// One worker per allowed CPU, pinned: a connection made from CPU c is served by the worker
+/// pinned to c (local placement), whatever the load order; `/metrics` counts the placements.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_are_served_on_their_cpu() {
+    let allowed = server::allowed_cpus();
+    if allowed.len() < 2 {
+        eprintln!("skipped: needs 2 CPUs to tell placements apart, this process has {allowed:?}");
+        return;
+    }
+    let f = fixture_with(
+        HttpConfig { threads: allowed.len(), pin: true, ..HttpConfig::default() },
+        4096,
+    );
+    let (addr, tx, server) = start_server(f.state.clone()).await;
+    // Three connections from the last CPU, then one from the first: least-loaded alone would
+    // give them to workers 0, 1, 0, 1.
+    let last = allowed.len() - 1;
+    let mut conns = Vec::new();
+    for cpu in [allowed[last], allowed[last], allowed[last], allowed[0]] {
+        conns.push(
+            tokio::task::spawn_blocking(move || get_from_cpu(addr, cpu)).await.expect("client"),
+        );
+    }
+    let open: Vec<usize> = f
+        .state
+        .0
+        .server
+        .open
+        .iter()
+        .map(|o| o.load(std::sync::atomic::Ordering::Relaxed))
+        .collect();
+    let mut want = vec![0; allowed.len()];
+    want[last] = 3;
+    want[0] = 1;
+    assert_eq!(open, want, "open connections per worker");
+    let stats = &f.state.0.server;
+    assert_eq!(stats.local.load(std::sync::atomic::Ordering::Relaxed), 4);
+    assert_eq!(stats.balanced.load(std::sync::atomic::Ordering::Relaxed), 0);
+    // Each worker thread runs on its CPU only.
+    for (i, cpu) in allowed.iter().enumerate() {
+        assert!(
+            thread_pinned_to(&format!("qrng-http-{i}"), *cpu),
+            "no thread qrng-http-{i} pinned to CPU {cpu}"
+        );
+    }
+    // The fifth connection, /metrics' own, is local too: it comes from some CPU, all have a worker.
+    let metrics = http_get_text(addr, "/metrics").await;
+    for line in [
+        "http_connections_accepted_total{placement=\"local\"} 5",
+        "http_connections_accepted_total{placement=\"balanced\"} 0",
+    ] {
+        assert!(metrics.contains(line), "{line} missing in {metrics}");
+    }
+    drop(conns);
+    tx.send(()).expect("shutdown");
+    server.await.expect("join").expect("serve");
+}
+
+/// True if some thread of this process named `name` may run on `cpu` only.
+fn thread_pinned_to(name: &str, cpu: usize) -> bool {
+    std::fs::read_dir("/proc/self/task").expect("tasks").flatten().any(|t| {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        let status = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+        comm.trim() == name
+            && status.lines().any(|l| {
+                l.strip_prefix("Cpus_allowed_list:").is_some_and(|v| v.trim() == cpu.to_string())
+            })
+    })
+}
+
+async fn http_get_text(addr: std::net::SocketAddr, path: &str) -> String {
+    let mut m = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (status, body) = keepalive_get(&mut m, path).await;
+    assert_eq!(status, 200);
+    String::from_utf8(body).expect("utf-8")
+}
+
 /// Two workers: keep-alive connections are spread over both (least loaded first), each serves
 /// its requests in order, and `/metrics` shows the per-worker counts.
 #[tokio::test]
 async fn connections_are_spread_over_the_workers() {
     let f = fixture_with(
-        HttpConfig { wait: Duration::from_millis(50), threads: 2, ..HttpConfig::default() },
+        HttpConfig {
+            wait: Duration::from_millis(50),
+            threads: 2,
+            pin: false,
+            ..HttpConfig::default()
+        },
         4096,
     );
     let (addr, tx, server) = start_server(f.state.clone()).await;
@@ -806,7 +946,7 @@ async fn shutdown_is_bounded_by_the_drain_limit() {
     let mut slow = tokio::net::TcpStream::connect(addr).await.expect("connect");
     slow.write_all(b"GET /api/v1/random/bytes?length=4 HTTP/1.1\r\nHost:").await.expect("write");
     // The server has the connection once it is counted.
-    while f.state.0.connections[0].load(std::sync::atomic::Ordering::Relaxed) == 0 {
+    while f.state.0.server.open[0].load(std::sync::atomic::Ordering::Relaxed) == 0 {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     tx.send(()).expect("shutdown");
