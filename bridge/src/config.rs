@@ -179,6 +179,19 @@ mod tests {
         assert_eq!(h.max_bytes, 1 << 20);
         assert!(h.rate_limit.is_none());
         assert!(h.tokens.is_none());
+        assert!(h.pin, "CPU placement is on by default");
+        assert_eq!(h.threads, 0);
+    }
+
+    #[test]
+    fn cpu_affinity_can_be_turned_off() {
+        let c =
+            Config::try_parse_from(["qrng-bridge", "--http-cpu-affinity", "off"]).expect("parse");
+        assert!(!c.http().expect("http").pin);
+        let c =
+            Config::try_parse_from(["qrng-bridge", "--http-cpu-affinity", "auto"]).expect("parse");
+        assert!(c.http().expect("http").pin);
+        assert!(Config::try_parse_from(["qrng-bridge", "--http-cpu-affinity", "3"]).is_err());
     }
 
     #[test]
