@@ -8,7 +8,9 @@
 //! docs/architecture.md, Performance).
 //!
 //! Each accepted connection goes to the worker with the fewest open connections, so a burst of
-//! connects is spread evenly whichever thread is awake.
+//! connects is spread evenly whichever thread is awake. (`SO_REUSEPORT` listeners per worker would
+//! spread them by hash instead, and would let a second process of the same user bind the same port
+//! and silently take half the connections, where now it fails with "address in use".)
 //!
 //! CPU placement (`HttpConfig::pin`, on by default): when there is one worker per CPU the process
 //! may run on, worker `i` is pinned to the `i`-th of those CPUs, and a new connection goes to the
@@ -19,10 +21,9 @@
 //! packets already went through, and the kernel hands the answer to a local client on that same
 //! CPU instead of moving it across (measured with bridge/bench/http.sh: 64 KiB answers went from
 //! 0.90-0.97x to 1.06x nginx's requests per second, 32-byte hex from 1.32x to 1.50x; see
-//! bridge/bench/README.md). A pinned worker cannot move off a CPU that other work keeps busy, so on a host
-//! shared with CPU-heavy jobs `--http-cpu-affinity off` lets the scheduler place the workers. (`SO_REUSEPORT` listeners per worker would
-//! spread them by hash instead, and would let a second process of the same user bind the same port
-//! and silently take half the connections, where now it fails with "address in use".)
+//! bridge/bench/README.md). A pinned worker cannot move off a CPU that other work keeps busy, so
+//! on a host shared with CPU-heavy jobs `--http-cpu-affinity off` lets the scheduler place the
+//! workers.
 //!
 //! Shutdown: stop accepting, ask every connection to finish (hyper's graceful shutdown: a request
 //! in flight is answered, an idle keep-alive connection is closed), wait at most the drain limit
