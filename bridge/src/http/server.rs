@@ -16,7 +16,7 @@
 //! may run on, worker `i` is pinned to the `i`-th of those CPUs, and a new connection goes to the
 //! worker on the CPU its packets arrive on (`SO_INCOMING_CPU`: the CPU that ran the network stack
 //! for it, i.e. the NIC queue's CPU for a remote client, the client's own CPU for a local one),
-//! unless that worker already has [`STEER_SLACK`] more connections than the least loaded one. The
+//! unless that worker has more than [`STEER_SLACK`] connections above the least loaded one. The
 //! request is then parsed, and its answer copied into the socket, on the CPU whose caches the
 //! packets already went through, and the kernel hands the answer to a local client on that same
 //! CPU instead of moving it across (measured with bridge/bench/http.sh: 64 KiB answers went from
