@@ -436,6 +436,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// How many bytes may be lent out and unreleased at once: half the ring, so readers that are slow
+/// to send cannot take the producer's space ([`Dispenser::try_lend`], [`Dispenser::lend_pressure`]).
+fn lend_limit(status: &SourceStatus) -> u64 {
+    status.capacity / 2
+}
+
 fn source_label(status: Option<&SourceStatus>) -> String {
     match status {
         Some(s) if s.simulated => "simulated".to_owned(),
@@ -1066,7 +1072,7 @@ impl Dispenser {
         if st.broken || !st.waiters.is_empty() || !st.carry.is_empty() {
             return Ok(None);
         }
-        let Some(max_pinned) = st.status.as_ref().map(|s| s.capacity / 2) else {
+        let Some(max_pinned) = st.status.as_ref().map(lend_limit) else {
             return Ok(None);
         };
         match st.source.lend(n, max_pinned) {
@@ -1090,7 +1096,7 @@ impl Dispenser {
     pub fn lend_pressure(&self, device: &str) -> bool {
         let Ok(dev) = self.get(device) else { return false };
         let st = lock(&dev.state);
-        st.status.as_ref().is_some_and(|s| st.source.pinned() > s.capacity / 2)
+        st.status.as_ref().is_some_and(|s| st.source.pinned() > lend_limit(s))
     }
 
     /// Takes exactly `n` bytes for an async caller (HTTP), waiting at most `wait`; FIFO per device.

@@ -382,11 +382,14 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/openapi.json", get(openapi::document))
         .fallback(not_found)
         .layer(TrackLayer(state.clone()))
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
-            tracing::error!("a request handler panicked");
-            ApiError::Internal.into_response()
-        }))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| handler_panicked()))
         .with_state(state)
+}
+
+/// The answer to a request whose handler panicked (the router's layer and [`Entry`] alike).
+fn handler_panicked() -> Response {
+    tracing::error!("a request handler panicked");
+    ApiError::Internal.into_response()
 }
 
 /// What every HTTP connection calls for each request ([`server`]). `GET /api/v1/random/bytes`,
@@ -431,10 +434,7 @@ impl Entry {
             .await;
         let mut resp = match answer {
             Ok(r) => r.into_response(),
-            Err(_) => {
-                tracing::error!("a request handler panicked");
-                ApiError::Internal.into_response()
-            }
+            Err(_) => handler_panicked(),
         };
         // As axum's routes do (hyper would add the same header on the wire).
         if let Some(n) = axum::body::HttpBody::size_hint(resp.body()).exact() {
