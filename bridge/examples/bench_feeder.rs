@@ -10,7 +10,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use quantis_driver::ring::{Health, HealthParams, Identity, Producer, Reason, RingOptions};
+use qrng_ring::{Health, HealthParams, Identity, Producer, Reason, RingOptions};
 
 fn arg(args: &[String], name: &str) -> Option<String> {
     args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
@@ -102,7 +102,7 @@ fn replay(
     block: &[u8],
     low_water: usize,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    use quantis_driver::ring::layout::{OFF_HEAD, OFF_TAIL};
+    use qrng_ring::layout::{OFF_HEAD, OFF_TAIL};
     use std::sync::atomic::{AtomicU64, Ordering};
     let mut pos = 0usize;
     loop {

@@ -48,7 +48,7 @@
 //! | [`Dispenser::wait_readable`] (callback once) | FUSE poll | `Err` → POLLERR/EIO |
 //! | [`Dispenser::devices`], [`Dispenser::device`], [`Dispenser::health`] | /health, ioctls | |
 //!
-//! Sources: [`Dispenser::attach`] opens a ring file (`quantis_driver::ring::Consumer`);
+//! Sources: [`Dispenser::attach`] opens a ring file (`qrng_ring::Consumer`);
 //! [`Dispenser::attach_source`] takes any [`RingSource`] (tests and benchmarks use in-memory ones).
 
 use std::collections::{BTreeMap, VecDeque};
@@ -60,7 +60,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::thread::{self, JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
-use quantis_driver::ring;
+use qrng_ring as ring;
 
 use serde::Serialize;
 use tokio::sync::oneshot;
@@ -183,11 +183,7 @@ impl RingSource for ring::Consumer {
                 ring::Health::Failed => SourceHealth::Failed,
                 ring::Health::Stopped => SourceHealth::Stopped,
             },
-            // The stable kebab-case code ("repetition-count"), as in the ring ABI docs.
-            reason: serde_json::to_value(s.reason)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_else(|| s.reason.to_string()),
+            reason: s.reason.code().to_owned(),
             model: s.identity.model,
             serial: s.identity.serial,
             modules: s.identity.modules,

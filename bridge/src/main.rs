@@ -42,7 +42,7 @@ impl RingSink for Attacher {
 }
 
 fn init_logging(format: LogFormat) {
-    quantis_driver::logging::init(matches!(format, LogFormat::Json));
+    qrng_logging::init(matches!(format, LogFormat::Json));
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -10,7 +10,7 @@
 //! the figure that depends least on how busy the machine is. `QRNG_BENCH_ONLY=<text>` runs only
 //! the devices whose uri ends with the text (`rate=0`, `pcie-16m`, `240m?rate=0`).
 
-use quantis_driver::ring::{Consumer, Health};
+use qrng_ring::{Consumer, Health};
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Command, Stdio};

@@ -16,7 +16,7 @@ use crate::card::prefetch::Prefetch;
 use crate::card::{self, CardOptions};
 use crate::entropy::{EntropyConfig, Gate};
 use crate::hw::{self, DeviceUri};
-use crate::ring::{self, Health, Identity, Producer, Reason, RingOptions};
+use qrng_ring::{self as ring, Health, Identity, Producer, Reason, RingOptions};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};

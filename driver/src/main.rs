@@ -14,7 +14,7 @@ use quantis_driver::card::{self, CardOptions, ChipMode};
 use quantis_driver::daemon::{self, Exit};
 use quantis_driver::entropy::{self, EntropyConfig, ExtractorSpec, Gate, SampleWidth, Shape};
 use quantis_driver::hw::{self, DeviceUri};
-use quantis_driver::ring::RingOptions;
+use qrng_ring::RingOptions;
 use std::io::Read;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -230,7 +230,7 @@ fn resolve_group(g: &str) -> Result<u32> {
 }
 
 fn init_logging(format: LogFormat) {
-    quantis_driver::logging::init(matches!(format, LogFormat::Json));
+    qrng_logging::init(matches!(format, LogFormat::Json));
 }
 
 fn main() {

@@ -2,7 +2,7 @@
 //! status line kept current, faults fail closed, an unplugged card stops the daemon cleanly,
 //! SIGTERM marks the ring STOPPED, a second producer is refused and a restart keeps unread bytes.
 
-use quantis_driver::ring::{Consumer, Health, Reason, StatusSnapshot};
+use qrng_ring::{Consumer, Health, Reason, StatusSnapshot};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};

@@ -348,7 +348,7 @@ pub fn assert_no_repeated_windows(chunks: &[Vec<u8>]) {
 pub fn reference_stream(spec: &str, n: usize, dir: &Path) -> Vec<u8> {
     let ring = dir.join("reference.ring");
     let driver = start_driver(spec, &ring);
-    let mut c = wait_until("reference ring", || quantis_driver::ring::Consumer::open(&ring).ok());
+    let mut c = wait_until("reference ring", || qrng_ring::Consumer::open(&ring).ok());
     let mut out = vec![0u8; n];
     let mut got = 0;
     let end = Instant::now() + PATIENCE;

@@ -450,7 +450,7 @@ fn device_name_is_the_ring_file_stem() {
 
 /// The same dispenser over a real quantis-driver ring file (producer in this process).
 mod real_ring {
-    use quantis_driver::ring::{Consumer, Health, Identity, Producer, Reason, RingOptions};
+    use qrng_ring::{Consumer, Health, Identity, Producer, Reason, RingOptions};
 
     use super::*;
 

@@ -66,7 +66,7 @@ pub const LEND_MIN: usize = 16 << 10;
 /// A lent range as an HTTP body: the bytes stay in the ring until hyper has written them and
 /// drops the body; `done` tells the connection's watchdog ([`super::server::watch_lent`]).
 struct LentBody {
-    lease: quantis_driver::ring::Lease,
+    lease: qrng_ring::Lease,
     done: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 

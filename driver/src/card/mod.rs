@@ -6,7 +6,6 @@
 
 pub mod pio;
 pub mod prefetch;
-pub mod regs;
 pub mod xdma;
 
 use crate::hw::{self, Device, PciId};
@@ -53,7 +52,7 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Why the card stopped delivering, for the ring's status line.
-pub use crate::ring::Reason;
+pub use qrng_ring::Reason;
 
 impl Error {
     /// The reason to publish in the ring's status line when this error stops the card.
@@ -82,20 +81,7 @@ impl Error {
     }
 }
 
-/// The two card families (module cards: PIO; chip cards: XDMA), as the access layer names them.
-pub use crate::hw::pci::CardFamily as Family;
-use crate::hw::pci::{CHIP_CARD_240M, CHIP_CARD_40M, MODULE_CARD};
-
-/// The family of a PCI id, and the model name where the id alone tells it (module cards say
-/// which model they are only through their modules, see `pio::probe`).
-pub fn family_of(id: PciId) -> Option<(Family, Option<&'static str>)> {
-    match id {
-        MODULE_CARD => Some((Family::Module, None)),
-        CHIP_CARD_40M => Some((Family::Chip, Some("pcie-40m"))),
-        CHIP_CARD_240M => Some((Family::Chip, Some("pcie-240m"))),
-        _ => None,
-    }
-}
+pub use crate::regs::ids::{family_of, Family};
 
 /// Chip cards' two output modes (quantis-hardware.md: mode_sel).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]

@@ -1,7 +1,7 @@
 //! Card-layer tests: exact register sequences against the hardware facts (recording device),
 //! end-to-end data through both protocols on the simulator, probe, open errors and faults.
 
-use super::regs::{chip, pio as p, xdma as x};
+use crate::regs::{chip, pio as p, xdma as x};
 use super::testutil::{sim, writes, writes_and_waits, Ev, FakeClock, Log, Recorder};
 use super::*;
 use crate::hw::sim::noise::Noise;
@@ -120,7 +120,7 @@ fn card_pio_read_checks_health_then_fifo_and_never_writes() {
     assert_eq!(card.read(&mut buf).unwrap(), 4096);
     let ev = log.lock().unwrap().clone();
     assert_eq!(ev[0], Ev::Read(1, p::MX_SR, 0x0000_00C2));
-    assert!(matches!(ev[1], Ev::Read(1, p::FS_RR, s) if s & regs::FifoStatus::FULL != 0));
+    assert!(matches!(ev[1], Ev::Read(1, p::FS_RR, s) if s & crate::regs::FifoStatus::FULL != 0));
     assert_eq!(ev.iter().filter(|e| matches!(e, Ev::Read(1, p::FD_RR, _))).count(), 1024);
     assert!(!ev.iter().any(|e| matches!(e, Ev::Write(..))));
 }
@@ -607,7 +607,7 @@ fn card_error_reasons_map() {
 
 #[test]
 fn card_pio_and_xdma_end_to_end_into_a_ring() {
-    use crate::ring::{Consumer, Producer, RingOptions};
+    use qrng_ring::{Consumer, Producer, RingOptions};
     let dir = tempfile::tempdir().unwrap();
     for spec in ["pcie-16m?rate=0&seed=21", "pcie-240m?rate=0&seed=22"] {
         let path = dir.path().join(format!("{}.ring", &spec[..spec.find('?').unwrap()]));

@@ -14,7 +14,7 @@
 //! count with what it has consumed, checks each writeback (magic 0x52B4, length), copies the
 //! bytes out, clears the writeback and returns the descriptors as credits.
 
-use super::regs::{chip, xdma, ChipVersion, InitStatus};
+use crate::regs::{chip, xdma, ChipVersion, InitStatus};
 use super::{
     rd, rd_live, wr, Card, CardCounters, CardInfo, CardOptions, ChipMode, Clock, Error, Family,
     Result, Wait,
@@ -157,7 +157,7 @@ pub fn read_serial(dev: &mut dyn Device, idq: u8) -> Result<String> {
     let b = rd(dev, idq, chip::BATCH_NUMBER, "read batch_number")?;
     let i = rd(dev, idq, chip::INCREMENTAL_NUMBER, "read incremental_number")?;
     let m = rd(dev, idq, chip::PRODUCT_MODEL, "read product_model")?;
-    Ok(super::regs::chip_serial(b, i, m))
+    Ok(crate::regs::chip_serial(b, i, m))
 }
 
 fn chip_error(dev: &dyn Device, st: InitStatus) -> Error {

@@ -14,7 +14,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use crate::ring::{HealthParams, Reason};
+use qrng_ring::{HealthParams, Reason};
 pub use extract::Shape;
 pub use health::SampleWidth;
 pub use sp800_22::{assess, AssessReport};

@@ -74,18 +74,7 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// A PCI vendor:device pair.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
-pub struct PciId {
-    pub vendor: u16,
-    pub device: u16,
-}
-
-impl fmt::Display for PciId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:04x}:{:04x}", self.vendor, self.device)
-    }
-}
+pub use crate::regs::ids::PciId;
 
 /// A PCI function address `dddd:bb:dd.f`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -13,13 +13,6 @@ use serde::Serialize;
 
 use super::{Error, PciAddress, PciId, Result};
 
-/// Module cards: Quantis PCI, PCIe-4M, PCIe-16M (quantis-hardware.md, "Two hardware generations").
-pub const MODULE_CARD: PciId = PciId { vendor: 0x179a, device: 0x0001 };
-/// Chip card PCIe-40M.
-pub const CHIP_CARD_40M: PciId = PciId { vendor: 0x1e89, device: 0x0002 };
-/// Chip card PCIe-240M.
-pub const CHIP_CARD_240M: PciId = PciId { vendor: 0x1e89, device: 0x0003 };
-
 /// PCI class code of a PCI-to-PCI bridge (PCI Code and ID Assignment spec, class 06 subclass 04).
 const CLASS_PCI_BRIDGE: u32 = 0x0604;
 
@@ -36,25 +29,7 @@ pub mod cfg {
     pub const STATUS_INTX: u16 = 1 << 3;
 }
 
-/// The two Quantis PCI families: they need different access (PIO vs DMA).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CardFamily {
-    /// PIO through a FIFO register: works over UIO or VFIO.
-    Module,
-    /// XDMA streaming into host memory: needs VFIO behind an IOMMU.
-    Chip,
-}
-
-/// Which Quantis model a PCI id is, if any.
-pub fn quantis_model(id: PciId) -> Option<(CardFamily, &'static str)> {
-    match id {
-        MODULE_CARD => Some((CardFamily::Module, "Quantis PCI / PCIe-4M / PCIe-16M")),
-        CHIP_CARD_40M => Some((CardFamily::Chip, "Quantis PCIe-40M")),
-        CHIP_CARD_240M => Some((CardFamily::Chip, "Quantis PCIe-240M")),
-        _ => None,
-    }
-}
+pub use crate::regs::ids::{quantis_model, Family as CardFamily, CHIP_CARD_240M, CHIP_CARD_40M, MODULE_CARD};
 
 /// A view of a sysfs tree (normally `/sys`).
 #[derive(Clone, Debug)]

@@ -4,7 +4,7 @@
 
 use super::noise::{Noise, Pace};
 use super::{DmaTable, Fault, SimSpec};
-use crate::card::regs::{chip, xdma, InitStatus};
+use crate::regs::{chip, xdma, InitStatus};
 
 /// BAR 0 (IDQ block) length chosen by the simulator: one page covers every known register.
 pub const IDQ_BAR_LEN: u64 = 0x1000;

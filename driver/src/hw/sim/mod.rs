@@ -17,6 +17,7 @@ pub mod noise;
 pub use chip::SAMPLE_MODE_BIAS;
 
 use super::{Device, DeviceInfo, DmaBuffer, Error, PciId, Result};
+use crate::regs::ids;
 use std::fmt;
 use std::str::FromStr;
 
@@ -44,9 +45,9 @@ impl Model {
     /// PCI ids from quantis-hardware.md ("Two hardware generations").
     pub fn pci_id(self) -> PciId {
         match self {
-            Model::Pcie4m | Model::Pcie16m => PciId { vendor: 0x179A, device: 0x0001 },
-            Model::Pcie40m => PciId { vendor: 0x1E89, device: 0x0002 },
-            Model::Pcie240m => PciId { vendor: 0x1E89, device: 0x0003 },
+            Model::Pcie4m | Model::Pcie16m => ids::MODULE_CARD,
+            Model::Pcie40m => ids::CHIP_CARD_40M,
+            Model::Pcie240m => ids::CHIP_CARD_240M,
         }
     }
 
@@ -341,11 +342,11 @@ impl SimDevice {
         let seed = spec.noise_seed()?;
         let mut bars = [None; 6];
         let card = if spec.model.is_module_card() {
-            bars[1] = Some(crate::card::regs::pio::WINDOW);
+            bars[1] = Some(crate::regs::pio::WINDOW);
             Card::Module(Box::new(module::ModuleCard::new(&spec, seed)))
         } else {
             bars[0] = Some(chip::IDQ_BAR_LEN);
-            bars[1] = Some(crate::card::regs::xdma::BAR_LEN);
+            bars[1] = Some(crate::regs::xdma::BAR_LEN);
             Card::Chip(Box::new(chip::ChipCard::new(&spec, seed)))
         };
         let info = DeviceInfo {

@@ -3,7 +3,7 @@
 
 use super::noise::{Noise, Pace};
 use super::{Fault, SimSpec};
-use crate::card::regs::{pio, FifoStatus, ModuleBits};
+use crate::regs::{pio, FifoStatus, ModuleBits};
 
 const FIFO_WORDS: usize = pio::FIFO_BYTES / 4;
 

@@ -2,7 +2,7 @@
 //! engine's descriptor walk and its error reporting, unplug.
 
 use super::*;
-use crate::card::regs::{chip, pio, xdma, FifoStatus, InitStatus, ModuleStatus};
+use crate::regs::{chip, pio, xdma, FifoStatus, InitStatus, ModuleStatus};
 
 fn dev(spec: &str) -> SimDevice {
     SimDevice::new(spec.parse().unwrap()).unwrap()

@@ -1,8 +1,10 @@
 //! The one module that touches the shared mapping.
 //!
-//! The file is shared with a peer process we do not trust, so no Rust reference into the mapping is
-//! ever created: header fields are accessed through short-lived atomics built from raw pointers,
-//! and data moves with volatile copies. Offsets come from our own layout constants or from indices
+//! The file is shared with a peer process we do not trust, so this module creates no Rust reference
+//! into the mapping: header fields are accessed through short-lived atomics built from raw pointers,
+//! and data moves with volatile copies. The one exception lives in the consumer: a
+//! [`super::Lease`] hands the kernel a `&[u8]` over a lent range (for `writev`/`write`), with its
+//! reason next to it. Offsets come from our own layout constants or from indices
 //! that the callers have already reduced modulo a validated capacity; every accessor still checks
 //! its range, so a logic error here is a panic, never an out-of-bounds access.
 
@@ -191,7 +193,7 @@ unsafe fn copy_to_shared(src: *const u8, dst: *mut u8, len: usize) {
 /// the consumer. OFD locks belong to the open file, so they conflict even inside one process and
 /// vanish when the holder dies, which is what makes restart-after-crash work.
 pub(crate) fn lock_role(file: &File, role: Role, path: &Path) -> Result<()> {
-    let mut fl: libc::flock = unsafe_zeroed_flock();
+    let mut fl: libc::flock = zeroed_flock();
     fl.l_type = libc::F_WRLCK as libc::c_short;
     fl.l_whence = libc::SEEK_SET as libc::c_short;
     fl.l_start = match role {
@@ -214,7 +216,7 @@ pub(crate) fn lock_role(file: &File, role: Role, path: &Path) -> Result<()> {
     }
 }
 
-fn unsafe_zeroed_flock() -> libc::flock {
+fn zeroed_flock() -> libc::flock {
     // SAFETY: `flock` is a plain C struct of integers, for which all-zero is a valid value.
     unsafe { std::mem::zeroed() }
 }

@@ -11,9 +11,16 @@
 //! The peer is untrusted: everything read from the header is loaded once, validated, and only the
 //! validated local copy is used. Validation failures are typed [`Error`]s. The normative
 //! description of the format is `docs/ring-abi.md`.
+//!
+//! This crate is all that both processes share: the ring, the vocabulary of its status line
+//! ([`Health`], [`Reason`], [`Identity`], [`HealthParams`], [`StatusSnapshot`]) and the test
+//! pattern (feature `test-util`). Its `unsafe` code is confined to `shm` (the mapping: atomics and
+//! volatile copies through raw pointers, and the OFD lock call) and `consumer` (a [`Lease`]'s
+//! slice over lent bytes, for the kernel to copy from); each block names its invariant.
 
 mod consumer;
 pub mod layout;
+#[cfg(any(test, feature = "test-util"))]
 pub mod pattern;
 mod producer;
 mod shm;
@@ -151,6 +158,24 @@ impl Health {
 }
 
 impl Reason {
+    /// The stable kebab-case name of the reason (`repetition-count`), as in docs/ring-abi.md,
+    /// /health and the metrics' labels.
+    pub fn code(self) -> &'static str {
+        match self {
+            Reason::None => "none",
+            Reason::StartupTest => "startup-test",
+            Reason::RepetitionCount => "repetition-count",
+            Reason::AdaptiveProportion => "adaptive-proportion",
+            Reason::ModuleFailure => "module-failure",
+            Reason::ChipError => "chip-error",
+            Reason::DmaError => "dma-error",
+            Reason::DeviceGone => "device-gone",
+            Reason::RecoveryExhausted => "recovery-exhausted",
+            Reason::Shutdown => "shutdown",
+            Reason::Other => "other",
+        }
+    }
+
     pub fn from_code(code: u32) -> Option<Reason> {
         use Reason::*;
         Some(match code {

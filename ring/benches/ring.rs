@@ -5,7 +5,7 @@
 //! producer does minus the synchronisation; the ring figure is end to end: this process writes,
 //! a child process (this binary re-executed) reads, until the child has consumed everything.
 
-use quantis_driver::ring::{Consumer, Producer, RingOptions};
+use qrng_ring::{Consumer, Producer, RingOptions};
 use std::io::{BufRead as _, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};

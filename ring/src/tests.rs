@@ -492,3 +492,16 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn reason_code_is_the_serialized_name_for_every_wire_value() {
+    let mut seen = 0;
+    for wire in 0..=u32::from(u8::MAX) + 1 {
+        let Some(reason) = Reason::from_code(wire) else { continue };
+        seen += 1;
+        assert_eq!(reason as u32, wire, "{reason:?} round-trips its wire value");
+        let serialized = serde_json::to_value(reason).unwrap();
+        assert_eq!(serialized.as_str(), Some(reason.code()), "{reason:?}");
+    }
+    assert!(seen >= 11, "every defined reason was checked ({seen})");
+}

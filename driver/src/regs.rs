@@ -1,4 +1,6 @@
-//! Register tables of both Quantis card families and small decoders for their status words.
+//! What a Quantis card is, below both the access layer (`hw`, including the simulator) and the
+//! card protocols (`card`): the PCI ids and card families, the register tables of both families,
+//! and small decoders for their status words.
 //!
 //! Every number here is a fact from `quantis-hardware.md` (IDQ's GPL `quantis_pci` driver for the
 //! module cards, IDQ's "Quantis Software 20.2.4" package for the chip cards) or from Xilinx PG195
@@ -7,6 +9,62 @@
 //! `docs/simulator.md`, not here.
 
 use std::fmt;
+
+/// PCI ids and the two card families (quantis-hardware.md, "Two hardware generations").
+pub mod ids {
+    use std::fmt;
+
+    /// A PCI vendor:device pair.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+    pub struct PciId {
+        pub vendor: u16,
+        pub device: u16,
+    }
+
+    impl fmt::Display for PciId {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "{:04x}:{:04x}", self.vendor, self.device)
+        }
+    }
+
+    /// Module cards: Quantis PCI, PCIe-4M, PCIe-16M.
+    pub const MODULE_CARD: PciId = PciId { vendor: 0x179a, device: 0x0001 };
+    /// Chip card PCIe-40M.
+    pub const CHIP_CARD_40M: PciId = PciId { vendor: 0x1e89, device: 0x0002 };
+    /// Chip card PCIe-240M.
+    pub const CHIP_CARD_240M: PciId = PciId { vendor: 0x1e89, device: 0x0003 };
+
+    /// The two Quantis PCI families: they need different access (PIO vs DMA).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+    #[serde(rename_all = "lowercase")]
+    pub enum Family {
+        /// PIO through a FIFO register: works over UIO or VFIO.
+        Module,
+        /// XDMA streaming into host memory: needs VFIO behind an IOMMU.
+        Chip,
+    }
+
+    /// Which Quantis model a PCI id is, if any, as `quantis-driver list` names it.
+    pub fn quantis_model(id: PciId) -> Option<(Family, &'static str)> {
+        match id {
+            MODULE_CARD => Some((Family::Module, "Quantis PCI / PCIe-4M / PCIe-16M")),
+            CHIP_CARD_40M => Some((Family::Chip, "Quantis PCIe-40M")),
+            CHIP_CARD_240M => Some((Family::Chip, "Quantis PCIe-240M")),
+            _ => None,
+        }
+    }
+
+    /// The family of a PCI id, and the model name where the id alone tells it (module cards say
+    /// which model they are only through their modules, see `card::pio::probe`).
+    pub fn family_of(id: PciId) -> Option<(Family, Option<&'static str>)> {
+        match id {
+            MODULE_CARD => Some((Family::Module, None)),
+            CHIP_CARD_40M => Some((Family::Chip, Some("pcie-40m"))),
+            CHIP_CARD_240M => Some((Family::Chip, Some("pcie-240m"))),
+            _ => None,
+        }
+    }
+}
 
 /// Module cards (179a:0001: Quantis PCI, PCIe-4M, PCIe-16M): PIO from a FIFO.
 /// Source: quantis-hardware.md "Module cards (PIO)" (IDQ quantis_pci driver).

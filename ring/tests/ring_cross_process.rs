@@ -7,7 +7,7 @@
 //!
 //! `harness = false` (see driver/Cargo.toml) so that `main` can dispatch to the child roles.
 
-use quantis_driver::ring::{pattern, Consumer, Producer, RingOptions};
+use qrng_ring::{pattern, Consumer, Producer, RingOptions};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
