@@ -131,7 +131,6 @@ impl Config {
     pub fn dispenser(&self) -> DispenserConfig {
         DispenserConfig {
             heartbeat_timeout: Duration::from_millis(self.heartbeat_timeout_ms),
-            max_request: self.max_bytes.max(self.max_count * 16).max(16 << 20),
             ..DispenserConfig::default()
         }
     }

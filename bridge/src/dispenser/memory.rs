@@ -5,15 +5,17 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use super::{lock, RingSource, SourceError, SourceHealth, SourceStatus};
+use qrng_ring::{self as ring, Health, HealthParams, Identity, Reason, StatusSnapshot};
+
+use super::{lock, RingSource};
 
 #[derive(Debug)]
 struct Mem {
     data: VecDeque<u8>,
-    status: SourceStatus,
+    status: StatusSnapshot,
     /// Last heartbeat; None = never (stale).
     beat: Option<Instant>,
-    broken: Option<String>,
+    broken: bool,
 }
 
 /// A test ring: push bytes and change the status line from the test; attach [`MemoryRing::source`].
@@ -25,17 +27,20 @@ impl MemoryRing {
     pub fn new(serial: &str, simulated: bool, capacity: u64) -> Self {
         Self(Arc::new(Mutex::new(Mem {
             data: VecDeque::new(),
-            status: SourceStatus {
+            status: StatusSnapshot {
                 epoch: 1,
-                heartbeat_age: None,
-                health: SourceHealth::Ok,
-                reason: "none".to_owned(),
-                model: "pcie-16m".to_owned(),
-                serial: serial.to_owned(),
-                modules: 0b1111,
-                board_version: 0x0005_0203,
-                simulated,
-                extractor: "none".to_owned(),
+                heartbeat_ns: 0,
+                health: Health::Ok,
+                reason: Reason::None,
+                identity: Identity {
+                    model: "pcie-16m".to_owned(),
+                    serial: serial.to_owned(),
+                    modules: 0b1111,
+                    simulated,
+                    extractor: "none".to_owned(),
+                    board_version: 0x0005_0203,
+                },
+                params: HealthParams::default(),
                 raw_bytes_read: 0,
                 bytes_published: 0,
                 health_alarms: 0,
@@ -45,7 +50,7 @@ impl MemoryRing {
                 tail: 0,
             },
             beat: Some(Instant::now()),
-            broken: None,
+            broken: false,
         })))
     }
 
@@ -68,10 +73,10 @@ impl MemoryRing {
     }
 
     /// Sets the health and reason on the status line.
-    pub fn set_health(&self, health: SourceHealth, reason: &str) {
+    pub fn set_health(&self, health: Health, reason: Reason) {
         let mut m = lock(&self.0);
         m.status.health = health;
-        m.status.reason = reason.to_owned();
+        m.status.reason = reason;
     }
 
     /// The producer beats now.
@@ -84,9 +89,10 @@ impl MemoryRing {
         lock(&self.0).beat = at;
     }
 
-    /// Makes every later access fail as a corrupt ring would.
-    pub fn break_ring(&self, why: &str) {
-        lock(&self.0).broken = Some(why.to_owned());
+    /// Makes every later access fail as a corrupt ring would: the producer's tail jumped more
+    /// than the capacity ahead of the head.
+    pub fn break_ring(&self) {
+        lock(&self.0).broken = true;
     }
 
     /// A consumer handle on this ring.
@@ -94,22 +100,28 @@ impl MemoryRing {
         Box::new(self.clone())
     }
 
-    fn check(m: &Mem) -> Result<(), SourceError> {
-        match &m.broken {
-            Some(why) => Err(SourceError(why.clone())),
-            None => Ok(()),
+    fn check(m: &Mem) -> ring::Result<()> {
+        if !m.broken {
+            return Ok(());
         }
+        let (head, capacity) = (m.status.head, m.status.capacity);
+        Err(ring::Error::TailTooFarAhead {
+            path: "memory".into(),
+            head,
+            tail: head + 2 * capacity,
+            capacity,
+        })
     }
 }
 
 impl RingSource for MemoryRing {
-    fn available(&mut self) -> Result<usize, SourceError> {
+    fn available(&mut self) -> ring::Result<usize> {
         let m = lock(&self.0);
         Self::check(&m)?;
         Ok(m.data.len())
     }
 
-    fn read(&mut self, buf: &mut [u8]) -> Result<usize, SourceError> {
+    fn read(&mut self, buf: &mut [u8]) -> ring::Result<usize> {
         let mut m = lock(&self.0);
         Self::check(&m)?;
         let n = buf.len().min(m.data.len());
@@ -120,11 +132,15 @@ impl RingSource for MemoryRing {
         Ok(n)
     }
 
-    fn status(&mut self) -> Result<SourceStatus, SourceError> {
+    fn status(&mut self) -> ring::Result<StatusSnapshot> {
         let m = lock(&self.0);
         Self::check(&m)?;
         let mut s = m.status.clone();
-        s.heartbeat_age = m.beat.map(|b| b.elapsed());
+        // The ring's clock: a beat `elapsed` ago is that much before now on CLOCK_BOOTTIME.
+        s.heartbeat_ns = m.beat.map_or(0, |b| {
+            let age = u64::try_from(b.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            ring::boottime_ns().saturating_sub(age).max(1)
+        });
         Ok(s)
     }
 }

@@ -7,7 +7,7 @@ use std::sync::{Condvar, Mutex, PoisonError};
 use std::time::Duration;
 
 use super::ioctl::CardFacts;
-use super::source::{OnReady, Readiness, Source, SourceError};
+use super::source::{OnReady, ReadError, Readiness, Source};
 
 #[derive(Debug)]
 struct Dev {
@@ -80,10 +80,10 @@ impl FakeSource {
     }
 }
 
-fn check_dev<'a>(d: &'a mut HashMap<String, Dev>, name: &str) -> Result<&'a mut Dev, SourceError> {
-    let dev = d.get_mut(name).ok_or_else(|| SourceError::Gone(name.into()))?;
+fn check_dev<'a>(d: &'a mut HashMap<String, Dev>, name: &str) -> Result<&'a mut Dev, ReadError> {
+    let dev = d.get_mut(name).ok_or_else(|| ReadError::Gone(name.into()))?;
     if dev.failed {
-        return Err(SourceError::Unhealthy { device: name.into(), reason: "failed".into() });
+        return Err(ReadError::Unhealthy { device: name.into(), reason: "failed".into() });
     }
     Ok(dev)
 }
@@ -96,16 +96,11 @@ fn take(dev: &mut Dev, n: u64) -> Vec<u8> {
 }
 
 impl Source for FakeSource {
-    fn try_take_into(
-        &self,
-        device: &str,
-        buf: &mut [u8],
-        min: usize,
-    ) -> Result<usize, SourceError> {
+    fn try_take_into(&self, device: &str, buf: &mut [u8], min: usize) -> Result<usize, ReadError> {
         let mut d = self.devs.lock().unwrap_or_else(PoisonError::into_inner);
         let dev = check_dev(&mut d, device)?;
         if dev.available == 0 || dev.available < min as u64 {
-            return Err(SourceError::Empty);
+            return Err(ReadError::Empty);
         }
         let n = dev.available.min(buf.len() as u64);
         let bytes = take(dev, n);
@@ -119,7 +114,7 @@ impl Source for FakeSource {
         n: usize,
         check: Duration,
         interrupted: &dyn Fn() -> bool,
-    ) -> Result<Vec<u8>, SourceError> {
+    ) -> Result<Vec<u8>, ReadError> {
         let mut d = self.devs.lock().unwrap_or_else(PoisonError::into_inner);
         loop {
             let dev = check_dev(&mut d, device)?;
@@ -129,7 +124,7 @@ impl Source for FakeSource {
             let (guard, t) = self.cv.wait_timeout(d, check).unwrap_or_else(PoisonError::into_inner);
             d = guard;
             if t.timed_out() && interrupted() {
-                return Err(SourceError::Interrupted);
+                return Err(ReadError::Interrupted);
             }
         }
     }

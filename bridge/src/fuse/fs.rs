@@ -18,7 +18,7 @@ use fuser::{
 
 use super::ioctl;
 use super::poll::Pollers;
-use super::source::{Readiness, Source, SourceError};
+use super::source::{ReadError, Readiness, Source};
 use super::workers::{self, Pool};
 
 /// Largest read (and write) request the kernel sends: 256 pages, the kernel's default
@@ -152,7 +152,7 @@ impl Shared {
 #[derive(Debug)]
 pub struct QrngFs(pub Arc<Shared>);
 
-fn errno(e: &SourceError) -> Errno {
+fn errno(e: &ReadError) -> Errno {
     Errno::from_i32(e.errno())
 }
 
@@ -264,7 +264,7 @@ impl Filesystem for QrngFs {
                     reply.data(&buf[..n]);
                     None
                 }
-                Err(SourceError::Empty) if !nonblock => Some((device, reply)),
+                Err(ReadError::Empty) if !nonblock => Some((device, reply)),
                 Err(e) => {
                     reply.error(errno(&e));
                     None

@@ -26,7 +26,7 @@ use fuser::{BackgroundSession, INodeNo, MountOption, Notifier, SessionACL};
 
 pub use fs::{FsOptions, MAX_IO};
 pub use mountpoint::DevLink;
-pub use source::{Readiness, Source, SourceError};
+pub use source::{ReadError, Readiness, Source};
 
 /// Errors of mounting and managing the device files.
 #[derive(Debug, thiserror::Error)]

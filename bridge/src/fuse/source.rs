@@ -10,7 +10,7 @@ use super::ioctl::CardFacts;
 
 /// Why a source gave no bytes.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SourceError {
+pub enum ReadError {
     /// Nothing available right now (non-blocking take only).
     #[error("no entropy available now")]
     Empty,
@@ -30,14 +30,14 @@ pub enum SourceError {
     Gone(String),
 }
 
-impl SourceError {
+impl ReadError {
     /// The errno a reader sees: empty → EAGAIN, interrupted → EINTR, unhealthy or gone → EIO
     /// (the architecture's failure table).
     pub fn errno(&self) -> i32 {
         match self {
-            SourceError::Empty => libc::EAGAIN,
-            SourceError::Interrupted => libc::EINTR,
-            SourceError::Unhealthy { .. } | SourceError::Gone(_) => libc::EIO,
+            ReadError::Empty => libc::EAGAIN,
+            ReadError::Interrupted => libc::EINTR,
+            ReadError::Unhealthy { .. } | ReadError::Gone(_) => libc::EIO,
         }
     }
 }
@@ -63,8 +63,7 @@ pub trait Source: Send + Sync + 'static {
     /// Takes up to `buf.len()` bytes that are ready now into `buf`, without waiting, and nothing
     /// unless at least `min` (≥ 1) are ready; returns how many were written. `Err(Empty)` when
     /// fewer than `min` are ready or earlier callers are queued.
-    fn try_take_into(&self, device: &str, buf: &mut [u8], min: usize)
-        -> Result<usize, SourceError>;
+    fn try_take_into(&self, device: &str, buf: &mut [u8], min: usize) -> Result<usize, ReadError>;
 
     /// Takes exactly `n` bytes, waiting as long as it takes, in arrival order with other callers.
     /// `interrupted` is asked every `check`; once it says true the request is withdrawn with
@@ -75,7 +74,7 @@ pub trait Source: Send + Sync + 'static {
         n: usize,
         check: Duration,
         interrupted: &dyn Fn() -> bool,
-    ) -> Result<Vec<u8>, SourceError>;
+    ) -> Result<Vec<u8>, ReadError>;
 
     /// The device's readiness now.
     fn readiness(&self, device: &str) -> Readiness;
@@ -93,12 +92,7 @@ pub trait Source: Send + Sync + 'static {
 
 /// The bridge's dispenser serves the files: FUSE readers queue in the same FIFO as HTTP clients.
 impl Source for crate::dispenser::Dispenser {
-    fn try_take_into(
-        &self,
-        device: &str,
-        buf: &mut [u8],
-        min: usize,
-    ) -> Result<usize, SourceError> {
+    fn try_take_into(&self, device: &str, buf: &mut [u8], min: usize) -> Result<usize, ReadError> {
         crate::dispenser::Dispenser::try_take_into(self, device, buf, min).map_err(from_dispense)
     }
 
@@ -108,7 +102,7 @@ impl Source for crate::dispenser::Dispenser {
         n: usize,
         check: Duration,
         interrupted: &dyn Fn() -> bool,
-    ) -> Result<Vec<u8>, SourceError> {
+    ) -> Result<Vec<u8>, ReadError> {
         self.take_blocking_interruptible(device, n, check, interrupted)
             .map(|e| e.bytes)
             .map_err(from_dispense)
@@ -123,11 +117,11 @@ impl Source for crate::dispenser::Dispenser {
     }
 
     fn card_facts(&self, device: &str) -> Option<CardFacts> {
-        use crate::dispenser::DeviceHealth;
+        use crate::dispenser::DeviceState;
         let d = self.device(device)?;
         // IDQ's "modules status" are the modules that work; a card that failed, stopped or has not
         // passed its start-up tests yet has none.
-        let working = matches!(d.health, DeviceHealth::Ok | DeviceHealth::Degraded);
+        let working = matches!(d.health, DeviceState::Ok | DeviceState::Degraded);
         Some(CardFacts {
             modules_mask: d.modules,
             modules_status: if working { d.modules } else { 0 },
@@ -149,16 +143,16 @@ fn readiness(r: Result<bool, crate::dispenser::DispenseError>) -> Readiness {
     }
 }
 
-fn from_dispense(e: crate::dispenser::DispenseError) -> SourceError {
+fn from_dispense(e: crate::dispenser::DispenseError) -> ReadError {
     use crate::dispenser::DispenseError as D;
     match e {
-        D::Empty => SourceError::Empty,
+        D::Empty => ReadError::Empty,
         // Only reached once the caller was interrupted (the FUSE take has no deadline).
-        D::Timeout | D::Stale { .. } => SourceError::Interrupted,
-        D::NoSuchDevice(device) | D::Detached { device } => SourceError::Gone(device),
+        D::Timeout | D::Stale { .. } => ReadError::Interrupted,
+        D::NoSuchDevice(device) | D::Detached { device } => ReadError::Gone(device),
         D::Failed { device, reason } | D::Stopped { device, reason } => {
-            SourceError::Unhealthy { device, reason }
+            ReadError::Unhealthy { device, reason }
         }
-        other => SourceError::Unhealthy { device: String::new(), reason: other.to_string() },
+        other => ReadError::Unhealthy { device: String::new(), reason: other.to_string() },
     }
 }

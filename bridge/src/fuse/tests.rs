@@ -411,7 +411,8 @@ mod with_dispenser {
 
     use super::*;
     use crate::dispenser::memory::MemoryRing;
-    use crate::dispenser::{Dispenser, DispenserConfig, SourceHealth};
+    use crate::dispenser::{Dispenser, DispenserConfig};
+    use qrng_ring::{Health, Reason};
 
     const CHUNK: usize = 4096;
 
@@ -483,16 +484,16 @@ mod with_dispenser {
         // A failed ring turns reads into EIO; poll reports it; recovery serves again. Bytes
         // published before the failure was noticed are served after recovery.
         let mut f = File::open(mount.file_path("qrng0")).expect("open");
-        ring.set_health(SourceHealth::Failed, "repetition-count");
+        ring.set_health(Health::Failed, Reason::RepetitionCount);
         eventually("dispenser sees FAILED", || {
-            (disp.health("qrng0").ok()? == crate::dispenser::DeviceHealth::Failed).then_some(())
+            (disp.health("qrng0").ok()? == crate::dispenser::DeviceState::Failed).then_some(())
         });
         ring.push(&expected(total..total + 16));
         assert_eq!(read_once(&mut f, 8).expect_err("EIO").raw_os_error(), Some(libc::EIO));
         assert!(poll_in(&f, PollTimeout::ZERO).contains(PollFlags::POLLERR));
-        ring.set_health(SourceHealth::Ok, "none");
+        ring.set_health(Health::Ok, Reason::None);
         eventually("dispenser sees OK", || {
-            (disp.health("qrng0").ok()? == crate::dispenser::DeviceHealth::Ok).then_some(())
+            (disp.health("qrng0").ok()? == crate::dispenser::DeviceState::Ok).then_some(())
         });
         assert_eq!(read_once(&mut f, 16).expect("after recovery"), expected(total..total + 16));
 

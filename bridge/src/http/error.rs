@@ -91,7 +91,6 @@ impl ApiError {
             DispenseError::NoSuchDevice(_) => {
                 Self::NotFound { code: "unknown_device", message: e.to_string() }
             }
-            DispenseError::TooLarge { .. } => Self::TooLarge(e.to_string()),
             DispenseError::NoHealthyDevice => unavailable("no_healthy_device", &e),
             DispenseError::Failed { .. } => unavailable("device_failed", &e),
             DispenseError::Stopped { .. } | DispenseError::Detached { .. } => {

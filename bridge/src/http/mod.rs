@@ -33,7 +33,7 @@ pub use error::ApiError;
 pub use limit::RateLimit;
 pub use random::{hex_encode, unit_float, uuid_v4, IntRange, DEVICE_HEADER, SOURCE_HEADER};
 
-use crate::dispenser::{Dispenser, Entropy};
+use crate::dispenser::{Delivery, Dispenser, Entropy, Served};
 
 /// Errors setting up the HTTP server.
 #[derive(Debug, thiserror::Error)]
@@ -216,13 +216,26 @@ impl AppState {
         &self.0.dispenser
     }
 
-    /// Takes `n` bytes within the configured wait, mapping errors to HTTP.
-    async fn take(&self, device: Option<&str>, n: usize) -> Result<Entropy, ApiError> {
+    /// Serves `n` bytes within the configured wait, mapping errors to HTTP.
+    async fn serve(
+        &self,
+        device: Option<&str>,
+        n: usize,
+        delivery: Delivery,
+    ) -> Result<Served, ApiError> {
         self.0
             .dispenser
-            .take(device, n, self.0.cfg.wait)
+            .serve(device, n, self.0.cfg.wait, delivery)
             .await
             .map_err(|e| ApiError::from_dispense(e, self.0.cfg.retry_after))
+    }
+
+    /// [`Self::serve`], always copied (every answer but large binary ones).
+    async fn take(&self, device: Option<&str>, n: usize) -> Result<Entropy, ApiError> {
+        match self.serve(device, n, Delivery::Copy).await? {
+            Served::Copied(e) => Ok(e),
+            Served::Lent(_) => unreachable!("Delivery::Copy never lends"),
+        }
     }
 
     /// `http_responses_total{endpoint,status}`, registered once per pair and cached (the hot path

@@ -9,36 +9,36 @@ use metrics_exporter_prometheus::PrometheusRecorder;
 use serde::Serialize;
 
 use super::{metadata, AppState};
-use crate::dispenser::{DeviceHealth, DeviceStatus};
+use crate::dispenser::{DeviceState, DeviceStatus};
 
-/// Overall status: `healthy` when every device is `ok`; `degraded` when some device can still serve
+/// The whole service's health on /health: `healthy` when every device is `ok`; `degraded` when some device can still serve
 /// but not all are `ok` (stale heartbeat, starting, or another card failed); `unhealthy` when none can
 /// serve or none is attached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Overall {
+pub enum ServiceHealth {
     Healthy,
     Degraded,
     Unhealthy,
 }
 
-pub fn overall(devices: &[DeviceStatus]) -> Overall {
+pub fn service_health(devices: &[DeviceStatus]) -> ServiceHealth {
     let serving = |d: &&DeviceStatus| {
-        matches!(d.health, DeviceHealth::Ok | DeviceHealth::Degraded | DeviceHealth::Starting)
+        matches!(d.health, DeviceState::Ok | DeviceState::Degraded | DeviceState::Starting)
     };
     if devices.is_empty() || !devices.iter().any(|d| serving(&d)) {
-        Overall::Unhealthy
-    } else if devices.iter().all(|d| d.health == DeviceHealth::Ok) {
-        Overall::Healthy
+        ServiceHealth::Unhealthy
+    } else if devices.iter().all(|d| d.health == DeviceState::Ok) {
+        ServiceHealth::Healthy
     } else {
-        Overall::Degraded
+        ServiceHealth::Degraded
     }
 }
 
 #[derive(Serialize)]
-struct DeviceHealthBody<'a> {
+struct DeviceStateBody<'a> {
     name: &'a str,
-    health: DeviceHealth,
+    health: DeviceState,
     reason: &'a str,
     source: &'a str,
     simulated: bool,
@@ -51,12 +51,12 @@ struct DeviceHealthBody<'a> {
 
 #[derive(Serialize)]
 struct HealthBody<'a> {
-    status: Overall,
+    status: ServiceHealth,
     entropy_rate_mbps: f64,
     buffer_fill_percent: f64,
     uptime_seconds: u64,
     total_bytes_served: u64,
-    devices: Vec<DeviceHealthBody<'a>>,
+    devices: Vec<DeviceStateBody<'a>>,
 }
 
 fn mbps(bytes_per_second: f64) -> f64 {
@@ -66,7 +66,7 @@ fn mbps(bytes_per_second: f64) -> f64 {
 /// `GET /health`: 200 when healthy, 503 otherwise (degraded included), always with the body.
 pub async fn health(State(s): State<AppState>) -> Response {
     let devices = s.dispenser().devices();
-    let status = overall(&devices);
+    let status = service_health(&devices);
     let (fill, cap) =
         devices.iter().fold((0u64, 0u64), |(f, c), d| (f + d.ring_fill, c + d.ring_capacity));
     let body = HealthBody {
@@ -77,7 +77,7 @@ pub async fn health(State(s): State<AppState>) -> Response {
         total_bytes_served: s.dispenser().total_bytes_served(),
         devices: devices
             .iter()
-            .map(|d| DeviceHealthBody {
+            .map(|d| DeviceStateBody {
                 name: &d.name,
                 health: d.health,
                 reason: &d.reason,
@@ -91,8 +91,11 @@ pub async fn health(State(s): State<AppState>) -> Response {
             })
             .collect(),
     };
-    let code =
-        if status == Overall::Healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let code = if status == ServiceHealth::Healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     let mut resp = (code, Json(body)).into_response();
     resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp
@@ -200,7 +203,7 @@ pub async fn metrics(State(s): State<AppState>) -> Response {
             "device_up",
             f64::from(u8::from(matches!(
                 d.health,
-                DeviceHealth::Ok | DeviceHealth::Degraded | DeviceHealth::Starting
+                DeviceState::Ok | DeviceState::Degraded | DeviceState::Starting
             ))),
         );
         gauge(
@@ -210,11 +213,11 @@ pub async fn metrics(State(s): State<AppState>) -> Response {
         gauge("requests_waiting", d.requests_waiting as f64);
         gauge("entropy_rate_bytes_per_second", d.publish_rate_bytes_per_second);
         for state in [
-            DeviceHealth::Ok,
-            DeviceHealth::Degraded,
-            DeviceHealth::Starting,
-            DeviceHealth::Failed,
-            DeviceHealth::Stopped,
+            DeviceState::Ok,
+            DeviceState::Degraded,
+            DeviceState::Starting,
+            DeviceState::Failed,
+            DeviceState::Stopped,
         ] {
             let key = Key::from_parts(
                 "device_state",

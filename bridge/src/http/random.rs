@@ -16,7 +16,7 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 use super::{ApiError, AppState};
-use crate::dispenser::{Entropy, Lent};
+use crate::dispenser::{Delivery, Entropy, Lent, Served};
 
 /// Response header naming the source: the card serial, or "simulated".
 pub const SOURCE_HEADER: HeaderName = HeaderName::from_static("x-qrng-source");
@@ -82,23 +82,16 @@ impl Drop for LentBody {
     }
 }
 
-/// The binary answer sent straight from the ring, or None when the dispenser cannot lend
-/// (then the caller copies, with the same result for the client).
-fn lent_answer(
-    s: &AppState,
-    device: Option<&str>,
-    length: usize,
-) -> Result<Option<Response>, ApiError> {
-    let lent = s
-        .dispenser()
-        .try_lend(device, length)
-        .map_err(|e| ApiError::from_dispense(e, s.cfg().retry_after))?;
-    let Some(Lent { lease, source, device }) = lent else { return Ok(None) };
+/// A binary answer sent straight from the ring: the bytes stay lent until hyper has written them
+/// and drops the body, and the connection's watchdog ([`super::server::watch_lent`]) closes a
+/// client too slow to take them while the ring is under pressure.
+fn lent_answer(s: &AppState, lent: Lent) -> Response {
+    let Lent { lease, source, device } = lent;
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let body = Body::from(bytes::Bytes::from_owner(LentBody { lease, done: done.clone() }));
     let resp = labelled(&source, &device, "application/octet-stream", Response::new(body));
     super::server::watch_lent(s.dispenser(), device, done);
-    Ok(Some(resp))
+    resp
 }
 
 /// Serializes `body` into one buffer of `size_hint` bytes (plus room for the envelope), so the
@@ -251,12 +244,15 @@ pub async fn bytes(State(s): State<AppState>, uri: Uri) -> Result<Response, ApiE
         "binary" => "binary",
         _ => return Err(ApiError::BadRequest("format must be hex, base64 or binary".into())),
     };
-    if format == "binary" && length >= LEND_MIN {
-        if let Some(resp) = lent_answer(&s, device.as_deref(), length)? {
-            return Ok(resp);
-        }
-    }
-    let mut e = s.take(device.as_deref(), length).await?;
+    let delivery = if format == "binary" && length >= LEND_MIN {
+        Delivery::LendOrCopy
+    } else {
+        Delivery::Copy
+    };
+    let mut e = match s.serve(device.as_deref(), length, delivery).await? {
+        Served::Lent(lent) => return Ok(lent_answer(&s, lent)),
+        Served::Copied(e) => e,
+    };
     if format == "binary" {
         let resp = Response::new(Body::from(std::mem::take(&mut e.bytes)));
         return Ok(random_response(&e, "application/octet-stream", resp));

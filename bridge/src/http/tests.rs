@@ -11,7 +11,8 @@ use tower::ServiceExt as _;
 
 use super::*;
 use crate::dispenser::memory::MemoryRing;
-use crate::dispenser::{DeviceHealth, DispenserConfig, SourceHealth};
+use crate::dispenser::{DeviceState, DispenserConfig};
+use qrng_ring::{Health, Reason};
 
 struct Fixture {
     ring: MemoryRing,
@@ -72,7 +73,7 @@ async fn get_json(f: &Fixture, uri: &str) -> (StatusCode, HeaderMap, Value) {
 }
 
 /// Waits until the consumer thread has seen the new status (a guard, not a timing assertion).
-async fn wait_health(f: &Fixture, want: DeviceHealth) {
+async fn wait_health(f: &Fixture, want: DeviceState) {
     let d = f.state.dispenser().clone();
     let wait = tokio::task::spawn_blocking(move || {
         while d.health("qrng0").ok() != Some(want) {
@@ -239,8 +240,8 @@ async fn empty_ring_gives_503_with_retry_after() {
 #[tokio::test]
 async fn failed_device_gives_503_and_nothing_is_consumed() {
     let f = fixture();
-    f.ring.set_health(SourceHealth::Failed, "repetition-count");
-    wait_health(&f, DeviceHealth::Failed).await;
+    f.ring.set_health(Health::Failed, Reason::RepetitionCount);
+    wait_health(&f, DeviceState::Failed).await;
     let h = assert_error(
         &f,
         "/api/v1/random/bytes?length=16&device=qrng0",
@@ -461,7 +462,7 @@ async fn health_and_devices_report_state() {
 
     // The driver dies: still serving what is in the ring, but /health says degraded with 503.
     f.ring.set_last_beat(None);
-    wait_health(&f, DeviceHealth::Degraded).await;
+    wait_health(&f, DeviceState::Degraded).await;
     let (s, _, v) = get_json(&f, "/health").await;
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(v["status"], "degraded");
@@ -1047,9 +1048,7 @@ async fn entry_keeps_the_middleware_when_configured() {
 /// Lending, over a real ring file (the only source that lends).
 mod lending {
     use super::*;
-    use qrng_ring::{
-        pattern as stream, Health, Identity, Producer, Reason, RingOptions,
-    };
+    use qrng_ring::{pattern as stream, Health, Identity, Producer, Reason, RingOptions};
 
     struct Real {
         _dir: tempfile::TempDir,
@@ -1094,7 +1093,7 @@ mod lending {
         tokio::time::timeout(
             Duration::from_secs(30),
             tokio::task::spawn_blocking(move || {
-                while d.health("qrng0").ok() != Some(DeviceHealth::Ok) {
+                while d.health("qrng0").ok() != Some(DeviceState::Ok) {
                     std::thread::sleep(Duration::from_millis(1));
                 }
             }),
