@@ -425,7 +425,7 @@ impl Dispenser {
     }
 
     /// True when more than half of `device`'s ring is held by lent bytes that have not been
-    /// released (or by copies made after them): see `http::server::watch_lent`.
+    /// released (or by copies made after them): see `http::lent::watch`.
     pub fn lend_pressure(&self, device: &str) -> bool {
         let Ok(dev) = self.get(device) else { return false };
         let st = lock(&dev.state);

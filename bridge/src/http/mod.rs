@@ -6,6 +6,7 @@
 //! Random bytes never reach a log: request logs carry the method, path, query and status only.
 
 mod error;
+mod lent;
 mod limit;
 mod openapi;
 mod ops;

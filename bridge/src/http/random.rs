@@ -16,7 +16,7 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 use super::{ApiError, AppState};
-use crate::dispenser::{Delivery, Entropy, Lent, Served};
+use crate::dispenser::{Delivery, Entropy, Served};
 
 /// Response header naming the source: the card serial, or "simulated".
 pub const SOURCE_HEADER: HeaderName = HeaderName::from_static("x-qrng-source");
@@ -43,7 +43,7 @@ fn random_response(e: &Entropy, content_type: &'static str, resp: Response) -> R
     labelled(&e.source, &e.device, content_type, resp)
 }
 
-fn labelled(
+pub(super) fn labelled(
     source: &str,
     device: &str,
     content_type: &'static str,
@@ -55,42 +55,6 @@ fn labelled(
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(SOURCE_HEADER, header_text(source));
     h.insert(DEVICE_HEADER, header_text(device));
-    resp
-}
-
-/// Binary answers from this size on are sent straight from the ring (lent, not copied) when the
-/// dispenser can lend them. Below it the copy is small and a lease's bookkeeping (a watch entry,
-/// two more allocations) is not worth it; the value is a round figure, not a tuned one.
-pub const LEND_MIN: usize = 16 << 10;
-
-/// A lent range as an HTTP body: the bytes stay in the ring until hyper has written them and
-/// drops the body; `done` tells the connection's watchdog ([`super::server::watch_lent`]).
-struct LentBody {
-    lease: qrng_ring::Lease,
-    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl AsRef<[u8]> for LentBody {
-    fn as_ref(&self) -> &[u8] {
-        self.lease.as_ref()
-    }
-}
-
-impl Drop for LentBody {
-    fn drop(&mut self) {
-        self.done.store(true, std::sync::atomic::Ordering::Release);
-    }
-}
-
-/// A binary answer sent straight from the ring: the bytes stay lent until hyper has written them
-/// and drops the body, and the connection's watchdog ([`super::server::watch_lent`]) closes a
-/// client too slow to take them while the ring is under pressure.
-fn lent_answer(s: &AppState, lent: Lent) -> Response {
-    let Lent { lease, source, device } = lent;
-    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let body = Body::from(bytes::Bytes::from_owner(LentBody { lease, done: done.clone() }));
-    let resp = labelled(&source, &device, "application/octet-stream", Response::new(body));
-    super::server::watch_lent(s.dispenser(), device, done);
     resp
 }
 
@@ -244,13 +208,13 @@ pub async fn bytes(State(s): State<AppState>, uri: Uri) -> Result<Response, ApiE
         "binary" => "binary",
         _ => return Err(ApiError::BadRequest("format must be hex, base64 or binary".into())),
     };
-    let delivery = if format == "binary" && length >= LEND_MIN {
+    let delivery = if format == "binary" && length >= super::lent::LEND_MIN {
         Delivery::LendOrCopy
     } else {
         Delivery::Copy
     };
     let mut e = match s.serve(device.as_deref(), length, delivery).await? {
-        Served::Lent(lent) => return Ok(lent_answer(&s, lent)),
+        Served::Lent(lent) => return Ok(super::lent::answer(&s, lent)),
         Served::Copied(e) => e,
     };
     if format == "binary" {

@@ -29,7 +29,6 @@ fn fixture_with(cfg: HttpConfig, prefill: usize) -> Fixture {
     let d = Dispenser::new(DispenserConfig {
         heartbeat_timeout: Duration::from_secs(3600),
         status_interval: Duration::from_millis(2),
-        ..DispenserConfig::default()
     });
     d.attach_source("qrng0", None, ring.source()).expect("attach");
     let state = AppState::new(d, cfg).expect("state");
@@ -1085,7 +1084,6 @@ mod lending {
         let d = Dispenser::new(DispenserConfig {
             heartbeat_timeout: Duration::from_secs(3600),
             status_interval: Duration::from_millis(2),
-            ..DispenserConfig::default()
         });
         d.attach(&path).expect("attach");
         let state = AppState::new(d, cfg).expect("state");

@@ -1,0 +1,210 @@
+//! The HTTP server loop: one acceptor and `threads` workers, each a thread with its own
+//! single-threaded tokio runtime that serves the connections it is handed from start to end.
+//!
+//! Why not `axum::serve` on tokio's work-stealing runtime: on a loaded machine its workers keep
+//! waking one another to steal tasks, and each wake-up is a futex call and a context switch; a
+//! connection that stays on one thread costs none of that (figures: docs/benchmarks.md).
+//!
+//! Each accepted connection goes to the worker with the fewest open connections, so a burst of
+//! connects is spread evenly whichever thread is awake. (`SO_REUSEPORT` listeners per worker would
+//! spread them by hash instead, and would let a second process of the same user bind the same port
+//! and silently take half the connections, where now it fails with "address in use".)
+//!
+//! CPU placement (`HttpConfig::pin`, on by default; [`placement`]): when there is one worker per
+//! CPU the process may run on, worker `i` is pinned to the `i`-th of those CPUs, and a new
+//! connection goes to the worker on the CPU its packets arrive on (`SO_INCOMING_CPU`: the CPU that
+//! ran the network stack for it, i.e. the NIC queue's CPU for a remote client, the client's own CPU
+//! for a local one), unless that worker has more than [`placement::STEER_SLACK`] connections above
+//! the least loaded one. The request is then parsed, and its answer copied into the socket, on the
+//! CPU whose caches the packets already went through, and the kernel hands the answer to a local
+//! client on that same CPU instead of moving it across. A pinned worker cannot move off a CPU that
+//! other work keeps busy, so on a host shared with CPU-heavy jobs `--http-cpu-affinity off` lets
+//! the scheduler place the workers.
+//!
+//! Shutdown: stop accepting, ask every connection to finish (hyper's graceful shutdown: a request
+//! in flight is answered, an idle keep-alive connection is closed), wait at most the drain limit
+//! (`HttpConfig::drain`, default [`DRAIN_LIMIT`]), then stop the workers, which drops whatever is
+//! left (a client that never finishes sending its request cannot hold shutdown up).
+//!
+//! Layout: this file (the acceptor), `worker` (a worker thread and its connections), `placement`
+//! (CPU pinning and the choice of worker).
+
+mod placement;
+mod worker;
+
+use std::io;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::server::graceful::GracefulShutdown;
+
+use super::{Entry, HttpError};
+pub use placement::{allowed_cpus, choose_worker, least_loaded, pin_plan, STEER_SLACK};
+pub use worker::worker_count;
+use worker::{start_worker, Handoff};
+
+/// How long shutdown waits by default for open connections to finish before dropping them.
+pub const DRAIN_LIMIT: Duration = Duration::from_secs(10);
+
+/// Pause after an accept error that is not about one connection (EMFILE, ENFILE, ENOMEM), so a
+/// full descriptor table does not turn into a busy loop; connections already open keep working.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// The acceptor's counters, shown by `/metrics`.
+#[derive(Debug, Default)]
+pub struct ServerStats {
+    /// Open connections, one entry per worker (`http_connections_open{worker}`).
+    pub open: Vec<Arc<AtomicUsize>>,
+    /// Connections given to the worker on the CPU their packets arrive on
+    /// (`http_connections_accepted_total{placement="local"}`).
+    pub local: AtomicU64,
+    /// Connections given to the least loaded worker (`placement="balanced"`): workers not
+    /// pinned, the CPU unknown or not a worker's, or that worker too far ahead.
+    pub balanced: AtomicU64,
+}
+
+impl ServerStats {
+    /// Counters for `workers` workers.
+    pub fn new(workers: usize) -> Self {
+        Self { open: (0..workers).map(|_| Arc::default()).collect(), ..Self::default() }
+    }
+}
+
+/// How [`run`] serves.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Record each request's peer address (`ConnectInfo`, for the rate limiter).
+    pub connect_info: bool,
+    /// How long shutdown waits for open connections.
+    pub drain: Duration,
+    /// Pin workers to CPUs and steer connections to the worker on their CPU (module docs).
+    pub pin: bool,
+}
+
+/// True for accept errors that concern only the connection being accepted.
+fn per_connection_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+    )
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves, then drains (see the module docs). One
+/// worker per entry of `stats.open`, which counts that worker's open connections.
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    app: Entry,
+    stats: Arc<ServerStats>,
+    opts: RunOptions,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), HttpError> {
+    let n = stats.open.len();
+    if n == 0 {
+        return Err(HttpError::Serve(io::Error::other("no HTTP worker threads")));
+    }
+    let allowed = allowed_cpus();
+    let plan = if opts.pin { pin_plan(&allowed, n) } else { None };
+    let mut workers = Vec::with_capacity(n);
+    for (i, open) in stats.open.iter().enumerate() {
+        let cpu = plan.as_ref().and_then(|p| p.get(i).copied());
+        let w = start_worker(i, app.clone(), Arc::clone(open), opts.connect_info, cpu);
+        workers.push(w.map_err(HttpError::Serve)?);
+    }
+    // CPU number -> the worker pinned to it.
+    let mut on_cpu: Vec<Option<usize>> = Vec::new();
+    for (i, w) in workers.iter().enumerate() {
+        if let Some(c) = w.cpu {
+            if on_cpu.len() <= c {
+                on_cpu.resize(c + 1, None);
+            }
+            on_cpu[c] = Some(i);
+        }
+    }
+    let pinned: Vec<usize> = workers.iter().filter_map(|w| w.cpu).collect();
+    if !pinned.is_empty() {
+        tracing::info!(workers = n, cpus = ?pinned, "HTTP workers pinned; connections go to the worker on their CPU");
+    } else if opts.pin {
+        tracing::info!(
+            workers = n,
+            cpus = allowed.len(),
+            "HTTP workers not pinned: pinning needs one worker per allowed CPU"
+        );
+    } else {
+        tracing::debug!(workers = n, "HTTP workers started, not pinned");
+    }
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) if per_connection_error(&e) => continue,
+                Err(e) => {
+                    tracing::error!(error = %e, "accept failed; pausing");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            },
+        };
+        // No Nagle: a response's last partial segment must not wait for the client's delayed ACK.
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+        let stream = match stream.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot hand over an accepted connection");
+                continue;
+            }
+        };
+        let local = if on_cpu.is_empty() {
+            None
+        } else {
+            socket2::SockRef::from(&stream)
+                .cpu_affinity()
+                .ok()
+                .and_then(|c| on_cpu.get(c).copied().flatten())
+        };
+        let open: Vec<usize> = workers.iter().map(|w| w.open.load(Ordering::Relaxed)).collect();
+        let Some((w, is_local)) = choose_worker(&open, local) else { break };
+        let w = &workers[w];
+        if is_local { &stats.local } else { &stats.balanced }.fetch_add(1, Ordering::Relaxed);
+        w.open.fetch_add(1, Ordering::Relaxed);
+        if w.tx.send(Handoff { stream, peer, watcher: graceful.watcher() }).is_err() {
+            // Only if the worker thread died (a panic outside any request): the connection is
+            // dropped, and the worker's count is set out of reach so it gets no more.
+            tracing::error!("an HTTP worker is gone; connection dropped");
+            w.open.store(usize::MAX / 2, Ordering::Relaxed);
+        }
+    }
+    drop(listener);
+    let open: usize = workers.iter().map(|w| w.open.load(Ordering::Relaxed)).sum();
+    tracing::info!(connections = open, "HTTP: no longer accepting; draining open connections");
+    if tokio::time::timeout(opts.drain, graceful.shutdown()).await.is_err() {
+        let left: usize = workers.iter().map(|w| w.open.load(Ordering::Relaxed)).sum();
+        tracing::warn!(connections = left, limit = ?opts.drain, "HTTP: connections still open after the drain limit; closing them");
+    }
+    let threads: Vec<_> = workers
+        .into_iter()
+        .map(|w| {
+            drop(w.tx);
+            w.thread
+        })
+        .collect();
+    tokio::task::spawn_blocking(move || {
+        for t in threads {
+            if t.join().is_err() {
+                tracing::error!("an HTTP worker panicked");
+            }
+        }
+    })
+    .await
+    .map_err(|e| HttpError::Serve(io::Error::other(e)))?;
+    Ok(())
+}
