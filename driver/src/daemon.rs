@@ -318,7 +318,7 @@ impl<'a> Pump<'a> {
     }
 }
 
-/// Sets `flag` on SIGTERM and SIGINT.
+/// Installs handlers for SIGTERM and SIGINT and returns the flag they set.
 pub fn install_signal_handlers() -> std::io::Result<&'static AtomicBool> {
     static STOP: AtomicBool = AtomicBool::new(false);
     extern "C" fn on_signal(_: libc::c_int) {

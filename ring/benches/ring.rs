@@ -1,5 +1,5 @@
 //! Cross-process ring throughput in 64 KiB chunks, next to a single-thread memcpy baseline
-//! measured in the same run. Run with `cargo bench -p quantis-driver --bench ring`.
+//! measured in the same run. Run with `cargo bench -p qrng-ring --bench ring`.
 //!
 //! The memcpy baseline copies 64 KiB chunks into a 16 MiB buffer cyclically, which is what the
 //! producer does minus the synchronisation; the ring figure is end to end: this process writes,

@@ -8,12 +8,12 @@
 mod error;
 mod lent;
 mod limit;
+mod metrics;
 mod openapi;
 mod ops;
 mod random;
 pub mod server;
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -27,8 +27,6 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use metrics::{Counter, Histogram, Key, Label, Recorder};
-use metrics_exporter_prometheus::{Matcher, PrometheusHandle, PrometheusRecorder};
 
 pub use error::ApiError;
 pub use limit::RateLimit;
@@ -125,26 +123,14 @@ const ENDPOINTS: &[&str] = &[
     "/metrics",
 ];
 
-/// Histogram buckets for request durations, seconds.
-const DURATION_BUCKETS: &[f64] = &[
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-];
-
 struct Inner {
     dispenser: Dispenser,
     cfg: HttpConfig,
     started: Instant,
-    recorder: PrometheusRecorder,
-    handle: PrometheusHandle,
-    durations: HashMap<&'static str, Histogram>,
-    other_duration: Histogram,
-    responses: std::sync::RwLock<HashMap<(&'static str, u16), Counter>>,
+    metrics: metrics::HttpMetrics,
     limiter: Option<limit::Limiter>,
-    /// `http_responses_total{endpoint="/api/v1/random/bytes",status="200"}`, the one counter of
-    /// the hot path, held directly (it is also in `responses`).
-    bytes_ok: Counter,
     /// Open connections per HTTP worker and connection placement (see [`server`]).
-    server: Arc<server::ServerStats>,
+    server: Arc<metrics::ServerMetrics>,
 }
 
 /// Shared state of the router; cheap to clone.
@@ -157,54 +143,18 @@ impl std::fmt::Debug for AppState {
     }
 }
 
-/// The key of `http_responses_total{endpoint,status}`.
-fn response_key(endpoint: &'static str, status: u16) -> Key {
-    Key::from_parts(
-        "http_responses_total",
-        vec![Label::new("endpoint", endpoint), Label::new("status", status.to_string())],
-    )
-}
-
-fn metadata() -> metrics::Metadata<'static> {
-    metrics::Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()))
-}
-
 impl AppState {
     /// A state with its own (local, not process-global) Prometheus recorder.
     pub fn new(dispenser: Dispenser, cfg: HttpConfig) -> Result<Self, HttpError> {
-        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new()
-            .set_buckets_for_metric(
-                Matcher::Full("request_duration_seconds".into()),
-                DURATION_BUCKETS,
-            )
-            .map_err(|e| HttpError::Metrics(e.to_string()))?
-            .build_recorder();
-        let handle = recorder.handle();
-        let hist = |endpoint: &str| {
-            let key = Key::from_parts(
-                "request_duration_seconds",
-                vec![Label::new("endpoint", endpoint.to_owned())],
-            );
-            recorder.register_histogram(&key, &metadata())
-        };
-        let durations = ENDPOINTS.iter().map(|e| (*e, hist(e))).collect();
-        let other_duration = hist("other");
-        ops::describe(&recorder);
+        let metrics = metrics::HttpMetrics::new()?;
         let limiter = cfg.rate_limit.map(limit::Limiter::new);
-        let server = Arc::new(server::ServerStats::new(server::worker_count(cfg.threads)));
-        let bytes_ok = recorder.register_counter(&response_key(BYTES_PATH, 200), &metadata());
-        let responses = HashMap::from([((BYTES_PATH, 200), bytes_ok.clone())]);
+        let server = Arc::new(metrics::ServerMetrics::new(server::worker_count(cfg.threads)));
         Ok(Self(Arc::new(Inner {
             dispenser,
             cfg,
             started: Instant::now(),
-            recorder,
-            handle,
-            durations,
-            other_duration,
-            responses: std::sync::RwLock::new(responses),
+            metrics,
             limiter,
-            bytes_ok,
             server,
         })))
     }
@@ -239,47 +189,14 @@ impl AppState {
         }
     }
 
-    /// `http_responses_total{endpoint,status}`, registered once per pair and cached (the hot path
-    /// then costs a read lock and an atomic add).
-    fn response_counter(&self, endpoint: &'static str, status: u16) -> Counter {
-        let cached = self
-            .0
-            .responses
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&(endpoint, status))
-            .cloned();
-        if let Some(c) = cached {
-            return c;
-        }
-        let c = self.0.recorder.register_counter(&response_key(endpoint, status), &metadata());
-        self.0
-            .responses
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert((endpoint, status), c.clone());
-        c
-    }
-
-    /// Records one response in `request_duration_seconds{endpoint}` and
-    /// `http_responses_total{endpoint,status}` (`None`: not one of [`ENDPOINTS`]).
+    /// Records one response in the request metrics.
     fn record(&self, label: Option<&'static str>, status: u16, start: Instant) {
-        let elapsed = start.elapsed().as_secs_f64();
-        tracing::debug!(status, seconds = elapsed, "response");
-        match label.and_then(|l| self.0.durations.get(l)) {
-            Some(h) => h.record(elapsed),
-            None => self.0.other_duration.record(elapsed),
-        }
-        if label == Some(BYTES_PATH) && status == 200 {
-            self.0.bytes_ok.increment(1);
-        } else {
-            self.response_counter(label.unwrap_or("other"), status).increment(1);
-        }
+        self.0.metrics.record(label, status, start);
     }
 
     /// Folds buffered histogram samples (call about once a second so memory stays flat).
     pub fn run_upkeep(&self) {
-        self.0.handle.run_upkeep();
+        self.0.metrics.run_upkeep();
         if let Some(l) = &self.0.limiter {
             l.purge();
         }
@@ -320,20 +237,52 @@ where
     }
 
     fn call(&mut self, req: Request) -> Self::Future {
-        // Every route is a static path, so the request path names the endpoint; anything else is
-        // "other" (unbounded label values from client paths would let clients grow the registry).
-        let label = ENDPOINTS.iter().find(|k| **k == req.uri().path()).copied();
-        // Method, path and query only: never a response body, so no random byte reaches a log.
-        tracing::debug!(method = %req.method(), uri = %req.uri(), "request");
-        let start = Instant::now();
-        let fut = self.inner.call(req);
-        let s = self.state.clone();
+        let label = begin_request(req.method(), req.uri());
+        // A handler may panic before its future exists; that is caught here, one in its future
+        // by `track`.
+        let fut = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.inner.call(req)));
+        let state = self.state.clone();
         Box::pin(async move {
-            let Ok(resp) = fut.await;
-            s.record(label, resp.status().as_u16(), start);
-            Ok(resp)
+            let answer = async move {
+                match fut {
+                    Ok(fut) => fut.await.unwrap_or_else(|e| match e {}),
+                    Err(_) => handler_panicked(),
+                }
+            };
+            Ok(track(state, label, answer).await)
         })
     }
+}
+
+/// Logs a request (method, path and query only: never a body, so no random byte reaches a log)
+/// and names its endpoint for the metrics. Every route is a static path, so the request path
+/// names the endpoint; anything else is "other" (unbounded label values from client paths would
+/// let clients grow the registry).
+fn begin_request(method: &axum::http::Method, uri: &axum::http::Uri) -> Option<&'static str> {
+    tracing::debug!(method = %method, uri = %uri, "request");
+    ENDPOINTS.iter().find(|k| **k == uri.path()).copied()
+}
+
+/// The cross-cutting concerns of every answer, in one place for the router's routes
+/// ([`TrackLayer`]) and [`Entry`]'s direct call alike: a panic in the handler becomes a 500,
+/// a body of known size gets its `Content-Length` (as hyper would add on the wire), and the
+/// request metrics are recorded.
+async fn track(
+    state: AppState,
+    label: Option<&'static str>,
+    answer: impl Future<Output = Response>,
+) -> Response {
+    use futures_util::FutureExt as _;
+    let start = Instant::now();
+    let mut resp = std::panic::AssertUnwindSafe(answer)
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|_| handler_panicked());
+    if let Some(n) = axum::body::HttpBody::size_hint(resp.body()).exact() {
+        resp.headers_mut().entry(axum::http::header::CONTENT_LENGTH).or_insert(n.into());
+    }
+    state.record(label, resp.status().as_u16(), start);
+    resp
 }
 
 /// Checks `Authorization: Bearer <token>` when tokens are configured.
@@ -396,7 +345,6 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/openapi.json", get(openapi::document))
         .fallback(not_found)
         .layer(TrackLayer(state.clone()))
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| handler_panicked()))
         .with_state(state)
 }
 
@@ -408,11 +356,11 @@ fn handler_panicked() -> Response {
 
 /// What every HTTP connection calls for each request ([`server`]). `GET /api/v1/random/bytes`,
 /// the endpoint that carries the traffic, goes straight to its handler when no middleware is
-/// configured (no bearer tokens, no rate limit); everything else goes through the axum [`router`].
-/// The direct call does what the router's layers do for it (request log, the two metrics, a panic
-/// turned into a 500) and answers identically (tested), without the per-request cost of routing:
-/// the route lookup, a boxed clone of the route's service, and the boxed futures of the layers
-/// (measured: about 20 % more 32-byte requests per second; docs/architecture.md, Performance).
+/// configured (no bearer tokens, no rate limit), inside the same [`track`] as every route of the
+/// axum [`router`], which serves everything else: one request log, one panic handler, one pair
+/// of metrics for both. The direct call saves the per-request cost of routing (the route lookup,
+/// a boxed clone of the route's service, the boxed futures of the layers); figures in
+/// bridge/bench/README.md.
 #[derive(Clone, Debug)]
 pub struct Entry {
     state: AppState,
@@ -439,23 +387,14 @@ impl Entry {
     }
 
     async fn bytes(self, uri: axum::http::Uri) -> Response {
-        use futures_util::FutureExt as _;
-        // Method, path and query only, as in `Track`: never a body.
-        tracing::debug!(method = "GET", uri = %uri, "request");
-        let start = Instant::now();
-        let answer = std::panic::AssertUnwindSafe(random::bytes(State(self.state.clone()), uri))
-            .catch_unwind()
-            .await;
-        let mut resp = match answer {
-            Ok(r) => r.into_response(),
-            Err(_) => handler_panicked(),
-        };
-        // As axum's routes do (hyper would add the same header on the wire).
-        if let Some(n) = axum::body::HttpBody::size_hint(resp.body()).exact() {
-            resp.headers_mut().entry(axum::http::header::CONTENT_LENGTH).or_insert(n.into());
-        }
-        self.state.record(Some(BYTES_PATH), resp.status().as_u16(), start);
-        resp
+        let label = begin_request(&axum::http::Method::GET, &uri);
+        let state = self.state.clone();
+        track(
+            self.state,
+            label,
+            async move { random::bytes(State(state), uri).await.into_response() },
+        )
+        .await
     }
 }
 

@@ -33,12 +33,13 @@ mod placement;
 mod worker;
 
 use std::io;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::server::graceful::GracefulShutdown;
 
+use super::metrics::ServerMetrics;
 use super::{Entry, HttpError};
 pub use placement::{allowed_cpus, choose_worker, least_loaded, pin_plan, STEER_SLACK};
 pub use worker::worker_count;
@@ -50,26 +51,6 @@ pub const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 /// Pause after an accept error that is not about one connection (EMFILE, ENFILE, ENOMEM), so a
 /// full descriptor table does not turn into a busy loop; connections already open keep working.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
-
-/// The acceptor's counters, shown by `/metrics`.
-#[derive(Debug, Default)]
-pub struct ServerStats {
-    /// Open connections, one entry per worker (`http_connections_open{worker}`).
-    pub open: Vec<Arc<AtomicUsize>>,
-    /// Connections given to the worker on the CPU their packets arrive on
-    /// (`http_connections_accepted_total{placement="local"}`).
-    pub local: AtomicU64,
-    /// Connections given to the least loaded worker (`placement="balanced"`): workers not
-    /// pinned, the CPU unknown or not a worker's, or that worker too far ahead.
-    pub balanced: AtomicU64,
-}
-
-impl ServerStats {
-    /// Counters for `workers` workers.
-    pub fn new(workers: usize) -> Self {
-        Self { open: (0..workers).map(|_| Arc::default()).collect(), ..Self::default() }
-    }
-}
 
 /// How [`run`] serves.
 #[derive(Debug, Clone)]
@@ -98,7 +79,7 @@ fn per_connection_error(e: &io::Error) -> bool {
 pub async fn run(
     listener: tokio::net::TcpListener,
     app: Entry,
-    stats: Arc<ServerStats>,
+    stats: Arc<ServerMetrics>,
     opts: RunOptions,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), HttpError> {

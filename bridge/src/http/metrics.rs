@@ -1,0 +1,277 @@
+//! The bridge's Prometheus metrics, in one place: what is registered, what it means (HELP), and
+//! how a scrape renders it. [`HttpMetrics`] owns the recorder (a local one, not the process-wide
+//! global, so tests can build several); the per-request series are recorded as requests end,
+//! the per-device and per-worker ones are read at scrape time from the dispenser's
+//! `DeviceStatus` (its `DeviceMetrics`) and the server's [`ServerMetrics`].
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use metrics::{Counter, Histogram, Key, Label, Recorder, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusHandle, PrometheusRecorder};
+
+use super::{HttpError, BYTES_PATH, ENDPOINTS};
+use crate::dispenser::{DeviceState, DeviceStatus};
+
+/// Histogram buckets for request durations, seconds.
+const DURATION_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// The server's counters: open connections per worker and where connections were placed.
+#[derive(Debug, Default)]
+pub struct ServerMetrics {
+    /// Open connections, one entry per worker (`http_connections_open{worker}`).
+    pub open: Vec<Arc<AtomicUsize>>,
+    /// Connections given to the worker on the CPU their packets arrive on
+    /// (`http_connections_accepted_total{placement="local"}`).
+    pub local: AtomicU64,
+    /// Connections given to the least loaded worker (`placement="balanced"`): workers not
+    /// pinned, the CPU unknown or not a worker's, or that worker too far ahead.
+    pub balanced: AtomicU64,
+}
+
+impl ServerMetrics {
+    /// Counters for `workers` workers.
+    pub fn new(workers: usize) -> Self {
+        Self { open: (0..workers).map(|_| Arc::default()).collect(), ..Self::default() }
+    }
+}
+
+/// The HTTP front end's metrics: the recorder and the per-request series.
+pub(super) struct HttpMetrics {
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+    durations: HashMap<&'static str, Histogram>,
+    other_duration: Histogram,
+    responses: std::sync::RwLock<HashMap<(&'static str, u16), Counter>>,
+    /// `http_responses_total{endpoint="/api/v1/random/bytes",status="200"}`, the one counter of
+    /// the hot path, held directly (it is also in `responses`).
+    bytes_ok: Counter,
+}
+
+/// The key of `http_responses_total{endpoint,status}`.
+fn response_key(endpoint: &'static str, status: u16) -> Key {
+    Key::from_parts(
+        "http_responses_total",
+        vec![Label::new("endpoint", endpoint), Label::new("status", status.to_string())],
+    )
+}
+
+fn metadata() -> metrics::Metadata<'static> {
+    metrics::Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()))
+}
+
+impl HttpMetrics {
+    pub(super) fn new() -> Result<Self, HttpError> {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                Matcher::Full("request_duration_seconds".into()),
+                DURATION_BUCKETS,
+            )
+            .map_err(|e| HttpError::Metrics(e.to_string()))?
+            .build_recorder();
+        let handle = recorder.handle();
+        let hist = |endpoint: &str| {
+            let key = Key::from_parts(
+                "request_duration_seconds",
+                vec![Label::new("endpoint", endpoint.to_owned())],
+            );
+            recorder.register_histogram(&key, &metadata())
+        };
+        let durations = ENDPOINTS.iter().map(|e| (*e, hist(e))).collect();
+        let other_duration = hist("other");
+        describe(&recorder);
+        let bytes_ok = recorder.register_counter(&response_key(BYTES_PATH, 200), &metadata());
+        let responses = HashMap::from([((BYTES_PATH, 200), bytes_ok.clone())]);
+        Ok(Self {
+            recorder,
+            handle,
+            durations,
+            other_duration,
+            responses: std::sync::RwLock::new(responses),
+            bytes_ok,
+        })
+    }
+
+    /// `http_responses_total{endpoint,status}`, registered once per pair and cached (the hot path
+    /// then costs a read lock and an atomic add).
+    pub(super) fn response_counter(&self, endpoint: &'static str, status: u16) -> Counter {
+        let cached = self
+            .responses
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(endpoint, status))
+            .cloned();
+        if let Some(c) = cached {
+            return c;
+        }
+        let c = self.recorder.register_counter(&response_key(endpoint, status), &metadata());
+        self.responses
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((endpoint, status), c.clone());
+        c
+    }
+
+    /// Records one response in `request_duration_seconds{endpoint}` and
+    /// `http_responses_total{endpoint,status}` (`None`: not one of [`ENDPOINTS`]).
+    pub(super) fn record(&self, label: Option<&'static str>, status: u16, start: Instant) {
+        let elapsed = start.elapsed().as_secs_f64();
+        tracing::debug!(status, seconds = elapsed, "response");
+        match label.and_then(|l| self.durations.get(l)) {
+            Some(h) => h.record(elapsed),
+            None => self.other_duration.record(elapsed),
+        }
+        if label == Some(BYTES_PATH) && status == 200 {
+            self.bytes_ok.increment(1);
+        } else {
+            self.response_counter(label.unwrap_or("other"), status).increment(1);
+        }
+    }
+
+    /// Folds buffered histogram samples (call about once a second so memory stays flat).
+    pub(super) fn run_upkeep(&self) {
+        self.handle.run_upkeep();
+    }
+
+    /// The Prometheus text of a scrape: the per-request series plus the devices' and the server's
+    /// state now.
+    pub(super) fn render(
+        &self,
+        devices: &[DeviceStatus],
+        server: &ServerMetrics,
+        uptime: Duration,
+    ) -> String {
+        let r = &self.recorder;
+        let m = metadata();
+        let dev_key = |name: &'static str, dev: &str| {
+            Key::from_parts(name, vec![Label::new("device", dev.to_owned())])
+        };
+        for d in devices {
+            let counter = |name, v| r.register_counter(&dev_key(name, &d.name), &m).absolute(v);
+            counter("entropy_bytes_total", d.bytes_served);
+            counter("entropy_bytes_published_total", d.bytes_published);
+            counter("raw_bytes_read_total", d.raw_bytes_read);
+            counter("bytes_dropped_total", d.bytes_dropped);
+            counter("health_alarms_total", d.health_alarms);
+            counter("requests_timed_out_total", d.requests_timed_out);
+            counter("requests_served_total", d.requests_served);
+            let gauge = |name, v: f64| r.register_gauge(&dev_key(name, &d.name), &m).set(v);
+            gauge("buffer_utilization_ratio", d.buffer_fill_ratio);
+            gauge(
+                "device_up",
+                f64::from(u8::from(matches!(
+                    d.health,
+                    DeviceState::Ok | DeviceState::Degraded | DeviceState::Starting
+                ))),
+            );
+            gauge(
+                "heartbeat_age_seconds",
+                d.heartbeat_age_ms.map_or(f64::NAN, |ms| ms as f64 / 1000.0),
+            );
+            gauge("requests_waiting", d.requests_waiting as f64);
+            gauge("entropy_rate_bytes_per_second", d.publish_rate_bytes_per_second);
+            for state in [
+                DeviceState::Ok,
+                DeviceState::Degraded,
+                DeviceState::Starting,
+                DeviceState::Failed,
+                DeviceState::Stopped,
+            ] {
+                let key = Key::from_parts(
+                    "device_state",
+                    vec![
+                        Label::new("device", d.name.clone()),
+                        Label::new("state", state.to_string()),
+                    ],
+                );
+                r.register_gauge(&key, &m).set(f64::from(u8::from(d.health == state)));
+            }
+        }
+        r.register_gauge(&Key::from_name("devices_attached"), &m).set(devices.len() as f64);
+        for (i, open) in server.open.iter().enumerate() {
+            let key =
+                Key::from_parts("http_connections_open", vec![Label::new("worker", i.to_string())]);
+            r.register_gauge(&key, &m).set(open.load(Ordering::Relaxed) as f64);
+        }
+        for (placement, n) in [("local", &server.local), ("balanced", &server.balanced)] {
+            let key = Key::from_parts(
+                "http_connections_accepted_total",
+                vec![Label::new("placement", placement)],
+            );
+            r.register_counter(&key, &m).absolute(n.load(Ordering::Relaxed));
+        }
+        r.register_gauge(&Key::from_name("uptime_seconds"), &m).set(uptime.as_secs_f64());
+        self.handle.render()
+    }
+}
+
+/// HELP texts for the metrics set at scrape time.
+fn describe(r: &PrometheusRecorder) {
+    let c = |name: &'static str, unit, help: &'static str| {
+        r.describe_counter(name.into(), unit, help.into())
+    };
+    let g = |name: &'static str, unit, help: &'static str| {
+        r.describe_gauge(name.into(), unit, help.into())
+    };
+    c(
+        "entropy_bytes_total",
+        Some(Unit::Bytes),
+        "Random bytes handed to clients (HTTP and FUSE), per device.",
+    );
+    c(
+        "entropy_bytes_published_total",
+        Some(Unit::Bytes),
+        "Bytes the driver published into the ring, per device.",
+    );
+    c(
+        "raw_bytes_read_total",
+        Some(Unit::Bytes),
+        "Raw bytes the driver read from the card, per device.",
+    );
+    c(
+        "bytes_dropped_total",
+        Some(Unit::Bytes),
+        "Bytes the driver dropped (ring full or failed tests), per device.",
+    );
+    c(
+        "health_alarms_total",
+        None,
+        "SP 800-90B health-test alarms reported by the driver, per device.",
+    );
+    c("requests_timed_out_total", None, "Requests that waited too long for entropy, per device.");
+    c("requests_served_total", None, "Requests served with entropy, per device.");
+    c("http_responses_total", None, "HTTP responses by endpoint and status.");
+    g("buffer_utilization_ratio", None, "Fill of the shared-memory ring (0..1), per device.");
+    g("device_up", None, "1 if the device can serve (ok, degraded or starting), else 0.");
+    g(
+        "device_state",
+        None,
+        "1 for the device's current state (ok|degraded|starting|failed|stopped).",
+    );
+    g("heartbeat_age_seconds", Some(Unit::Seconds), "Age of the driver's heartbeat, per device.");
+    g("requests_waiting", None, "Requests queued for entropy, per device.");
+    g(
+        "entropy_rate_bytes_per_second",
+        None,
+        "Bytes per second the driver published (last second), per device.",
+    );
+    g("devices_attached", None, "Rings attached.");
+    g("http_connections_open", None, "Open HTTP connections, per worker thread.");
+    r.describe_counter(
+        "http_connections_accepted_total".into(),
+        None,
+        "Accepted HTTP connections by placement: local = the worker pinned to the CPU the \
+         connection's packets arrive on, balanced = the least loaded worker."
+            .into(),
+    );
+    g("uptime_seconds", Some(Unit::Seconds), "Seconds since the bridge started.");
+    r.describe_histogram(
+        "request_duration_seconds".into(),
+        Some(Unit::Seconds),
+        "HTTP request handling time by endpoint (until the response head).".into(),
+    );
+}
