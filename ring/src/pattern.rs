@@ -1,6 +1,19 @@
 //! A position-encoding test pattern: byte `i` of the stream is byte `i % 8` of the little-endian
 //! u64 `i / 8`. Any loss, duplication or reordering shows up as a mismatch at a known position.
-//! Used by the cross-process tests and the benchmark; never by the product's data path.
+//! The one test pattern of the workspace: the ring's, the dispenser's, the HTTP and FUSE tests and
+//! the benchmarks use it (feature `test-util`); never the product's data path.
+
+/// The pattern byte at stream position `pos`.
+pub fn byte(pos: u64) -> u8 {
+    (pos / 8).to_le_bytes()[(pos % 8) as usize]
+}
+
+/// The pattern bytes for stream positions `pos..pos + len`.
+pub fn bytes(pos: u64, len: usize) -> Vec<u8> {
+    let mut buf = vec![0; len];
+    fill(pos, &mut buf);
+    buf
+}
 
 /// Fills `buf` with the pattern bytes for stream positions `pos..pos + buf.len()`.
 pub fn fill(pos: u64, buf: &mut [u8]) {

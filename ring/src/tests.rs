@@ -17,7 +17,7 @@ fn ring_path(dir: &tempfile::TempDir) -> PathBuf {
 }
 
 fn pattern(start: u64, len: usize) -> Vec<u8> {
-    (start..start + len as u64).map(|i| (i.wrapping_mul(0x9E37_79B9) >> 7) as u8).collect()
+    super::pattern::bytes(start, len)
 }
 
 /// Overwrites bytes of the header at `off` (what a hostile or buggy peer could do).

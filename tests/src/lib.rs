@@ -261,6 +261,15 @@ pub fn free_addr() -> SocketAddr {
     l.local_addr().expect("local addr")
 }
 
+/// One `read(2)` call, not a read loop: a device that must fill the whole buffer by itself is
+/// checked with this.
+pub fn read_once(f: &mut impl Read, n: usize) -> std::io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; n];
+    let got = f.read(&mut buf)?;
+    buf.truncate(got);
+    Ok(buf)
+}
+
 /// Polls `f` until it returns `Some`, failing the test after [`PATIENCE`].
 pub fn wait_until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let end = Instant::now() + PATIENCE;

@@ -31,13 +31,7 @@ fn dirs() -> Dirs {
     Dirs { rings, mount, _tmp: tmp }
 }
 
-/// One read(2) call of `n` bytes.
-fn read_once(f: &mut File, n: usize) -> std::io::Result<Vec<u8>> {
-    let mut buf = vec![0u8; n];
-    let got = f.read(&mut buf)?;
-    buf.truncate(got);
-    Ok(buf)
-}
+use qrng_e2e::read_once;
 
 fn read_exact_chunk(path: &Path) -> std::io::Result<Vec<u8>> {
     let c = read_once(&mut File::open(path)?, CHUNK)?;

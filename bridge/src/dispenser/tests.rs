@@ -18,13 +18,10 @@ fn cfg() -> DispenserConfig {
     }
 }
 
-/// Polls `cond` until it holds; panics after a generous guard (a hang, not a timing assertion).
+/// Polls `cond` until it holds (the shared helper; its patience is a hang guard, not a timing
+/// assertion).
 fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let guard = Instant::now() + Duration::from_secs(30);
-    while !cond() {
-        assert!(Instant::now() < guard, "gave up waiting for: {what}");
-        thread::sleep(Duration::from_millis(1));
-    }
+    qrng_e2e::wait_until(what, || cond().then_some(()));
 }
 
 fn status_of(d: &Dispenser, name: &str) -> DeviceStatus {
@@ -32,7 +29,7 @@ fn status_of(d: &Dispenser, name: &str) -> DeviceStatus {
 }
 
 fn pattern(start: usize, len: usize) -> Vec<u8> {
-    (start..start + len).map(|i| (i * 7 + i / 251) as u8).collect()
+    qrng_ring::pattern::bytes(start as u64, len)
 }
 
 fn one(ring: &MemoryRing) -> Dispenser {

@@ -31,10 +31,8 @@ impl std::fmt::Debug for FakeSource {
     }
 }
 
-/// Byte `i` of the counting stream.
-pub fn stream_byte(i: u64) -> u8 {
-    (i / 8).to_le_bytes()[(i % 8) as usize]
-}
+/// Byte `i` of the fake devices' stream: the workspace's test pattern.
+pub use qrng_ring::pattern::byte as stream_byte;
 
 impl FakeSource {
     /// Runs `f` on the devices, then wakes waiters and runs the wake-ups of every device whose

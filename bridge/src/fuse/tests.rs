@@ -1,7 +1,7 @@
 //! Tests that really mount (they need root and /dev/fuse) with the in-memory fake source.
 
 use std::fs::{File, OpenOptions};
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, Write};
 use std::os::fd::AsFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -106,13 +106,7 @@ fn expected(range: std::ops::Range<u64>) -> Vec<u8> {
     range.map(stream_byte).collect()
 }
 
-/// One `read(2)` call, not a read loop: the device must fill the whole buffer by itself.
-fn read_once(f: &mut File, n: usize) -> std::io::Result<Vec<u8>> {
-    let mut buf = vec![0u8; n];
-    let got = f.read(&mut buf)?;
-    buf.truncate(got);
-    Ok(buf)
-}
+use qrng_e2e::read_once;
 
 #[test]
 fn a_single_read_returns_exactly_the_bytes_asked_for() {

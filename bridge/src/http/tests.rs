@@ -20,7 +20,7 @@ struct Fixture {
 }
 
 fn pattern(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i * 37 + 11) as u8).collect()
+    qrng_ring::pattern::bytes(0, len)
 }
 
 fn fixture_with(cfg: HttpConfig, prefill: usize) -> Fixture {
