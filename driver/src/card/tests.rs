@@ -472,16 +472,22 @@ fn started(spec: &str) -> Box<dyn Card> {
     card
 }
 
-/// Reads until an error; returns it and the bytes read before.
+/// Reads until an error; returns it and the bytes read before. A card that goes quiet (200
+/// empty reads in a row) fails the test instead of hanging it.
 fn read_until_error(card: &mut dyn Card, limit: usize) -> (Vec<u8>, Error) {
     let mut out = Vec::new();
     let mut buf = vec![0u8; 4096];
+    let mut empty = 0;
     loop {
         match card.read(&mut buf) {
-            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Ok(n) => {
+                out.extend_from_slice(&buf[..n]);
+                empty = if n == 0 { empty + 1 } else { 0 };
+            }
             Err(e) => return (out, e),
         }
         assert!(out.len() < limit, "no error after {} bytes", out.len());
+        assert!(empty < 200, "no error and no data after {} bytes", out.len());
     }
 }
 
