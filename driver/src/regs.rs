@@ -309,7 +309,7 @@ pub mod xdma {
 
         /// True if the engine can reach `iova..iova+len`.
         pub fn reaches(self, iova: u64, len: u64) -> bool {
-            self.address_bits >= 64 || (iova + len - 1) >> self.address_bits == 0
+            self.address_bits >= 64 || iova.saturating_add(len.max(1) - 1) >> self.address_bits == 0
         }
     }
 

@@ -302,10 +302,15 @@ pub fn check_alignments(dev: &mut dyn Device, dma: u8, bufs: [&DmaBuffer; 3]) ->
     let register = rd(dev, dma, C2H + xdma::CH_ALIGNMENTS, "read C2H alignments")?;
     let a = xdma::Alignments::decode(register);
     let data = bufs[1];
-    let detail = if !data.iova().is_multiple_of(u64::from(a.addr)) || !BUF.is_multiple_of(a.addr as usize) {
+    let detail = if !data.iova().is_multiple_of(u64::from(a.addr))
+        || !BUF.is_multiple_of(a.addr as usize)
+    {
         format!("buffers of {BUF} bytes at IOVA {:#x} are not {}-byte aligned", data.iova(), a.addr)
     } else if !BUF.is_multiple_of(a.granularity as usize) {
-        format!("a descriptor length of {BUF} bytes is not a multiple of the {}-byte granularity", a.granularity)
+        format!(
+            "a descriptor length of {BUF} bytes is not a multiple of the {}-byte granularity",
+            a.granularity
+        )
     } else if let Some(b) = bufs.iter().find(|b| !a.reaches(b.iova(), b.len() as u64)) {
         format!(
             "IOVA {:#x}..{:#x} is beyond the engine's {}-bit addresses",

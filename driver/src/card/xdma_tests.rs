@@ -115,7 +115,9 @@ fn xdma_c2h_control_enables_make_engine_errors_visible() {
     card.start().unwrap();
     let (_, e) = read_until_error(card.as_mut(), 4 << 20);
     match &e {
-        Error::Dma { status, .. } => assert_eq!(status & (x::ST_DESC_UR | x::ST_BUSY), x::ST_DESC_UR),
+        Error::Dma { status, .. } => {
+            assert_eq!(status & (x::ST_DESC_UR | x::ST_BUSY), x::ST_DESC_UR)
+        }
         _ => panic!("expected a DMA error, got {e}"),
     }
 }

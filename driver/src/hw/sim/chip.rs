@@ -307,8 +307,7 @@ impl Engine {
             }
             self.completed = self.completed.wrapping_add(1);
             let control = u32::from(d.control);
-            if control & xdma::DESC_COMPLETED != 0
-                && enabled(self.control, xdma::ST_DESC_COMPLETED)
+            if control & xdma::DESC_COMPLETED != 0 && enabled(self.control, xdma::ST_DESC_COMPLETED)
             {
                 self.status |= xdma::ST_DESC_COMPLETED;
             }
@@ -439,8 +438,9 @@ impl ChipCard {
                 running: false,
                 warmup_left: 0,
                 backlog: 0,
+                // dma-error's fault-for counts lost bytes, not a window of the stream.
                 noise: Noise::new(seed, spec.bias, spec.fault, spec.fault_after)
-                    .lasting(spec.fault_for),
+                    .lasting(spec.fault_for.filter(|_| spec.fault != Some(Fault::DmaError))),
                 pace: Pace::new(spec.unit_bytes_per_s()),
                 unit_bytes_per_s: spec.unit_bytes_per_s(),
                 bias: spec.bias,

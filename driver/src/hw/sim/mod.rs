@@ -206,7 +206,10 @@ fn parse_alignments(v: &str) -> Option<u32> {
     if v == "0" {
         return Some(0);
     }
-    let f: Vec<u32> = v.split('/').map(|x| x.parse().ok().filter(|n| (1..=255).contains(n))).collect::<Option<_>>()?;
+    let f: Vec<u32> = v
+        .split('/')
+        .map(|x| x.parse().ok().filter(|n| (1..=255).contains(n)))
+        .collect::<Option<_>>()?;
     let [addr, granularity, address_bits] = f[..] else { return None };
     Some(crate::regs::xdma::Alignments { addr, granularity, address_bits }.encode())
 }

@@ -162,7 +162,10 @@ fn sim_xdma_alignment_register_is_shown_and_enforced() {
     bad.dst += 32;
     c.desc.write(0, &bad.to_bytes());
     run_engine(&mut d, c.desc.iova());
-    assert_eq!(r(&mut d, 1, 0x1040) & (xdma::ST_ALIGN_MISMATCH | xdma::ST_BUSY), xdma::ST_ALIGN_MISMATCH);
+    assert_eq!(
+        r(&mut d, 1, 0x1040) & (xdma::ST_ALIGN_MISMATCH | xdma::ST_BUSY),
+        xdma::ST_ALIGN_MISMATCH
+    );
     // 32 address bits: the simulator's IOVAs start at 4 GiB, out of reach.
     let mut d = dev("pcie-40m?rate=0&seed=1&dma-alignments=1/1/32");
     run_chip_startup(&mut d);
