@@ -218,10 +218,22 @@ fn daemon_intermittent_fault_fails_then_recovers_to_ok() {
 
 #[test]
 fn daemon_chip_dma_error_once_fails_then_restarts_the_engine_and_serves_again() {
+    chip_dma_error_once("");
+}
+
+#[test]
+fn daemon_chip_recovers_with_idq_startup_and_shutdown_delays() {
+    // The restart waits IDQ's 1.1 s shutdown and the card's 500 ms start-up.
+    chip_dma_error_once("&startup-delay=500ms&shutdown-delay=1s");
+}
+
+fn chip_dma_error_once(extra: &str) {
     let dir = tempfile::tempdir().unwrap();
     let ring = ring_in(&dir);
     let d = Driver::start(
-        "sim:pcie-240m?rate=0&seed=10&fault=dma-error&fault-after=4194304&fault-for=1",
+        &format!(
+            "sim:pcie-240m?rate=0&seed=10&fault=dma-error&fault-after=4194304&fault-for=1{extra}"
+        ),
         &ring,
         &["--ring-size", "1M"],
     );
@@ -245,10 +257,11 @@ fn daemon_chip_dma_error_once_fails_then_restarts_the_engine_and_serves_again() 
         }
         assert!(Instant::now() < deadline, "never failed, recovered and served: {s:?}");
     };
-    assert_eq!(failed_with, Some(Reason::DmaError));
-    assert_eq!(s.health_alarms, 1, "one error, one alarm");
+    assert_eq!(failed_with, Some(Reason::DmaError), "{extra}");
+    assert_eq!(s.health_alarms, 1, "{extra}: one error, one alarm");
     assert_eq!(s.reason, Reason::None);
-    assert!(d.terminate().status.success());
+    let out = d.terminate();
+    assert!(out.status.success(), "{extra}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]
