@@ -227,34 +227,91 @@ pub mod xdma {
     /// Channel interrupt enable mask.
     pub const CH_IRQ_MASK: u64 = 0x90;
 
-    /// Control bits.
+    /// Alignment requirements of the channel (RO): bits 23:16 addr_alignment (bytes),
+    /// 15:8 len_granularity (bytes), 7:0 address_bits (PG195 "C2H Channel Alignments (0x4C)").
+    pub const CH_ALIGNMENTS: u64 = 0x4C;
+
+    /// Control bits (PG195 "C2H Channel Control (0x04)"; the same names in IDQ's xdma-core.h
+    /// `XDMA_CTRL_*`). Each ie_* bit enables the status bit of the same position (or field).
     pub const CTRL_RUN: u32 = 1 << 0;
     pub const CTRL_IE_DESC_STOPPED: u32 = 1 << 1;
     pub const CTRL_IE_DESC_COMPLETED: u32 = 1 << 2;
     pub const CTRL_IE_ALIGN_MISMATCH: u32 = 1 << 3;
     pub const CTRL_IE_MAGIC_STOPPED: u32 = 1 << 4;
+    /// PG195 only; IDQ never sets it.
+    pub const CTRL_IE_INVALID_LENGTH: u32 = 1 << 5;
     pub const CTRL_IE_IDLE_STOPPED: u32 = 1 << 6;
+    /// ie_read_error, bits 13:9: log read errors and stop the engine on one (PG195).
+    pub const CTRL_IE_READ_ERROR: u32 = 0x1F << 9;
+    /// ie_desc_error, bits 23:19: log descriptor-fetch errors and stop the engine on one.
+    pub const CTRL_IE_DESC_ERROR: u32 = 0x1F << 19;
     pub const CTRL_POLLMODE_WB: u32 = 1 << 26;
+    /// The error enables IDQ's driver sets in every mode (xdma-core.c
+    /// `engine_start_mode_config`): read and descriptor errors, alignment, magic.
+    pub const CTRL_IE_ERRORS: u32 =
+        CTRL_IE_READ_ERROR | CTRL_IE_DESC_ERROR | CTRL_IE_ALIGN_MISMATCH | CTRL_IE_MAGIC_STOPPED;
+    /// The value this driver writes to start C2H: run plus IDQ's error enables, 0x00F83E19.
+    /// IDQ's poll-mode value (0x04F83E19) without pollmode_wb_enable, because progress is read
+    /// from the completed count (0x48), not from a poll-mode writeback, whose address (0x88)
+    /// this driver never programs. IDQ's interrupt-mode extras (descriptor stopped/completed,
+    /// idle stopped) only feed interrupts this driver does not use.
+    pub const CTRL_START: u32 = CTRL_RUN | CTRL_IE_ERRORS;
+    /// The stop value: the same enables without run, a plain write to 0x04 as IDQ does
+    /// (xdma-core.c `xdma_engine_stop`). Run's falling edge clears the credits (PG195).
+    pub const CTRL_STOP: u32 = CTRL_START & !CTRL_RUN;
 
-    /// Status bits.
+    /// Status bits (PG195 "C2H Channel Status (0x40)"): RW1C except busy; every field but busy
+    /// resets when run is set.
     pub const ST_BUSY: u32 = 1 << 0;
     pub const ST_DESC_STOPPED: u32 = 1 << 1;
     pub const ST_DESC_COMPLETED: u32 = 1 << 2;
     pub const ST_ALIGN_MISMATCH: u32 = 1 << 3;
     pub const ST_MAGIC_STOPPED: u32 = 1 << 4;
+    /// PG195 invalid_length (IDQ's xdma-core.h calls bit 5 FETCH_STOPPED).
+    pub const ST_INVALID_LENGTH: u32 = 1 << 5;
     pub const ST_IDLE_STOPPED: u32 = 1 << 6;
-    /// C2H write_error, bits 13:9 (bit 9 decode error, bit 10 slave error).
-    pub const ST_WRITE_ERROR_SHIFT: u32 = 9;
-    pub const ST_WRITE_DECERR: u32 = 1 << 9;
-    pub const ST_WRITE_ERROR_MASK: u32 = 0x1F << 9;
+    /// C2H read_error, bits 13:9 (bit 9 decode error, bit 10 slave error).
+    pub const ST_READ_ERROR_SHIFT: u32 = 9;
+    pub const ST_READ_DECERR: u32 = 1 << 9;
+    pub const ST_READ_ERROR_MASK: u32 = 0x1F << 9;
     /// desc_error, bits 23:19 (bit 19 unsupported request, 20 completer abort, 21 parity,
     /// 22 header EP, 23 unexpected completion).
     pub const ST_DESC_ERROR_SHIFT: u32 = 19;
     pub const ST_DESC_UR: u32 = 1 << 19;
     pub const ST_DESC_ERROR_MASK: u32 = 0x1F << 19;
-    /// Any of these means the engine stopped on an error.
+    /// Any of these means the engine stopped on an error (IDQ's
+    /// `engine_service_final_transfer` treats the same four as failures).
     pub const ST_ERRORS: u32 =
-        ST_ALIGN_MISMATCH | ST_MAGIC_STOPPED | ST_WRITE_ERROR_MASK | ST_DESC_ERROR_MASK;
+        ST_ALIGN_MISMATCH | ST_MAGIC_STOPPED | ST_READ_ERROR_MASK | ST_DESC_ERROR_MASK;
+
+    /// The alignment register decoded. A field of 0 means no constraint (IDQ's
+    /// `engine_alignments` uses 1/1/64 when the register reads 0).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct Alignments {
+        pub addr: u32,
+        pub granularity: u32,
+        pub address_bits: u32,
+    }
+
+    impl Alignments {
+        pub fn decode(v: u32) -> Alignments {
+            let f = |x: u32, none: u32| if x == 0 { none } else { x };
+            Alignments {
+                addr: f((v >> 16) & 0xFF, 1),
+                granularity: f((v >> 8) & 0xFF, 1),
+                address_bits: f(v & 0xFF, 64),
+            }
+        }
+
+        pub const fn encode(self) -> u32 {
+            (self.addr & 0xFF) << 16 | (self.granularity & 0xFF) << 8 | (self.address_bits & 0xFF)
+        }
+
+        /// True if the engine can reach `iova..iova+len`.
+        pub fn reaches(self, iova: u64, len: u64) -> bool {
+            self.address_bits >= 64 || iova.saturating_add(len.max(1) - 1) >> self.address_bits == 0
+        }
+    }
 
     // SGDMA channel registers (PG195 "C2H SGDMA Registers (0x5)").
     pub const SG_DESC_LO: u64 = 0x80;
@@ -273,6 +330,15 @@ pub mod xdma {
     pub const fn credit_mode_c2h(channel: u32) -> u32 {
         1 << (16 + channel)
     }
+    /// SGDMA descriptor control (PG195 "SGDMA Descriptor Control Register (0x10)"): bits 19:16
+    /// halt descriptor fetches of C2H channels. Nothing clears them but a write; fpga_sio clears
+    /// the channel's bit through the W1C alias before every run, IDQ never touches them.
+    pub const COMMON_DESC_CONTROL: u64 = 0x10;
+    pub const COMMON_DESC_CONTROL_W1S: u64 = 0x14;
+    pub const COMMON_DESC_CONTROL_W1C: u64 = 0x18;
+    pub const fn desc_halt_c2h(channel: u32) -> u32 {
+        1 << (16 + channel)
+    }
 
     // Descriptor (PG195 "Descriptors": 32 bytes, little-endian).
     pub const DESC_BYTES: usize = 32;
@@ -282,6 +348,10 @@ pub mod xdma {
     pub const DESC_STOP: u32 = 1 << 0;
     pub const DESC_COMPLETED: u32 = 1 << 1;
     pub const DESC_EOP: u32 = 1 << 4;
+    /// Control bits of every descriptor of the cyclic C2H ring: EOP | COMPLETED (0x12), as IDQ's
+    /// `cyclic_transfer_setup` sets them (xdma-core.c `transfer_set_all_control`); no STOP, the
+    /// last descriptor links back to the first.
+    pub const DESC_RING_CONTROL: u32 = DESC_EOP | DESC_COMPLETED;
     /// Word 0 bits 13:8: number of adjacent descriptors following this one.
     pub const DESC_NXT_ADJ_SHIFT: u32 = 8;
     /// Word 1 bits 27:0: length in bytes.

@@ -217,6 +217,54 @@ fn daemon_intermittent_fault_fails_then_recovers_to_ok() {
 }
 
 #[test]
+fn daemon_chip_dma_error_once_fails_then_restarts_the_engine_and_serves_again() {
+    chip_dma_error_once("");
+}
+
+#[test]
+fn daemon_chip_recovers_with_idq_startup_and_shutdown_delays() {
+    // The restart waits IDQ's 1.1 s shutdown and the card's 500 ms start-up.
+    chip_dma_error_once("&startup-delay=500ms&shutdown-delay=1s");
+}
+
+fn chip_dma_error_once(extra: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let ring = ring_in(&dir);
+    let d = Driver::start(
+        &format!(
+            "sim:pcie-240m?rate=0&seed=10&fault=dma-error&fault-after=4194304&fault-for=1{extra}"
+        ),
+        &ring,
+        &["--ring-size", "1M"],
+    );
+    let mut c = attach(&ring);
+    // Keep draining; watch the alarm, then the restarted engine pass the start-up tests.
+    let mut buf = vec![0u8; 256 << 10];
+    let mut failed_with = None;
+    let mut after_ok = 0usize;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let s = loop {
+        let n = c.read(&mut buf).unwrap();
+        let s = c.status().unwrap();
+        if s.health == Health::Failed && failed_with.is_none() {
+            failed_with = Some(s.reason);
+        }
+        if failed_with.is_some() && s.health == Health::Ok {
+            after_ok += n;
+            if after_ok >= 2 << 20 {
+                break s;
+            }
+        }
+        assert!(Instant::now() < deadline, "never failed, recovered and served: {s:?}");
+    };
+    assert_eq!(failed_with, Some(Reason::DmaError), "{extra}");
+    assert_eq!(s.health_alarms, 1, "{extra}: one error, one alarm");
+    assert_eq!(s.reason, Reason::None);
+    let out = d.terminate();
+    assert!(out.status.success(), "{extra}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
 fn daemon_unplugged_card_stops_with_device_gone() {
     for model in ["pcie-4m", "pcie-240m"] {
         let dir = tempfile::tempdir().unwrap();

@@ -39,6 +39,10 @@ pub enum Error {
     NotReady { device: String, waited_ms: u64, status: u32 },
     #[error("DMA engine error on {device}: {detail} (C2H status {status:#010x})")]
     Dma { device: String, status: u32, detail: String },
+    #[error("descriptor credits on {device} read {credits} with the C2H channel stopped, expected 0 (PG195: clearing run clears them); no credits granted")]
+    StaleCredits { device: String, credits: u32 },
+    #[error("the XDMA engine on {device} cannot do this driver's DMA layout: {detail} (C2H alignments register {register:#010x})")]
+    DmaLayout { device: String, register: u32, detail: String },
     #[error("no XDMA register BAR on {device}: no BAR shows the XDMA identifiers at +0x2000 (IRQ block) and +0x3000 (config block)")]
     NoXdmaBar { device: String },
     #[error("{device} is a chip card ({model}), which delivers data by DMA; the uio backend has no IOMMU, so DMA would let the card write anywhere in memory: bind the card to vfio-pci and open it as vfio:<pci-address>")]
@@ -63,7 +67,10 @@ impl Error {
         match self {
             Error::NoModules { .. } | Error::ModuleFailure { .. } => Reason::ModuleFailure,
             Error::ChipError { .. } | Error::NotReady { .. } => Reason::ChipError,
-            Error::Dma { .. } | Error::NoXdmaBar { .. } => Reason::DmaError,
+            Error::Dma { .. }
+            | Error::NoXdmaBar { .. }
+            | Error::StaleCredits { .. }
+            | Error::DmaLayout { .. } => Reason::DmaError,
             Error::Hw { source, .. } if matches!(**source, hw::Error::Dma { .. }) => {
                 Reason::DmaError
             }
@@ -169,7 +176,7 @@ pub trait Clock: Send + Sync + fmt::Debug {
 }
 
 /// The real clock. With `skip_sequence_waits` the hardware sequencing delays are skipped
-/// (used for the simulator, which does not require them).
+/// (used for a simulator that does not model them, see [`Device::sequence_waits`]).
 #[derive(Debug, Default)]
 pub struct SystemClock {
     pub skip_sequence_waits: bool,
@@ -200,7 +207,10 @@ pub struct CardOptions {
     pub chip_mode: ChipMode,
     /// How long read() waits for data before returning Ok(0).
     pub read_timeout: Duration,
-    /// Clock; default: the system clock, skipping sequence waits on the simulator only.
+    /// Clock; default: the system clock, which honours the hardware's sequence waits (IDQ's
+    /// start-up and shutdown delays) where the device needs them ([`Device::sequence_waits`]:
+    /// real cards, and simulators given `startup-delay=`/`shutdown-delay=`) and skips them on
+    /// a simulator without modelled delays, so tests stay fast.
     pub clock: Option<Arc<dyn Clock>>,
 }
 
@@ -219,7 +229,7 @@ impl CardOptions {
     fn clock_for(&self, dev: &dyn Device) -> Arc<dyn Clock> {
         self.clock
             .clone()
-            .unwrap_or_else(|| Arc::new(SystemClock { skip_sequence_waits: dev.info().simulated }))
+            .unwrap_or_else(|| Arc::new(SystemClock { skip_sequence_waits: !dev.sequence_waits() }))
     }
 }
 
@@ -280,3 +290,6 @@ pub(crate) mod testutil;
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod xdma_tests;

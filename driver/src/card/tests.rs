@@ -183,6 +183,7 @@ fn sim_pio_fifo_overflow_at_real_rate_drops_the_batch_and_goes_on() {
 
 fn startup_expected(reject: u32, sel: u32, q400: u32) -> Vec<Ev> {
     vec![
+        Ev::Sleep(ms(10), SEQ),
         Ev::Write(0, chip::SW_RST, 0x10),
         Ev::Write(0, chip::SW_RST, 0),
         Ev::Write(0, chip::SW_RST, 0x10),
@@ -222,7 +223,9 @@ fn xdma_shutdown_sequence() {
             Ev::Write(0, chip::SPI_MODULE_CTRL, 0xA1),
             Ev::Sleep(ms(1000), SEQ),
             Ev::Write(0, chip::SPI_MODULE_CTRL, 0x40),
+            Ev::Sleep(ms(1), SEQ),
             Ev::Write(0, chip::SPI_MODULE_CTRL, 0),
+            Ev::Sleep(ms(100), SEQ),
         ]
     );
 }
@@ -258,8 +261,9 @@ fn xdma_card_start_programs_the_c2h_channel_in_credit_mode() {
     assert_eq!(
         w[10..],
         [
-            Ev::Write(1, 0x1004, 0),
+            Ev::Write(1, 0x1004, 0x00F8_3E18),
             Ev::Write(1, 0x6024, 1 << 16),
+            Ev::Write(1, 0x6018, 1 << 16),
             Ev::Write(1, 0x5080, desc as u32),
             Ev::Write(1, 0x5084, (desc >> 32) as u32),
             Ev::Write(1, 0x5088, 0),
@@ -268,14 +272,16 @@ fn xdma_card_start_programs_the_c2h_channel_in_credit_mode() {
                 0x1040,
                 x::ST_ERRORS | x::ST_DESC_STOPPED | x::ST_DESC_COMPLETED | x::ST_IDLE_STOPPED
             ),
-            Ev::Write(1, 0x1004, x::CTRL_RUN),
+            // Run, ie_read_error, ie_desc_error, ie_align_mismatch, ie_magic_stopped: IDQ's
+            // poll-mode value without pollmode_wb_enable.
+            Ev::Write(1, 0x1004, 0x00F8_3E19),
             Ev::Write(1, 0x508C, 256),
         ]
     );
     log.lock().unwrap().clear();
     card.stop().unwrap();
     let w = writes_and_waits(&log);
-    assert_eq!(w[0], Ev::Write(1, 0x1004, 0), "engine stopped before the shutdown");
+    assert_eq!(w[0], Ev::Write(1, 0x1004, 0x00F8_3E18), "engine stopped before the shutdown");
     assert_eq!(w[1], Ev::Write(0, chip::SPI_MODULE_CTRL, 0xA1));
 }
 
@@ -466,16 +472,22 @@ fn started(spec: &str) -> Box<dyn Card> {
     card
 }
 
-/// Reads until an error; returns it and the bytes read before.
+/// Reads until an error; returns it and the bytes read before. A card that goes quiet (200
+/// empty reads in a row) fails the test instead of hanging it.
 fn read_until_error(card: &mut dyn Card, limit: usize) -> (Vec<u8>, Error) {
     let mut out = Vec::new();
     let mut buf = vec![0u8; 4096];
+    let mut empty = 0;
     loop {
         match card.read(&mut buf) {
-            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Ok(n) => {
+                out.extend_from_slice(&buf[..n]);
+                empty = if n == 0 { empty + 1 } else { 0 };
+            }
             Err(e) => return (out, e),
         }
         assert!(out.len() < limit, "no error after {} bytes", out.len());
+        assert!(empty < 200, "no error and no data after {} bytes", out.len());
     }
 }
 

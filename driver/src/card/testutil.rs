@@ -51,6 +51,9 @@ impl Device for Recorder {
     fn reset(&mut self) -> hw::Result<()> {
         self.inner.reset()
     }
+    fn sequence_waits(&self) -> bool {
+        self.inner.sequence_waits()
+    }
 }
 
 /// A clock whose time only moves when something sleeps; sleeps are logged.

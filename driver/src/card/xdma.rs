@@ -23,14 +23,24 @@ use crate::regs::{chip, xdma, ChipVersion, InitStatus};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Sequence delays (quantis-hardware.md "Start-up" / "Shutdown").
+/// Sequence delays of IDQ's driver (idq-rng.c `Q400RegInit` and `Q400RegExit`; quantis-hardware.md
+/// "Start-up" / "Shutdown"). Sequence waits: really slept on hardware (see [`super::CardOptions`]).
+/// Before the first reset write (`Q400RegInit` busy-waits 10 ms).
+pub const INIT_SETTLE: Duration = Duration::from_millis(10);
+/// After the reset release ("mandatory for FPGA init").
 pub const RESET_SETTLE: Duration = Duration::from_millis(100);
 pub const MODE_SETTLE: Duration = Duration::from_millis(100);
 pub const STATUS_RESET_SETTLE: Duration = Duration::from_millis(300);
+/// After the shutdown value 0xA1.
 pub const SHUTDOWN_SETTLE: Duration = Duration::from_secs(1);
+/// After the status reset (0x40) in the shutdown.
+pub const SHUTDOWN_STATUS_SETTLE: Duration = Duration::from_millis(1);
+/// After the final 0 in the shutdown.
+pub const SHUTDOWN_CLEAR_SETTLE: Duration = Duration::from_millis(100);
 pub const READY_POLL: Duration = Duration::from_millis(1);
-/// How long stop() waits for the engine to finish its current descriptor.
-const STOP_POLLS: u32 = 100;
+/// How long stop_engine() waits for busy to drop after clearing run, in 1 ms polls: fpga_sio's
+/// 1 s bound (IDQ waits without a bound; PG195: a busy engine finishes its descriptor first).
+pub const STOP_POLLS: u32 = 1000;
 /// Bounds of the wait for completed descriptors.
 const MIN_WAIT: Duration = Duration::from_micros(50);
 const MAX_WAIT: Duration = Duration::from_millis(10);
@@ -103,6 +113,7 @@ pub fn startup(
         ChipMode::Rng => (chip::HWREJECT_RNG, chip::MODE_RNG),
         ChipMode::Sample => (chip::HWREJECT_SAMPLE, chip::MODE_SAMPLE),
     };
+    clock.sleep(INIT_SETTLE, Wait::Sequence);
     wr(dev, idq, chip::SW_RST, chip::SW_RST_RELEASE, "write sw_rst")?;
     wr(dev, idq, chip::SW_RST, 0, "assert sw_rst")?;
     wr(dev, idq, chip::SW_RST, chip::SW_RST_RELEASE, "release sw_rst")?;
@@ -123,14 +134,18 @@ pub fn startup(
     Ok(())
 }
 
-/// IDQ's shutdown: spi_module_ctrl = 0xA1, wait 1 s, 0x40, then 0.
+/// IDQ's shutdown (idq-rng.c `Q400RegExit`): spi_module_ctrl = 0xA1, wait 1 s, 0x40, wait 1 ms,
+/// 0, wait 100 ms; each write read back.
 pub fn shutdown(dev: &mut dyn Device, idq: u8, clock: &dyn Clock) -> Result<()> {
     wr(dev, idq, chip::SPI_MODULE_CTRL, chip::SPI_SHUTDOWN, "stop the RNG modules")?;
     rd(dev, idq, chip::SPI_MODULE_CTRL, "read back spi_module_ctrl")?;
     clock.sleep(SHUTDOWN_SETTLE, Wait::Sequence);
     wr(dev, idq, chip::SPI_MODULE_CTRL, chip::SPI_STATUS_RESET, "reset chip status")?;
+    rd(dev, idq, chip::SPI_MODULE_CTRL, "read back spi_module_ctrl")?;
+    clock.sleep(SHUTDOWN_STATUS_SETTLE, Wait::Sequence);
     wr(dev, idq, chip::SPI_MODULE_CTRL, 0, "clear spi_module_ctrl")?;
     rd(dev, idq, chip::SPI_MODULE_CTRL, "read back spi_module_ctrl")?;
+    clock.sleep(SHUTDOWN_CLEAR_SETTLE, Wait::Sequence);
     Ok(())
 }
 
@@ -216,8 +231,8 @@ pub fn describe_status(s: u32) -> String {
     if s & xdma::ST_MAGIC_STOPPED != 0 {
         parts.push("bad descriptor magic");
     }
-    if s & xdma::ST_WRITE_ERROR_MASK != 0 {
-        parts.push("write error (host memory refused the data)");
+    if s & xdma::ST_READ_ERROR_MASK != 0 {
+        parts.push("read error");
     }
     if s & xdma::ST_DESC_UR != 0 {
         parts.push("descriptor fetch: unsupported request");
@@ -264,7 +279,7 @@ impl DmaRing {
     fn prepare(&mut self) {
         for i in 0..RING {
             let d = xdma::Descriptor {
-                control: 0,
+                control: xdma::DESC_RING_CONTROL as u8,
                 nxt_adj: 0,
                 len: BUF as u32,
                 src: self.wb.iova() + (i * xdma::WB_BYTES) as u64,
@@ -279,9 +294,41 @@ impl DmaRing {
     }
 }
 
-/// Starts C2H channel 0 on the prepared ring: credit mode, descriptor address, run, credits.
+/// Checks the C2H alignment register (PG195 "C2H Channel Alignments (0x4C)") against the ring:
+/// every descriptor's destination and length must be multiples of the address alignment and
+/// length granularity, and every buffer must lie within the engine's address width. A register
+/// reading 0, or a 0 field, means no constraint (IDQ's `engine_alignments`).
+pub fn check_alignments(dev: &mut dyn Device, dma: u8, bufs: [&DmaBuffer; 3]) -> Result<()> {
+    let register = rd(dev, dma, C2H + xdma::CH_ALIGNMENTS, "read C2H alignments")?;
+    let a = xdma::Alignments::decode(register);
+    let data = bufs[1];
+    let detail = if !data.iova().is_multiple_of(u64::from(a.addr))
+        || !BUF.is_multiple_of(a.addr as usize)
+    {
+        format!("buffers of {BUF} bytes at IOVA {:#x} are not {}-byte aligned", data.iova(), a.addr)
+    } else if !BUF.is_multiple_of(a.granularity as usize) {
+        format!(
+            "a descriptor length of {BUF} bytes is not a multiple of the {}-byte granularity",
+            a.granularity
+        )
+    } else if let Some(b) = bufs.iter().find(|b| !a.reaches(b.iova(), b.len() as u64)) {
+        format!(
+            "IOVA {:#x}..{:#x} is beyond the engine's {}-bit addresses",
+            b.iova(),
+            b.iova() + b.len() as u64,
+            a.address_bits
+        )
+    } else {
+        return Ok(());
+    };
+    Err(Error::DmaLayout { device: dev.info().name.clone(), register, detail })
+}
+
+/// Starts C2H channel 0 on the prepared ring: stop value (run's falling edge clears credits),
+/// credit mode, descriptor fetch un-halted, descriptor address, status cleared, credits checked
+/// to be 0, run with IDQ's error enables, then the credits.
 pub fn start_engine(dev: &mut dyn Device, dma: u8, desc_iova: u64, credits: u32) -> Result<()> {
-    wr(dev, dma, C2H + xdma::CH_CONTROL, 0, "stop the C2H channel")?;
+    wr(dev, dma, C2H + xdma::CH_CONTROL, xdma::CTRL_STOP, "stop the C2H channel")?;
     wr(
         dev,
         dma,
@@ -289,27 +336,42 @@ pub fn start_engine(dev: &mut dyn Device, dma: u8, desc_iova: u64, credits: u32)
         xdma::credit_mode_c2h(0),
         "enable descriptor credits",
     )?;
+    // A halt bit left set would keep the channel busy with nothing fetched (fpga_sio clears it
+    // before every run; PG195 names no event that clears it).
+    wr(
+        dev,
+        dma,
+        xdma::SGDMA_COMMON + xdma::COMMON_DESC_CONTROL_W1C,
+        xdma::desc_halt_c2h(0),
+        "clear the C2H descriptor halt",
+    )?;
     wr(dev, dma, SG + xdma::SG_DESC_LO, desc_iova as u32, "set descriptor address (low)")?;
     wr(dev, dma, SG + xdma::SG_DESC_HI, (desc_iova >> 32) as u32, "set descriptor address (high)")?;
     wr(dev, dma, SG + xdma::SG_DESC_ADJACENT, 0, "set adjacent descriptors")?;
     let clear =
         xdma::ST_ERRORS | xdma::ST_DESC_STOPPED | xdma::ST_DESC_COMPLETED | xdma::ST_IDLE_STOPPED;
     wr(dev, dma, C2H + xdma::CH_STATUS, clear, "clear C2H status")?;
-    wr(dev, dma, C2H + xdma::CH_CONTROL, xdma::CTRL_RUN, "start the C2H channel")?;
+    // Credits added on top of stale ones would let the engine run more than a ring ahead.
+    let stale = rd_live(dev, dma, SG + xdma::SG_DESC_CREDITS, "read descriptor credits")?;
+    if stale != 0 {
+        return Err(Error::StaleCredits { device: dev.info().name.clone(), credits: stale });
+    }
+    wr(dev, dma, C2H + xdma::CH_CONTROL, xdma::CTRL_START, "start the C2H channel")?;
     let ctl = rd_live(dev, dma, C2H + xdma::CH_CONTROL, "read back C2H control")?;
-    if ctl & xdma::CTRL_RUN == 0 {
+    if ctl & xdma::CTRL_START != xdma::CTRL_START {
         return Err(Error::Dma {
             device: dev.info().name.clone(),
             status: ctl,
-            detail: "run bit did not stick".into(),
+            detail: format!("C2H control read back {ctl:#010x}, not {:#010x}", xdma::CTRL_START),
         });
     }
     wr(dev, dma, SG + xdma::SG_DESC_CREDITS, credits, "give descriptor credits")
 }
 
-/// Clears the run bit and waits for the engine to go idle.
+/// Clears the run bit (keeping the enables, as IDQ's `xdma_engine_stop`) and waits, bounded,
+/// for busy to drop: the engine finishes the descriptor it is on (PG195).
 pub fn stop_engine(dev: &mut dyn Device, dma: u8, clock: &dyn Clock) -> Result<()> {
-    wr(dev, dma, C2H + xdma::CH_CONTROL, 0, "stop the C2H channel")?;
+    wr(dev, dma, C2H + xdma::CH_CONTROL, xdma::CTRL_STOP, "stop the C2H channel")?;
     for _ in 0..STOP_POLLS {
         let st = rd_live(dev, dma, C2H + xdma::CH_STATUS, "read C2H status")?;
         if st & xdma::ST_BUSY == 0 {
@@ -457,6 +519,7 @@ impl Card for XdmaCard {
             self.ring = Some(DmaRing::allocate(self.dev.as_mut())?);
         }
         let ring = self.ring.as_mut().expect("allocated above");
+        check_alignments(self.dev.as_mut(), dma, [&ring.desc, &ring.data, &ring.wb])?;
         ring.prepare();
         let desc = ring.desc.iova();
         start_engine(self.dev.as_mut(), dma, desc, RING as u32)?;
@@ -540,8 +603,9 @@ impl Card for XdmaCard {
 impl Drop for XdmaCard {
     fn drop(&mut self) {
         // The engine must not write into buffers after they are unmapped.
-        let _ =
-            wr(self.dev.as_mut(), self.bars.dma, C2H + xdma::CH_CONTROL, 0, "stop the C2H channel");
+        if let Err(e) = stop_engine(self.dev.as_mut(), self.bars.dma, self.clock.as_ref()) {
+            tracing::warn!(device = %self.info.device, error = %e, "the C2H engine did not stop");
+        }
         if let Some(ring) = self.ring.take() {
             for b in [ring.desc, ring.data, ring.wb] {
                 if let Err(e) = self.dev.dma_free(b) {

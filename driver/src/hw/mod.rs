@@ -207,6 +207,13 @@ pub trait Device: Send {
     /// Function-level reset of the PCI device, where the backend can do one.
     fn reset(&mut self) -> Result<()>;
 
+    /// True if the card needs the start-up and shutdown delays of its protocol really waited
+    /// for: every real card; a simulator only where it models them (chip cards'
+    /// `startup-delay=`/`shutdown-delay=`), so the default simulator stays fast.
+    fn sequence_waits(&self) -> bool {
+        !self.info().simulated
+    }
+
     /// Waits up to `timeout` for an interrupt; `Ok(true)` if one arrived.
     fn wait_interrupt(&mut self, timeout: Duration) -> Result<bool> {
         let _ = timeout;

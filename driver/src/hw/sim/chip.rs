@@ -5,6 +5,7 @@
 use super::noise::{Noise, Pace};
 use super::{DmaTable, Fault, SimSpec};
 use crate::regs::{chip, xdma, InitStatus};
+use std::time::{Duration, Instant};
 
 /// BAR 0 (IDQ block) length chosen by the simulator: one page covers every known register.
 pub const IDQ_BAR_LEN: u64 = 0x1000;
@@ -16,6 +17,10 @@ const SERIAL_INCREMENTAL: u32 = u32::from_le_bytes(*b"SIM\0");
 /// Version chosen by the simulator: board revision 2, firmware 1.4.3.
 pub const SIM_VERSION: u32 = 0x0201_0403;
 const SIM_BUILD_DATE: u32 = 0x2020_0915;
+/// C2H alignment register shown by default: byte alignment 1, granularity 1, 64 address bits, as
+/// fpga_sio's readmes show for real XDMA boards (e.g. U200).
+pub const SIM_ALIGNMENTS: u32 =
+    xdma::Alignments { addr: 1, granularity: 1, address_bits: 64 }.encode();
 /// XDMA IP version in the identifiers (PG195: 6 = 2017.1 or later).
 const XDMA_VERSION: u32 = 6;
 /// P(1) offset the simulator adds in SAMPLE (raw) mode; real raw bias is unknown.
@@ -24,6 +29,8 @@ pub const SAMPLE_MODE_BIAS: f64 = 0.01;
 const CARD_BUFFER_BYTES: u64 = 1 << 20;
 /// Largest piece generated at once.
 const CHUNK: usize = 64 * 1024;
+/// SGDMA descriptor control: H2C halt bits 3:0, C2H halt bits 19:16.
+const HALT_BITS: u32 = 0x000F_000F;
 
 /// The data path: noise paced by the running chips, preceded by the post-reset warm-up bytes
 /// (zeros, the simulator's stand-in for the pipeline garbage the driver must discard).
@@ -36,11 +43,23 @@ struct Stream {
     pace: Pace,
     unit_bytes_per_s: f64,
     bias: f64,
+    /// The card is ready (and delivers) from this instant on (`startup-delay=`).
+    ready_at: Instant,
 }
 
 impl Stream {
+    /// True once the start-up delay after the reset release has passed.
+    fn warm(&self) -> bool {
+        Instant::now() >= self.ready_at
+    }
+
     fn available(&mut self) -> u64 {
         if !self.running {
+            return 0;
+        }
+        if !self.warm() {
+            // Not ready yet: what the chips sample now is not delivered.
+            self.pace.due();
             return 0;
         }
         if self.pace.unlimited() {
@@ -71,13 +90,66 @@ struct Engine {
     adjacent: u32,
     credits: u32,
     credit_mode: u32,
+    /// SGDMA common descriptor control: the C2H halt bits (19:16).
+    desc_control: u32,
+    /// The channel's alignment register (0x4C).
+    alignments: u32,
     poll_wb: u64,
     irq_mask: u32,
     /// Address of the descriptor being worked on.
     current: u64,
     /// Bytes already written into the current descriptor's buffer.
     filled: u32,
+    /// Run was cleared while a descriptor was half filled: finish it, then go idle (PG195
+    /// "if the engine is busy it completes the current descriptor").
+    draining: bool,
+    /// An error whose enable bit was clear: not logged, and the engine makes no further
+    /// progress until run is cleared (PG195 leaves this case open; see docs/simulator.md).
+    wedged: bool,
     scratch: Vec<u8>,
+}
+
+/// `fault=dma-error`: once `after` bytes of noise were produced, descriptor fetches complete with
+/// Unsupported Request. The chips go on sampling while the engine stands, so each failed fetch
+/// loses [`LOST_PER_DMA_ERROR`] bytes of noise; `left` (from `fault-for=`) is how many more bytes
+/// may be lost before the fault clears, so `fault-for=1` gives exactly one error.
+#[derive(Debug)]
+struct DmaFault {
+    after: u64,
+    left: Option<u64>,
+}
+
+/// Bytes of noise one failed descriptor fetch loses: a 4 KiB page, what IDQ's descriptors hold.
+const LOST_PER_DMA_ERROR: usize = 4096;
+
+impl DmaFault {
+    fn active(&self, stream: &Stream) -> bool {
+        stream.noise.produced() >= self.after && self.left != Some(0)
+    }
+
+    fn hit(&mut self, stream: &mut Stream, scratch: &mut Vec<u8>) {
+        if scratch.len() < LOST_PER_DMA_ERROR {
+            scratch.resize(LOST_PER_DMA_ERROR, 0);
+        }
+        stream.produce(&mut scratch[..LOST_PER_DMA_ERROR]);
+        self.left = self.left.map(|l| l.saturating_sub(LOST_PER_DMA_ERROR as u64));
+    }
+}
+
+/// What happened to a descriptor fetch or transfer, by the status bit it would log.
+enum Outcome {
+    /// Stop with these status bits if their enable is set; wedge silently otherwise.
+    Error(u32),
+    /// Stopped by a descriptor's STOP bit.
+    Stopped,
+    /// Nothing more to do now (no credits, no data, halted).
+    Wait,
+}
+
+/// The control enable that lets status bit(s) `st` be logged: each ie_* bit sits at the position
+/// of its status bit, fields 13:9 and 23:19 included (PG195 "C2H Channel Control (0x04)").
+fn enabled(control: u32, st: u32) -> bool {
+    control & st == st
 }
 
 impl Engine {
@@ -85,63 +157,126 @@ impl Engine {
         self.status & xdma::ST_BUSY != 0
     }
 
+    fn running(&self) -> bool {
+        self.control & xdma::CTRL_RUN != 0
+    }
+
     fn set_control(&mut self, v: u32) {
-        let was = self.control & xdma::CTRL_RUN != 0;
+        let was = self.running();
         self.control = v;
-        let run = v & xdma::CTRL_RUN != 0;
+        let run = self.running();
         if run && !was {
-            // PG195: setting run starts at the descriptor address; the completed count and
-            // error bits restart.
+            // PG195: setting run starts at the descriptor address; the completed count and the
+            // status fields restart.
             self.completed = 0;
             self.status = xdma::ST_BUSY;
             self.current = self.desc_addr;
             self.filled = 0;
+            self.draining = false;
+            self.wedged = false;
         } else if !run && was {
-            self.status &= !xdma::ST_BUSY;
+            // PG195 "SGDMA Descriptor Credits": credits are cleared on run's falling edge.
+            self.credits = 0;
+            self.wedged = false;
+            if self.busy() && self.filled > 0 {
+                self.draining = true;
+            } else {
+                self.go_idle();
+            }
         }
     }
 
-    fn stop_with(&mut self, bits: u32) {
-        self.status = (self.status | bits) & !xdma::ST_BUSY;
+    /// Busy drops after run was cleared; idle_stopped is logged if enabled.
+    fn go_idle(&mut self) {
+        self.draining = false;
+        if self.busy() && enabled(self.control, xdma::ST_IDLE_STOPPED) {
+            self.status |= xdma::ST_IDLE_STOPPED;
+        }
+        self.status &= !xdma::ST_BUSY;
+    }
+
+    /// An error: logged, and the engine stopped, only if the matching enable is set.
+    fn fail(&mut self, bits: u32) {
+        if enabled(self.control, bits) {
+            self.status = (self.status | bits) & !xdma::ST_BUSY;
+        } else {
+            self.wedged = true;
+        }
     }
 
     fn credit_mode(&self) -> bool {
         self.credit_mode & xdma::credit_mode_c2h(0) != 0
     }
 
+    fn halted(&self) -> bool {
+        self.desc_control & xdma::desc_halt_c2h(0) != 0
+    }
+
     /// Walks descriptors while there are credits and data.
-    fn advance(&mut self, stream: &mut Stream, dma: &DmaTable, dma_fault: bool) {
-        if self.control & xdma::CTRL_RUN == 0 || !self.busy() {
+    fn advance(&mut self, stream: &mut Stream, dma: &DmaTable, fault: &mut Option<DmaFault>) {
+        if !self.busy() || self.wedged || !(self.running() || self.draining) {
             return;
         }
+        if self.draining && !stream.running {
+            // The chips stopped: nothing will finish the descriptor.
+            self.go_idle();
+            return;
+        }
+        match self.walk(stream, dma, fault) {
+            Outcome::Error(bits) => self.fail(bits),
+            Outcome::Stopped => {
+                if enabled(self.control, xdma::ST_DESC_STOPPED) {
+                    self.status |= xdma::ST_DESC_STOPPED;
+                }
+                self.status &= !xdma::ST_BUSY;
+            }
+            Outcome::Wait => {}
+        }
+    }
+
+    fn walk(
+        &mut self,
+        stream: &mut Stream,
+        dma: &DmaTable,
+        fault: &mut Option<DmaFault>,
+    ) -> Outcome {
         // What the chips produced up to now; bytes arriving while this runs wait for the next
         // register access (re-reading the clock here would never let a busy engine return).
         let mut avail = stream.available();
+        let align = xdma::Alignments::decode(self.alignments);
         loop {
-            if self.credit_mode() && self.credits == 0 {
-                return;
+            let fresh = self.filled == 0;
+            if fresh && self.draining {
+                self.go_idle();
+                return Outcome::Wait;
+            }
+            if fresh && (self.halted() || self.credit_mode() && self.credits == 0) {
+                return Outcome::Wait;
             }
             if avail == 0 {
-                return;
+                return Outcome::Wait;
             }
-            if dma_fault {
-                self.stop_with(xdma::ST_DESC_UR);
-                return;
+            if let Some(f) = fault.as_mut().filter(|f| fresh && f.active(stream)) {
+                f.hit(stream, &mut self.scratch);
+                return Outcome::Error(xdma::ST_DESC_UR);
             }
             if !self.current.is_multiple_of(xdma::DESC_BYTES as u64) {
-                self.stop_with(xdma::ST_ALIGN_MISMATCH);
-                return;
+                return Outcome::Error(xdma::ST_ALIGN_MISMATCH);
             }
             let mut raw = [0u8; xdma::DESC_BYTES];
-            if dma.read(self.current, &mut raw).is_err() {
+            if dma.read(self.current, &mut raw).is_err() || !align.reaches(self.current, 32) {
                 // A descriptor read the IOMMU refuses completes with Unsupported Request.
-                self.stop_with(xdma::ST_DESC_UR);
-                return;
+                return Outcome::Error(xdma::ST_DESC_UR);
             }
             let Some(d) = xdma::Descriptor::from_bytes(&raw) else {
-                self.stop_with(xdma::ST_MAGIC_STOPPED);
-                return;
+                return Outcome::Error(xdma::ST_MAGIC_STOPPED);
             };
+            if !d.dst.is_multiple_of(u64::from(align.addr))
+                || !d.len.is_multiple_of(align.granularity)
+                || !align.reaches(d.dst, u64::from(d.len.max(1)))
+            {
+                return Outcome::Error(xdma::ST_ALIGN_MISMATCH);
+            }
             let want = d.len.saturating_sub(self.filled);
             let n = (want as usize).min(CHUNK).min(usize::try_from(avail).unwrap_or(usize::MAX));
             if n > 0 {
@@ -154,8 +289,8 @@ impl Engine {
                     .write(d.dst.wrapping_add(u64::from(self.filled)), &self.scratch[..n])
                     .is_err()
                 {
-                    self.stop_with(xdma::ST_WRITE_DECERR);
-                    return;
+                    // The simulator's stand-in for a refused host write (see docs/simulator.md).
+                    return Outcome::Error(xdma::ST_READ_DECERR);
                 }
                 self.filled += n as u32;
             }
@@ -167,19 +302,21 @@ impl Engine {
                 wb[..4].copy_from_slice(&(xdma::WB_MAGIC << 16).to_le_bytes());
                 wb[4..].copy_from_slice(&d.len.to_le_bytes());
                 if dma.write(d.src, &wb).is_err() {
-                    self.stop_with(xdma::ST_WRITE_DECERR);
-                    return;
+                    return Outcome::Error(xdma::ST_READ_DECERR);
                 }
             }
             self.completed = self.completed.wrapping_add(1);
-            self.status |= xdma::ST_DESC_COMPLETED;
+            let control = u32::from(d.control);
+            if control & xdma::DESC_COMPLETED != 0 && enabled(self.control, xdma::ST_DESC_COMPLETED)
+            {
+                self.status |= xdma::ST_DESC_COMPLETED;
+            }
             self.filled = 0;
-            if self.credit_mode() {
+            if self.credit_mode() && !self.draining {
                 self.credits -= 1;
             }
-            if u32::from(d.control) & xdma::DESC_STOP != 0 {
-                self.stop_with(xdma::ST_DESC_STOPPED);
-                return;
+            if control & xdma::DESC_STOP != 0 {
+                return Outcome::Stopped;
             }
             self.current = d.next;
         }
@@ -204,6 +341,7 @@ impl Engine {
                 s
             }
             o if o == c2h + xdma::CH_COMPLETED => self.completed,
+            o if o == c2h + xdma::CH_ALIGNMENTS => self.alignments,
             o if o == c2h + xdma::CH_POLL_WB_LO => self.poll_wb as u32,
             o if o == c2h + xdma::CH_POLL_WB_HI => (self.poll_wb >> 32) as u32,
             o if o == c2h + xdma::CH_IRQ_MASK => self.irq_mask,
@@ -212,6 +350,7 @@ impl Engine {
             o if o == sg + xdma::SG_DESC_ADJACENT => self.adjacent,
             o if o == sg + xdma::SG_DESC_CREDITS => self.credits,
             o if o == common + xdma::COMMON_CREDIT_MODE => self.credit_mode,
+            o if o == common + xdma::COMMON_DESC_CONTROL => self.desc_control,
             // No H2C channel, no other C2H channel: their space reads 0.
             _ => 0,
         }
@@ -247,7 +386,16 @@ impl Engine {
             }
             o if o == common + xdma::COMMON_CREDIT_MODE => self.credit_mode = v,
             o if o == common + xdma::COMMON_CREDIT_MODE_W1S => self.credit_mode |= v,
-            o if o == common + xdma::COMMON_CREDIT_MODE_W1C => self.credit_mode &= !v,
+            o if o == common + xdma::COMMON_CREDIT_MODE_W1C => {
+                self.credit_mode &= !v;
+                // Disabling credit mode clears the credits (fpga_sio test_dma_descriptor_credits).
+                if !self.credit_mode() {
+                    self.credits = 0;
+                }
+            }
+            o if o == common + xdma::COMMON_DESC_CONTROL => self.desc_control = v & HALT_BITS,
+            o if o == common + xdma::COMMON_DESC_CONTROL_W1S => self.desc_control |= v & HALT_BITS,
+            o if o == common + xdma::COMMON_DESC_CONTROL_W1C => self.desc_control &= !v,
             _ => {}
         }
     }
@@ -264,6 +412,17 @@ pub struct ChipCard {
     gone: bool,
     stream: Stream,
     engine: Engine,
+    dma_fault: Option<DmaFault>,
+    /// The C2H alignment register the card shows (`dma-alignments=`).
+    alignments: u32,
+    /// `startup-delay=`: after the reset is released the card is not ready, and delivers
+    /// nothing, until this much time has passed.
+    startup_delay: Duration,
+    /// `shutdown-delay=`: after the shutdown value (0xA1) the card ignores every write to its
+    /// register block for this long.
+    shutdown_delay: Duration,
+    /// When the card accepts writes again after a shutdown.
+    shut_until: Option<Instant>,
 }
 
 impl ChipCard {
@@ -279,13 +438,25 @@ impl ChipCard {
                 running: false,
                 warmup_left: 0,
                 backlog: 0,
+                // dma-error's fault-for counts lost bytes, not a window of the stream.
                 noise: Noise::new(seed, spec.bias, spec.fault, spec.fault_after)
-                    .lasting(spec.fault_for),
+                    .lasting(spec.fault_for.filter(|_| spec.fault != Some(Fault::DmaError))),
                 pace: Pace::new(spec.unit_bytes_per_s()),
                 unit_bytes_per_s: spec.unit_bytes_per_s(),
                 bias: spec.bias,
+                ready_at: Instant::now(),
             },
             engine: Engine::default(),
+            dma_fault: match spec.fault {
+                Some(Fault::DmaError) => {
+                    Some(DmaFault { after: spec.fault_after, left: spec.fault_for })
+                }
+                _ => None,
+            },
+            alignments: spec.dma_alignments.unwrap_or(SIM_ALIGNMENTS),
+            startup_delay: spec.startup_delay.unwrap_or_default(),
+            shutdown_delay: spec.shutdown_delay.unwrap_or_default(),
+            shut_until: None,
         };
         c.power_on_reset();
         c
@@ -308,7 +479,8 @@ impl ChipCard {
         self.reg_set(chip::VERSION, SIM_VERSION);
         self.reg_set(chip::FIRMWARE_BUILD_DATE, SIM_BUILD_DATE);
         self.hold_reset();
-        self.engine = Engine::default();
+        self.shut_until = None;
+        self.engine = Engine { alignments: self.alignments, ..Engine::default() };
     }
 
     fn reg(&self, off: u64) -> u32 {
@@ -359,7 +531,7 @@ impl ChipCard {
             return 0;
         }
         let mut v = self.active_chips();
-        if self.stream.running {
+        if self.stream.running && self.stream.warm() {
             v |= InitStatus::READY;
         }
         v | (self.chip_errors & self.active_chips()) << InitStatus::ERROR_SHIFT
@@ -369,10 +541,19 @@ impl ChipCard {
         if off == chip::INIT_STATUS {
             return;
         }
+        if self.shut_until.is_some_and(|t| Instant::now() < t) {
+            // Still shutting down: the write is lost.
+            return;
+        }
         self.reg_set(off, v);
         match off {
             chip::SW_RST if v & chip::SW_RST_RELEASE == 0 => self.hold_reset(),
-            chip::SW_RST => self.reset_released = true,
+            chip::SW_RST => {
+                if !self.reset_released {
+                    self.stream.ready_at = Instant::now() + self.startup_delay;
+                }
+                self.reset_released = true;
+            }
             chip::SPI_MODULE_CTRL => {
                 if v & chip::SPI_STATUS_RESET != 0 {
                     self.status_reset_seen = true;
@@ -395,14 +576,16 @@ impl ChipCard {
                     // Anything but the run value (0xA1 first in the shutdown) stops the chips.
                     self.stream.running = false;
                 }
+                if v == chip::SPI_SHUTDOWN && !self.shutdown_delay.is_zero() {
+                    self.shut_until = Some(Instant::now() + self.shutdown_delay);
+                }
             }
             _ => {}
         }
     }
 
     fn advance(&mut self, dma: &DmaTable) {
-        let fault = self.stream.noise.fault_active(Fault::DmaError);
-        self.engine.advance(&mut self.stream, dma, fault);
+        self.engine.advance(&mut self.stream, dma, &mut self.dma_fault);
         self.check_faults();
     }
 

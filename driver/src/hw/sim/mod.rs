@@ -8,7 +8,8 @@
 //! simulated ([`DeviceInfo::simulated`]). Behaviour and chosen values: `docs/simulator.md`.
 //!
 //! Spec syntax: `<model>[?key=value&…]`, models `pcie-4m`, `pcie-16m`, `pcie-40m`, `pcie-240m`;
-//! keys `rate`, `bias`, `seed`, `fault`, `fault-after`, `modules`.
+//! keys `rate`, `bias`, `seed`, `fault`, `fault-after`, `fault-for`, `modules`; chip cards also
+//! `startup-delay`, `shutdown-delay`, `dma-alignments`.
 
 mod chip;
 mod module;
@@ -20,6 +21,7 @@ use super::{Device, DeviceInfo, DmaBuffer, Error, PciId, Result};
 use crate::regs::ids;
 use std::fmt;
 use std::str::FromStr;
+use std::time::Duration;
 
 /// The modelled cards.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,7 +99,8 @@ pub enum Fault {
     /// Module 0's HST bit clears and it stops producing (module cards); chip 0's packet-error
     /// bit sets in reg_init_status_chk (chip cards).
     ModuleFail,
-    /// Chip cards: the C2H engine's next descriptor fetch completes with Unsupported Request.
+    /// Chip cards: the C2H engine's descriptor fetches complete with Unsupported Request (with
+    /// `fault-for=`, until that many bytes of noise were lost to the stopped engine).
     DmaError,
     /// Surprise removal: every register reads all-ones, writes vanish, DMA stops.
     Unplug,
@@ -139,6 +142,14 @@ pub struct SimSpec {
     pub fault_for: Option<u64>,
     /// Module cards: mask of modules present (default: all of the model's).
     pub modules: Option<u32>,
+    // Chip-card timing and XDMA configuration (`startup-delay`, `shutdown-delay`,
+    // `dma-alignments`).
+    /// Chip cards: time from the reset release until the card is ready and delivers.
+    pub startup_delay: Option<Duration>,
+    /// Chip cards: time after the shutdown value during which the card ignores writes.
+    pub shutdown_delay: Option<Duration>,
+    /// Chip cards: the C2H alignment register (0x4C) value.
+    pub dma_alignments: Option<u32>,
 }
 
 impl SimSpec {
@@ -177,6 +188,32 @@ fn parse_rate(v: &str) -> Option<u64> {
     num.parse::<u64>().ok()?.checked_mul(mult)
 }
 
+/// Parses a duration: a number with ns, us, ms or s (`500ms`, `1s`).
+fn parse_delay(v: &str) -> Option<Duration> {
+    let split = v.find(|c: char| !c.is_ascii_digit())?;
+    let n: u64 = v[..split].parse().ok()?;
+    Some(match &v[split..] {
+        "ns" => Duration::from_nanos(n),
+        "us" => Duration::from_micros(n),
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        _ => return None,
+    })
+}
+
+/// Parses `dma-alignments=`: `0` (a register reading 0) or `a/g/b`, each field 1-255.
+fn parse_alignments(v: &str) -> Option<u32> {
+    if v == "0" {
+        return Some(0);
+    }
+    let f: Vec<u32> = v
+        .split('/')
+        .map(|x| x.parse().ok().filter(|n| (1..=255).contains(n)))
+        .collect::<Option<_>>()?;
+    let [addr, granularity, address_bits] = f[..] else { return None };
+    Some(crate::regs::xdma::Alignments { addr, granularity, address_bits }.encode())
+}
+
 fn parse_int(v: &str) -> Option<u64> {
     match v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")) {
         Some(h) => u64::from_str_radix(h, 16).ok(),
@@ -203,6 +240,9 @@ impl FromStr for SimSpec {
             fault_after: 0,
             fault_for: None,
             modules: None,
+            startup_delay: None,
+            shutdown_delay: None,
+            dma_alignments: None,
         };
         let mut seen = Vec::new();
         for pair in query.split('&').filter(|p| !p.is_empty()) {
@@ -245,9 +285,19 @@ impl FromStr for SimSpec {
                     }
                     spec.modules = Some(m as u32);
                 }
+                "startup-delay" | "shutdown-delay" | "dma-alignments" if model.is_module_card() => {
+                    return Err(bad(format!("{k}= applies to chip cards only, not {model}")));
+                }
+                "startup-delay" => spec.startup_delay = Some(parse_delay(v).ok_or_else(|| badv("a duration, e.g. 500ms or 1s"))?),
+                "shutdown-delay" => spec.shutdown_delay = Some(parse_delay(v).ok_or_else(|| badv("a duration, e.g. 500ms or 1s"))?),
+                "dma-alignments" => {
+                    spec.dma_alignments = Some(parse_alignments(v).ok_or_else(|| {
+                        badv("0 or <address alignment>/<length granularity>/<address bits>, each 1-255, e.g. 64/1/32")
+                    })?)
+                }
                 _ => {
                     return Err(bad(format!(
-                        "unknown key {k:?} (expected rate, bias, seed, fault, fault-after, fault-for or modules)"
+                        "unknown key {k:?} (expected rate, bias, seed, fault, fault-after, fault-for, modules, startup-delay, shutdown-delay or dma-alignments)"
                     )))
                 }
             }
@@ -269,11 +319,12 @@ impl FromStr for SimSpec {
         if spec.fault_for.is_some()
             && !matches!(
                 spec.fault,
-                Some(Fault::Stuck0 | Fault::Stuck1 | Fault::Repeat | Fault::Bias)
+                Some(Fault::Stuck0 | Fault::Stuck1 | Fault::Repeat | Fault::Bias | Fault::DmaError)
             )
         {
             return Err(bad(
-                "fault-for= applies to the data faults stuck0, stuck1, repeat and bias only".into(),
+                "fault-for= applies to the data faults stuck0, stuck1, repeat and bias and to dma-error only"
+                    .into(),
             ));
         }
         Ok(spec)
@@ -421,6 +472,10 @@ impl Device for SimDevice {
         Ok(())
     }
 
+    fn sequence_waits(&self) -> bool {
+        self.spec.startup_delay.is_some() || self.spec.shutdown_delay.is_some()
+    }
+
     fn dma_alloc(&mut self, len: usize) -> Result<DmaBuffer> {
         let buf = DmaBuffer::allocate(len, self.dma.next_iova).map_err(|source| Error::Io {
             op: format!("allocate {len} bytes of DMA memory"),
@@ -454,3 +509,5 @@ impl Device for SimDevice {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod xdma_tests;

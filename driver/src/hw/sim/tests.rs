@@ -4,15 +4,15 @@
 use super::*;
 use crate::regs::{chip, pio, xdma, FifoStatus, InitStatus, ModuleStatus};
 
-fn dev(spec: &str) -> SimDevice {
+pub(super) fn dev(spec: &str) -> SimDevice {
     SimDevice::new(spec.parse().unwrap()).unwrap()
 }
 
-fn r(d: &mut SimDevice, bar: u8, off: u64) -> u32 {
+pub(super) fn r(d: &mut SimDevice, bar: u8, off: u64) -> u32 {
     d.read32(bar, off).unwrap()
 }
 
-fn w(d: &mut SimDevice, bar: u8, off: u64, v: u32) {
+pub(super) fn w(d: &mut SimDevice, bar: u8, off: u64, v: u32) {
     d.write32(bar, off, v).unwrap()
 }
 
@@ -189,7 +189,7 @@ fn sim_unplug_reads_all_ones_and_ignores_writes() {
     assert_eq!(r(&mut c, 1, xdma::CONFIG_BLOCK), u32::MAX);
 }
 
-fn run_chip_startup(d: &mut SimDevice) {
+pub(super) fn run_chip_startup(d: &mut SimDevice) {
     for (off, v) in [
         (chip::SW_RST, 0x10),
         (chip::SW_RST, 0),
@@ -244,19 +244,21 @@ fn sim_xdma_identifiers_follow_pg195() {
 }
 
 /// Sets up `n` descriptors (linked list, last one with the Stop bit) over fresh buffers.
-struct Chain {
-    desc: DmaBuffer,
-    data: DmaBuffer,
-    wb: DmaBuffer,
+pub(super) struct Chain {
+    pub(super) desc: DmaBuffer,
+    pub(super) data: DmaBuffer,
+    pub(super) wb: DmaBuffer,
 }
 
-fn chain(d: &mut SimDevice, n: usize, len: u32, stop_last: bool) -> Chain {
+pub(super) fn chain(d: &mut SimDevice, n: usize, len: u32, stop_last: bool) -> Chain {
     let desc = d.dma_alloc(n * 32).unwrap();
     let data = d.dma_alloc(n * len as usize).unwrap();
     let wb = d.dma_alloc(n * 8).unwrap();
     for i in 0..n {
         let dsc = xdma::Descriptor {
-            control: if stop_last && i + 1 == n { xdma::DESC_STOP as u8 } else { 0 },
+            control: (xdma::DESC_COMPLETED
+                | if stop_last && i + 1 == n { xdma::DESC_STOP } else { 0 })
+                as u8,
             nxt_adj: 0,
             len,
             src: wb.iova() + 8 * i as u64,
@@ -268,10 +270,17 @@ fn chain(d: &mut SimDevice, n: usize, len: u32, stop_last: bool) -> Chain {
     Chain { desc, data, wb }
 }
 
-fn run_engine(d: &mut SimDevice, desc: u64) {
+/// IDQ's interrupt-mode control value: run and every enable (xdma-core.c).
+pub(super) const IDQ_CONTROL: u32 = 0x00F8_3E5F;
+
+pub(super) fn run_engine(d: &mut SimDevice, desc: u64) {
+    run_engine_with(d, desc, IDQ_CONTROL);
+}
+
+pub(super) fn run_engine_with(d: &mut SimDevice, desc: u64, control: u32) {
     w(d, 1, 0x5080, desc as u32);
     w(d, 1, 0x5084, (desc >> 32) as u32);
-    w(d, 1, 0x1004, xdma::CTRL_RUN);
+    w(d, 1, 0x1004, control);
 }
 
 #[test]
@@ -319,7 +328,7 @@ fn sim_xdma_credit_mode_limits_the_walk() {
     // Clearing run stops the engine and a new run restarts the count.
     w(&mut d, 1, 0x1004, 0);
     assert_eq!(r(&mut d, 1, 0x1040) & xdma::ST_BUSY, 0);
-    w(&mut d, 1, 0x1004, xdma::CTRL_RUN);
+    w(&mut d, 1, 0x1004, IDQ_CONTROL);
     assert_eq!(r(&mut d, 1, 0x1048), 0);
 }
 
@@ -345,8 +354,8 @@ fn sim_xdma_unmapped_and_bad_descriptors_stop_with_error_bits() {
     c.desc.write(0, &bad.to_bytes());
     run_engine(&mut d, c.desc.iova());
     assert_eq!(
-        r(&mut d, 1, 0x1040) & (xdma::ST_WRITE_ERROR_MASK | xdma::ST_BUSY),
-        xdma::ST_WRITE_DECERR
+        r(&mut d, 1, 0x1040) & (xdma::ST_READ_ERROR_MASK | xdma::ST_BUSY),
+        xdma::ST_READ_DECERR
     );
     // Bad magic: magic_stopped. Freed buffers are unmapped: UR.
     let mut d = dev("pcie-40m?rate=0&seed=1");
