@@ -8,7 +8,8 @@
 //! simulated ([`DeviceInfo::simulated`]). Behaviour and chosen values: `docs/simulator.md`.
 //!
 //! Spec syntax: `<model>[?key=value&…]`, models `pcie-4m`, `pcie-16m`, `pcie-40m`, `pcie-240m`;
-//! keys `rate`, `bias`, `seed`, `fault`, `fault-after`, `modules`.
+//! keys `rate`, `bias`, `seed`, `fault`, `fault-after`, `modules`, `status-lag`, `test-mode`,
+//! `pio-latency`.
 
 mod chip;
 mod module;
@@ -20,6 +21,7 @@ use super::{Device, DeviceInfo, DmaBuffer, Error, PciId, Result};
 use crate::regs::ids;
 use std::fmt;
 use std::str::FromStr;
+use std::time::{Duration, Instant};
 
 /// The modelled cards.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -139,6 +141,12 @@ pub struct SimSpec {
     pub fault_for: Option<u64>,
     /// Module cards: mask of modules present (default: all of the model's).
     pub modules: Option<u32>,
+    /// Module cards: how long a module's HST bit stays clear after MX_ER enables it.
+    pub status_lag: Duration,
+    /// Module cards: modules whose TM (test mode) bit is set from power-on and stays set.
+    pub test_mode: u32,
+    /// Every register read busy-waits this long, as an uncached PCIe read stalls the CPU.
+    pub pio_latency: Duration,
 }
 
 impl SimSpec {
@@ -177,6 +185,50 @@ fn parse_rate(v: &str) -> Option<u64> {
     num.parse::<u64>().ok()?.checked_mul(mult)
 }
 
+/// Parses a duration: a decimal number and a unit, `ns`, `us` (or `µs`), `ms` or `s`.
+pub(crate) fn parse_duration(v: &str) -> Option<Duration> {
+    let split = v.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+    let (num, unit) = v.split_at(split);
+    let ns_per = match unit {
+        "ns" => 1.0,
+        "us" | "µs" => 1e3,
+        "ms" => 1e6,
+        "s" => 1e9,
+        _ => return None,
+    };
+    let x: f64 = num.parse().ok()?;
+    let ns = x * ns_per;
+    (0.0..1e18).contains(&ns).then(|| Duration::from_nanos(ns.round() as u64))
+}
+
+/// The keys of the module cards' status and PIO timing model (`status-lag`, `test-mode`,
+/// `pio-latency`).
+fn parse_pio_key(
+    spec: &mut SimSpec,
+    k: &str,
+    v: &str,
+    bad: &dyn Fn(String) -> Error,
+) -> Result<()> {
+    let badv = |what: &str| bad(format!("bad value {v:?} for {k}: expected {what}"));
+    let duration = || parse_duration(v).ok_or_else(|| badv("a duration, e.g. 800ns, 50ms or 1.5s"));
+    if k != "pio-latency" && !spec.model.is_module_card() {
+        return Err(bad(format!("{k}= applies to module cards only, not {}", spec.model)));
+    }
+    match k {
+        "status-lag" => spec.status_lag = duration()?,
+        "pio-latency" => spec.pio_latency = duration()?,
+        _ => {
+            let all = (1u64 << spec.model.units()) - 1;
+            let m = parse_int(v).ok_or_else(|| badv("a module mask, e.g. 0x1"))?;
+            if m == 0 || m & !all != 0 {
+                return Err(badv(&format!("a non-empty mask within {all:#x}")));
+            }
+            spec.test_mode = m as u32;
+        }
+    }
+    Ok(())
+}
+
 fn parse_int(v: &str) -> Option<u64> {
     match v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")) {
         Some(h) => u64::from_str_radix(h, 16).ok(),
@@ -203,6 +255,9 @@ impl FromStr for SimSpec {
             fault_after: 0,
             fault_for: None,
             modules: None,
+            status_lag: Duration::ZERO,
+            test_mode: 0,
+            pio_latency: Duration::ZERO,
         };
         let mut seen = Vec::new();
         for pair in query.split('&').filter(|p| !p.is_empty()) {
@@ -245,9 +300,10 @@ impl FromStr for SimSpec {
                     }
                     spec.modules = Some(m as u32);
                 }
+                "status-lag" | "test-mode" | "pio-latency" => parse_pio_key(&mut spec, k, v, &bad)?,
                 _ => {
                     return Err(bad(format!(
-                        "unknown key {k:?} (expected rate, bias, seed, fault, fault-after, fault-for or modules)"
+                        "unknown key {k:?} (expected rate, bias, seed, fault, fault-after, fault-for, modules, status-lag, test-mode or pio-latency)"
                     )))
                 }
             }
@@ -371,6 +427,22 @@ impl SimDevice {
         }
     }
 
+    /// The start of a register read, when reads cost time (`pio-latency`).
+    fn read_started(&self) -> Option<Instant> {
+        (!self.spec.pio_latency.is_zero()).then(Instant::now)
+    }
+
+    /// Busy-waits until `reads` register reads begun at `start` have cost `pio-latency` each:
+    /// the CPU is stalled for the round trip of each non-posted read, whatever the simulator's
+    /// own work took of it.
+    fn pay_reads(&self, start: Option<Instant>, reads: usize) {
+        let Some(start) = start else { return };
+        let until = start + self.spec.pio_latency * u32::try_from(reads).unwrap_or(u32::MAX);
+        while Instant::now() < until {
+            std::hint::spin_loop();
+        }
+    }
+
     fn check(&self, bar: u8, offset: u64) -> Result<()> {
         let len = self
             .info
@@ -396,19 +468,24 @@ impl Device for SimDevice {
 
     fn read32(&mut self, bar: u8, offset: u64) -> Result<u32> {
         self.check(bar, offset)?;
-        Ok(match &mut self.card {
+        let start = self.read_started();
+        let v = match &mut self.card {
             Card::Module(m) => m.read(offset),
             Card::Chip(c) => c.read(bar, offset, &self.dma),
-        })
+        };
+        self.pay_reads(start, 1);
+        Ok(v)
     }
 
     fn read32_repeat(&mut self, bar: u8, offset: u64, out: &mut [u32]) -> Result<()> {
         // One bounds check and dispatch for the whole run instead of one per word.
         self.check(bar, offset)?;
+        let start = self.read_started();
         match &mut self.card {
             Card::Module(m) => m.read_repeat(offset, out),
             Card::Chip(c) => out.iter_mut().for_each(|w| *w = c.read(bar, offset, &self.dma)),
         }
+        self.pay_reads(start, out.len());
         Ok(())
     }
 
@@ -454,3 +531,5 @@ impl Device for SimDevice {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod module_tests;
