@@ -285,6 +285,6 @@ pub fn probe(dev: &mut dyn Device) -> Result<CardInfo> {
 pub(crate) mod testutil;
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod pio_tests;
+#[cfg(test)]
+mod tests;

@@ -347,7 +347,11 @@ impl Card for PioCard {
         if working == 0 {
             disable_modules(self.dev.as_mut(), want)?;
             if testing != 0 {
-                return Err(Error::TestMode { device: self.device(), modules: testing, status: st.0 });
+                return Err(Error::TestMode {
+                    device: self.device(),
+                    modules: testing,
+                    status: st.0,
+                });
             }
             return Err(Error::ModuleFailure {
                 device: self.device(),

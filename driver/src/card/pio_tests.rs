@@ -52,7 +52,8 @@ fn card_pio_start_declares_a_dead_module_after_the_status_wait() {
     let e = card.start().unwrap_err();
     assert!(matches!(e, Error::ModuleFailure { enabled: 1, working: 0, .. }), "{e}");
     assert_eq!(poll_sleep(&log), pio::STATUS_WAIT);
-    let mx_sr = log.lock().unwrap().iter().filter(|e| matches!(e, Ev::Read(1, p::MX_SR, _))).count();
+    let mx_sr =
+        log.lock().unwrap().iter().filter(|e| matches!(e, Ev::Read(1, p::MX_SR, _))).count();
     // One read after the reset, one after the enable, one after each poll step, one after the
     // disable.
     assert_eq!(mx_sr, 2 + STATUS_WAIT_POLLS + 1);
@@ -147,7 +148,8 @@ fn words(range: std::ops::RangeInclusive<u32>) -> Vec<u8> {
 fn card_pio_overflow_keeps_the_words_read_before_it_and_drops_the_last() {
     let three_q = FifoStatus::for_level(3072, false);
     let three_q_err = FifoStatus::for_level(3072, true);
-    let (mut card, log) = recorded_dev(Scripted::new(&[three_q, three_q_err]), CardOptions::default());
+    let (mut card, log) =
+        recorded_dev(Scripted::new(&[three_q, three_q_err]), CardOptions::default());
     card.start().unwrap();
     log.lock().unwrap().clear();
     let mut buf = vec![0u8; 8192];
@@ -261,7 +263,8 @@ fn card_pio_leaves_modules_in_test_mode_out() {
     assert!(writes(&log).contains(&Ev::Write(1, p::MX_DR, 0x0000_0002)));
     assert_eq!(card.read(&mut [0u8; 4096]).unwrap(), 4096);
 
-    let mut one = open(sim("pcie-4m?rate=0&seed=1&test-mode=0x1"), &CardOptions::default()).unwrap();
+    let mut one =
+        open(sim("pcie-4m?rate=0&seed=1&test-mode=0x1"), &CardOptions::default()).unwrap();
     let e = one.start().unwrap_err();
     assert!(matches!(e, Error::TestMode { modules: 1, .. }), "{e}");
     assert_eq!(e.reason(), Reason::ModuleFailure);
@@ -294,7 +297,8 @@ impl Device for Shared {
 
 #[test]
 fn card_pio_module_entering_test_mode_stops_reads() {
-    let sim = Arc::new(Mutex::new(SimDevice::new("pcie-16m?rate=0&seed=1".parse().unwrap()).unwrap()));
+    let sim =
+        Arc::new(Mutex::new(SimDevice::new("pcie-16m?rate=0&seed=1".parse().unwrap()).unwrap()));
     let mut card = open(Box::new(Shared(sim.clone())), &CardOptions::default()).unwrap();
     card.start().unwrap();
     assert_eq!(card.read(&mut [0u8; 4096]).unwrap(), 4096);

@@ -530,6 +530,6 @@ impl Device for SimDevice {
 }
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod module_tests;
+#[cfg(test)]
+mod tests;
