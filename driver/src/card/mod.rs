@@ -133,9 +133,10 @@ pub struct CardInfo {
 pub struct CardCounters {
     /// Bytes returned by read().
     pub bytes_read: u64,
-    /// Bytes read from the card and thrown away unreturned: module cards, the word read just
-    /// before a FIFO overflow was seen (bytes lost inside the FIFO, or flushed unread with it,
-    /// are never read and not counted here).
+    /// Module cards: bytes read from the FIFO and thrown away unreturned: the word read just
+    /// before an overflow was seen, the bytes of a read() that ends in an error, read-ahead
+    /// dropped at a start or stop. With `bytes_read` they add up to every byte read from FD_RR;
+    /// bytes lost inside the FIFO, or flushed unread with it, are never read and not counted.
     pub bytes_dropped: u64,
     /// FIFO overflows seen (each one flushes the FIFO).
     pub overflows: u64,

@@ -265,7 +265,12 @@ impl PioCard {
         let kept = if after.overflow() {
             let kept = avail - 4;
             self.spill.truncate(if direct { 0 } else { kept });
-            self.overflowed(4)?;
+            if let Err(e) = self.overflowed(4) {
+                // Giving up: the kept words go unreturned too.
+                self.counters.bytes_dropped += kept as u64;
+                self.spill.clear();
+                return Err(e);
+            }
             kept
         } else {
             self.overflow_run = 0;
@@ -273,6 +278,50 @@ impl PioCard {
             avail
         };
         Ok(if direct { kept } else { self.take_spill(out) })
+    }
+
+    /// The body of `read()`: fills `buf` from `*n` on; `*n` counts the bytes placed so far,
+    /// also when it fails.
+    fn fill(&mut self, buf: &mut [u8], n: &mut usize) -> Result<()> {
+        self.check_health()?;
+        let deadline = self.clock.now() + self.read_timeout;
+        let mut slept = false;
+        while *n < buf.len() {
+            let st = match self.level.take() {
+                Some(st) => st,
+                None => fifo_status(self.dev.as_mut())?,
+            };
+            if st.overflow() {
+                // Seen before reading: nothing read is thrown away (IDQ would read one word
+                // and drop it); the FIFO's content goes with the flush.
+                self.overflowed(0)?;
+                continue;
+            }
+            let avail = st.available_bytes();
+            if avail == 0 {
+                let now = self.clock.now();
+                if now >= deadline {
+                    break;
+                }
+                self.clock.sleep(self.wait.min(deadline - now), Wait::Poll);
+                slept = true;
+                self.check_health()?;
+                continue;
+            }
+            if slept {
+                self.adapt(avail);
+                slept = false;
+            }
+            *n += self.run(&mut buf[*n..], avail)?;
+        }
+        Ok(())
+    }
+
+    /// Throws away checked bytes not yet returned (at a start or stop), counting them.
+    fn discard_spill(&mut self) {
+        self.counters.bytes_dropped += (self.spill.len() - self.spill_pos) as u64;
+        self.spill.clear();
+        self.spill_pos = 0;
     }
 
     /// Polls MX_SR after enabling `want` until every module in it shows SEN and HST, for at
@@ -320,8 +369,7 @@ impl Card for PioCard {
 
     fn start(&mut self) -> Result<()> {
         self.started = false;
-        self.spill.clear();
-        self.spill_pos = 0;
+        self.discard_spill();
         let dev = self.dev.as_mut();
         reset(dev)?;
         let st = module_status(dev)?;
@@ -389,46 +437,23 @@ impl Card for PioCard {
             return Ok(0);
         }
         let mut n = self.take_spill(buf);
-        self.check_health()?;
-        let deadline = self.clock.now() + self.read_timeout;
-        let mut slept = false;
-        while n < buf.len() {
-            let st = match self.level.take() {
-                Some(st) => st,
-                None => fifo_status(self.dev.as_mut())?,
-            };
-            if st.overflow() {
-                // Seen before reading: nothing read is thrown away (IDQ would read one word
-                // and drop it); the FIFO's content goes with the flush.
-                self.overflowed(0)?;
-                continue;
+        match self.fill(buf, &mut n) {
+            Ok(()) => {
+                self.counters.bytes_read += n as u64;
+                Ok(n)
             }
-            let avail = st.available_bytes();
-            if avail == 0 {
-                let now = self.clock.now();
-                if now >= deadline {
-                    break;
-                }
-                self.clock.sleep(self.wait.min(deadline - now), Wait::Poll);
-                slept = true;
-                self.check_health()?;
-                continue;
+            Err(e) => {
+                // The call's bytes are not returned (as IDQ's read() fails with EIO).
+                self.counters.bytes_dropped += n as u64;
+                Err(e)
             }
-            if slept {
-                self.adapt(avail);
-                slept = false;
-            }
-            n += self.run(&mut buf[n..], avail)?;
         }
-        self.counters.bytes_read += n as u64;
-        Ok(n)
     }
 
     fn stop(&mut self) -> Result<()> {
         self.started = false;
         self.level = None;
-        self.spill.clear();
-        self.spill_pos = 0;
+        self.discard_spill();
         if self.enabled != 0 {
             disable_modules(self.dev.as_mut(), self.enabled)?;
             self.enabled = 0;

@@ -309,3 +309,47 @@ fn card_pio_module_entering_test_mode_stops_reads() {
     assert!(matches!(e, Error::TestMode { modules: 0b0100, .. }), "{e}");
     assert_eq!(e.reason(), Reason::ModuleFailure);
 }
+
+// ---------- counters
+
+#[test]
+fn card_pio_counters_account_for_every_word_read() {
+    // bytes_read + bytes_dropped = 4 × FD_RR reads, whatever ends the reads: a module failure
+    // (spill left when the error comes), overflows (stuck error bit), test mode, a restart.
+    for spec in [
+        "pcie-16m?rate=0&seed=1&fault=module-fail&fault-after=50000",
+        "pcie-4m?rate=0&seed=1&fault=fifo-overflow&fault-after=8192",
+        "pcie-16m?rate=0&seed=1",
+    ] {
+        let (mut card, log) = recorded_dev(sim(spec), CardOptions::default());
+        card.start().unwrap();
+        for round in 0..2 {
+            let mut buf = vec![0u8; 1000];
+            for _ in 0..300 {
+                if card.read(&mut buf).is_err() {
+                    break;
+                }
+            }
+            if round == 0 {
+                card.stop().unwrap();
+                card.start().unwrap();
+            }
+        }
+        card.stop().unwrap();
+        let words =
+            log.lock().unwrap().iter().filter(|e| matches!(e, Ev::Read(1, p::FD_RR, _))).count();
+        let c = card.counters();
+        assert!(words > 0, "{spec}");
+        assert_eq!(c.bytes_read + c.bytes_dropped, 4 * words as u64, "{spec}: {c:?}");
+    }
+    // The scripted overflow: 768 words read, 767 returned, 1 dropped.
+    let (mut card, _) = recorded_dev(
+        Scripted::new(&[FifoStatus::for_level(3072, false), FifoStatus::for_level(3072, true)]),
+        CardOptions::default(),
+    );
+    card.start().unwrap();
+    card.read(&mut [0u8; 100]).unwrap();
+    card.stop().unwrap();
+    let c = card.counters();
+    assert_eq!((c.bytes_read, c.bytes_dropped), (100, 768 * 4 - 100));
+}
