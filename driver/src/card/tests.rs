@@ -522,8 +522,9 @@ fn sim_fault_fifo_overflow_sets_the_error_bit_and_read_gives_up() {
     assert!(before.len() <= 8192);
     let c = card.counters();
     assert_eq!(c.overflows, u64::from(pio::MAX_OVERFLOW_RUN));
-    // At most the word read just before the first overflow; the rest are seen before reading.
-    assert!(c.bytes_dropped <= 4, "{c:?}");
+    // At most the run read before the first overflow (its last word, and the words kept from it
+    // in the read() that then fails); the later overflows are seen before reading.
+    assert!(c.bytes_dropped <= 4096, "{c:?}");
 }
 
 #[test]
