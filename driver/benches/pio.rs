@@ -24,6 +24,8 @@ const LATENCY: Duration = Duration::from_nanos(800);
 struct Counts {
     data: AtomicU64,
     status: AtomicU64,
+    /// MX_SR reads (module cards): the driver reads it once per `read()` call and per wake-up.
+    modules: AtomicU64,
 }
 
 /// Counts register reads: FD_RR words and every other read.
@@ -38,6 +40,9 @@ impl Counting {
         let data = self.module && bar == pio::BAR && offset == pio::FD_RR;
         let c = if data { &self.counts.data } else { &self.counts.status };
         c.fetch_add(n as u64, Relaxed);
+        if self.module && bar == pio::BAR && offset == pio::MX_SR {
+            self.counts.modules.fetch_add(n as u64, Relaxed);
+        }
     }
 }
 
@@ -89,6 +94,8 @@ struct Run {
     cpu: Duration,
     data_reads: u64,
     status_reads: u64,
+    /// Driver only: sleeps between runs (MX_SR reads less one per `read()` call).
+    wakeups: u64,
     bytes: u64,
     overflows: u64,
     /// IDQ model only: read() calls that failed (poll timeout or module error) and lost their bytes.
@@ -108,12 +115,13 @@ impl Run {
             "-".into()
         };
         println!(
-            "{what:<34} {:>7.1} kB/s  cpu {:>5.1} %  floor {:>5.1} %  ratio {ratio:>5}  data {:>7.0}/s  status {:>7.0}/s  overflows {}{}",
+            "{what:<30} {:>6.1} kB/s  cpu {:>5.1} %  floor {:>5.1} %  ratio {ratio:>5}  data {:>6.0}/s  status {:>7.0}/s  wake-ups {:>4.0}/s  overflows {}{}",
             self.bytes as f64 / w / 1e3,
             pct(self.cpu),
             pct(self.floor()),
             self.data_reads as f64 / w,
             self.status_reads as f64 / w,
+            self.wakeups as f64 / w,
             self.overflows,
             if self.failed_calls > 0 { format!("  failed reads {}", self.failed_calls) } else { String::new() },
         );
@@ -130,9 +138,12 @@ fn driver(spec: &str, secs: Duration) -> Run {
         let mut buf = vec![0u8; 256 << 10];
         let (c0, r0) = (thread_cpu(), card.counters());
         let (d0, s0) = (counts.data.load(Relaxed), counts.status.load(Relaxed));
+        let m0 = counts.modules.load(Relaxed);
         let t0 = Instant::now();
+        let mut calls = 0;
         while t0.elapsed() < secs {
             card.read(&mut buf).expect("read");
+            calls += 1;
         }
         let (cpu, wall) = (thread_cpu() - c0, t0.elapsed());
         let r = card.counters();
@@ -141,6 +152,7 @@ fn driver(spec: &str, secs: Duration) -> Run {
             cpu,
             data_reads: counts.data.load(Relaxed) - d0,
             status_reads: counts.status.load(Relaxed) - s0,
+            wakeups: (counts.modules.load(Relaxed) - m0).saturating_sub(calls),
             bytes: r.bytes_read - r0.bytes_read,
             overflows: r.overflows - r0.overflows,
             failed_calls: 0,
