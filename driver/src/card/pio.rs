@@ -418,7 +418,7 @@ impl Card for PioCard {
         self.info.model = model_name(present);
         self.info.rate_bytes_per_s = nominal_rate(working);
         // Time for the working modules to fill 5/8 of the FIFO: up to 1023 bytes may be left
-        // after a batch (the flags count in quarters), so this wakes between 5/8 and 7/8 full.
+        // after a run (the flags count in quarters), so this wakes between 5/8 and 7/8 full.
         let rate = self.info.rate_bytes_per_s.max(1);
         self.wait = Duration::from_micros((pio::FIFO_BYTES as u64 * 5 / 8) * 1_000_000 / rate)
             .clamp(MIN_WAIT, MAX_WAIT);
