@@ -271,12 +271,11 @@ fn card_pio_leaves_modules_in_test_mode_out() {
 }
 
 /// A simulator the test can reach while the card owns it.
-struct Shared(Arc<Mutex<SimDevice>>);
+struct Shared(Arc<Mutex<SimDevice>>, DeviceInfo);
 
 impl Device for Shared {
     fn info(&self) -> &DeviceInfo {
-        // The info never changes; leak one copy for the test's lifetime.
-        Box::leak(Box::new(self.0.lock().unwrap().info().clone()))
+        &self.1
     }
     fn read32(&mut self, bar: u8, offset: u64) -> hw::Result<u32> {
         self.0.lock().unwrap().read32(bar, offset)
@@ -299,7 +298,8 @@ impl Device for Shared {
 fn card_pio_module_entering_test_mode_stops_reads() {
     let sim =
         Arc::new(Mutex::new(SimDevice::new("pcie-16m?rate=0&seed=1".parse().unwrap()).unwrap()));
-    let mut card = open(Box::new(Shared(sim.clone())), &CardOptions::default()).unwrap();
+    let info = sim.lock().unwrap().info().clone();
+    let mut card = open(Box::new(Shared(sim.clone(), info)), &CardOptions::default()).unwrap();
     card.start().unwrap();
     assert_eq!(card.read(&mut [0u8; 4096]).unwrap(), 4096);
     // Module 2 switches to test mode behind the driver's back.
