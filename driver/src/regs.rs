@@ -547,7 +547,8 @@ impl ModuleStatus {
         self.mask_where(|b| b.0 & ModuleBits::HST != 0)
     }
 
-    /// Modules in test mode (never an error).
+    /// Modules in test mode (IDQ: while any is, module status is ignored; `card::pio` refuses
+    /// to serve them).
     pub fn test_mode(self) -> u32 {
         self.mask_where(|b| b.0 & ModuleBits::TM != 0)
     }

@@ -31,6 +31,8 @@ pub enum Error {
     NoModules { device: String, status: u32 },
     #[error("module failure on {device}: enabled modules {enabled:#x}, working {working:#x} (MX_SR {status:#010x})")]
     ModuleFailure { device: String, enabled: u32, working: u32, status: u32 },
+    #[error("modules {modules:#x} on {device} are in test mode (MX_SR {status:#010x}): their data is not known to be random, so the card is not served")]
+    TestMode { device: String, modules: u32, status: u32 },
     #[error("FIFO on {device} overflowed on {batches} reads in a row; data is lost faster than it is read")]
     FifoOverflow { device: String, batches: u32 },
     #[error("chip error on {device}: chips present {present:#05x}, packet errors {errors:#05x} (init status {status:#010x})")]
@@ -65,7 +67,9 @@ impl Error {
             return Reason::DeviceGone;
         }
         match self {
-            Error::NoModules { .. } | Error::ModuleFailure { .. } => Reason::ModuleFailure,
+            Error::NoModules { .. } | Error::ModuleFailure { .. } | Error::TestMode { .. } => {
+                Reason::ModuleFailure
+            }
             Error::ChipError { .. } | Error::NotReady { .. } => Reason::ChipError,
             Error::Dma { .. }
             | Error::NoXdmaBar { .. }
@@ -136,9 +140,12 @@ pub struct CardInfo {
 pub struct CardCounters {
     /// Bytes returned by read().
     pub bytes_read: u64,
-    /// Bytes dropped because the FIFO overflowed around them.
+    /// Module cards: bytes read from the FIFO and thrown away unreturned: the word read just
+    /// before an overflow was seen, the bytes of a read() that ends in an error, read-ahead
+    /// dropped at a start or stop. With `bytes_read` they add up to every byte read from FD_RR;
+    /// bytes lost inside the FIFO, or flushed unread with it, are never read and not counted.
     pub bytes_dropped: u64,
-    /// FIFO overflows seen.
+    /// FIFO overflows seen (each one flushes the FIFO).
     pub overflows: u64,
     /// Bytes discarded around a reset: chip cards' post-reset warm-up, and the batch read ahead
     /// that [`prefetch::Prefetch`] throws away at a start or stop.
@@ -288,6 +295,8 @@ pub fn probe(dev: &mut dyn Device) -> Result<CardInfo> {
 #[cfg(test)]
 pub(crate) mod testutil;
 
+#[cfg(test)]
+mod pio_tests;
 #[cfg(test)]
 mod tests;
 

@@ -1,11 +1,17 @@
 //! Module cards (179a:0001: Quantis PCI, PCIe-4M, PCIe-16M): programmed I/O from a 4 KiB FIFO.
 //!
-//! Sequences follow IDQ's GPL `quantis_pci` driver as summarised in quantis-hardware.md
-//! ("Module cards (PIO)"); see `docs/hardware-protocols.md`. Two deliberate differences:
-//! the overflow bit is checked once before and once after each batch instead of after every
-//! word (same outcome: an overflowed batch is dropped whole, at half the register reads), and
-//! instead of spinning on FS_RR up to 10,000 times the driver sleeps for the time the modules
-//! need to put 5/8 of a FIFO in it, adapting that time to what it finds on waking.
+//! Sequences follow IDQ's GPL module-card driver (leifj/quantispci, `common/quantis_pci_common.h`)
+//! as summarised in quantis-hardware.md ("Module cards (PIO)"); see `docs/hardware-protocols.md`.
+//! Deliberate differences, each with its reason there:
+//! - the overflow bit is checked by one FS_RR read after each run of FD_RR reads instead of after
+//!   every word; that read also gives the fill level for the next run, so a run costs one status
+//!   read. On overflow the words of the run are kept except the last one, as IDQ keeps the words
+//!   before the check that saw the error and drops the word just read;
+//! - after enabling modules MX_SR is polled for up to [`STATUS_WAIT`] (IDQ does not read it);
+//! - a module in test mode is never served (IDQ ignores module status while any module is in
+//!   test mode);
+//! - instead of spinning on FS_RR up to 10,000 times the driver sleeps for the time the modules
+//!   need to put 5/8 of a FIFO in it, adapting that time to what it finds on waking.
 
 use super::{
     rd, rd_live, wr, Card, CardCounters, CardInfo, CardOptions, Clock, Error, Family, Result, Wait,
@@ -15,13 +21,20 @@ use crate::regs::{pio, FifoStatus, ModuleBits, ModuleStatus};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// After this many overflowed batches in a row read() fails instead of dropping more: the
-/// error bit is stuck, or the host cannot keep up at all. (Single overflows happen on a busy
-/// host and only cost the dropped batch.)
+/// After this many overflows in a row read() fails instead of going on: the error bit is
+/// stuck, or the host cannot keep up at all. (Single overflows happen on a busy host and only
+/// cost the bytes lost in the FIFO.)
 pub const MAX_OVERFLOW_RUN: u32 = 64;
 /// Bounds of the adaptive wait between FIFO reads.
 const MIN_WAIT: Duration = Duration::from_micros(100);
 const MAX_WAIT: Duration = Duration::from_millis(20);
+/// How long `start()` polls MX_SR for the enabled modules' HST bit before declaring a module
+/// dead: the hardware status may lag the enable (quantis-hardware.md). No source gives the
+/// module cards' lag; this is the bound IDQ's chip-card driver gives its sensors to report
+/// ready (1000 polls 1 ms apart, `Q400WaitForReady` in IDQ's `idq-rng.c`).
+pub const STATUS_WAIT: Duration = Duration::from_secs(1);
+/// The step of that poll (as `Q400WaitForReady`).
+pub const STATUS_POLL: Duration = Duration::from_millis(1);
 
 /// IDQ's reset: write 1 to CC_ER, then 1 to CC_DR; CC_SR is read back to flush the posted writes.
 pub fn reset(dev: &mut dyn Device) -> Result<()> {
@@ -119,6 +132,10 @@ pub struct PioCard {
     started: bool,
     counters: CardCounters,
     overflow_run: u32,
+    /// The last FS_RR read, when its level is still a lower bound of the FIFO's content (only
+    /// this driver pops the FIFO): saves the status read at the start of the next run. None
+    /// after a flush, start or stop.
+    level: Option<FifoStatus>,
     /// Checked bytes read from the FIFO but not yet returned.
     spill: Vec<u8>,
     spill_pos: usize,
@@ -154,6 +171,7 @@ impl PioCard {
             started: false,
             counters: CardCounters::default(),
             overflow_run: 0,
+            level: None,
             spill: Vec::with_capacity(pio::FIFO_BYTES),
             spill_pos: 0,
             wait: MAX_WAIT,
@@ -165,12 +183,19 @@ impl PioCard {
         self.info.device.clone()
     }
 
-    /// IDQ's failure check before every read: an enabled module that is not working (SEN and
-    /// HST) is an error, unless it is in test mode. (IDQ's older rule; the newer one fails only
-    /// when no enabled module works. A failed module is left out at the next start instead.)
+    /// The failure check before every read and after every wait: every enabled module must be
+    /// working (SEN and HST; IDQ's older, stricter rule; the newer one fails only when no
+    /// enabled module works, and a failed module is left out at the next start instead), and
+    /// none may be in test mode. IDQ skips the whole check while any module is in test mode;
+    /// this driver refuses instead, fail-closed: a module in test mode is not known to deliver
+    /// random data.
     fn check_health(&mut self) -> Result<()> {
         let st = module_status(self.dev.as_mut())?;
-        let bad = self.enabled & !st.working() & !st.test_mode();
+        let testing = self.enabled & st.test_mode();
+        if testing != 0 {
+            return Err(Error::TestMode { device: self.device(), modules: testing, status: st.0 });
+        }
+        let bad = self.enabled & !st.working();
         if bad != 0 {
             return Err(Error::ModuleFailure {
                 device: self.device(),
@@ -182,15 +207,17 @@ impl PioCard {
         Ok(())
     }
 
-    /// Flushes after an overflow and counts the dropped batch.
-    fn drop_batch(&mut self, bytes: usize) -> Result<()> {
+    /// After FS_RR showed the error bit: flush (which clears it), count the overflow and the
+    /// `dropped` bytes already read that are thrown away, and shorten the wait.
+    fn overflowed(&mut self, dropped: usize) -> Result<()> {
         flush(self.dev.as_mut())?;
+        self.level = None;
         self.counters.overflows += 1;
-        self.counters.bytes_dropped += bytes as u64;
+        self.counters.bytes_dropped += dropped as u64;
         self.overflow_run += 1;
         // Overflow means the wait was too long for this card's rate.
         self.wait = (self.wait * 3 / 4).max(MIN_WAIT);
-        tracing::debug!(device = %self.info.device, bytes, "FIFO overflow: batch dropped");
+        tracing::debug!(device = %self.info.device, dropped, "FIFO overflow: flushed");
         if self.overflow_run >= MAX_OVERFLOW_RUN {
             return Err(Error::FifoOverflow { device: self.device(), batches: self.overflow_run });
         }
@@ -221,19 +248,12 @@ impl PioCard {
         Ok(())
     }
 
-    /// One batch: whatever FS_RR says is available, checked for overflow afterwards.
-    /// Returns (bytes placed in `out`, bytes the FIFO held); the rest of the batch goes to the
-    /// spill. None if nothing was available.
-    fn batch(&mut self, out: &mut [u8]) -> Result<Option<(usize, usize)>> {
-        let st = fifo_status(self.dev.as_mut())?;
-        if st.overflow() {
-            self.drop_batch(st.available_bytes())?;
-            return Ok(Some((0, pio::FIFO_BYTES)));
-        }
-        let avail = st.available_bytes();
-        if avail == 0 {
-            return Ok(None);
-        }
+    /// One run: reads the `avail` bytes FS_RR showed, then FS_RR once more, which both checks
+    /// the run for overflow and gives the level for the next run. On overflow the run's words
+    /// are kept except the last one (IDQ: the words before the check that saw the error stay,
+    /// the word just read is dropped) and the FIFO is flushed. Returns the bytes placed in
+    /// `out`; the rest of the run goes to the spill.
+    fn run(&mut self, out: &mut [u8], avail: usize) -> Result<usize> {
         let direct = out.len() >= avail;
         if direct {
             Self::read_words(self.dev.as_mut(), &mut out[..avail])?;
@@ -241,13 +261,89 @@ impl PioCard {
             self.spill.resize(avail, 0);
             Self::read_words(self.dev.as_mut(), &mut self.spill)?;
         }
-        if fifo_status(self.dev.as_mut())?.overflow() {
-            self.spill.clear();
-            self.drop_batch(avail)?;
-            return Ok(Some((0, pio::FIFO_BYTES)));
+        let after = fifo_status(self.dev.as_mut())?;
+        let kept = if after.overflow() {
+            let kept = avail - 4;
+            self.spill.truncate(if direct { 0 } else { kept });
+            if let Err(e) = self.overflowed(4) {
+                // Giving up: the kept words go unreturned too.
+                self.counters.bytes_dropped += kept as u64;
+                self.spill.clear();
+                return Err(e);
+            }
+            kept
+        } else {
+            self.overflow_run = 0;
+            self.level = Some(after);
+            avail
+        };
+        Ok(if direct { kept } else { self.take_spill(out) })
+    }
+
+    /// The body of `read()`: fills `buf` from `*n` on; `*n` counts the bytes placed so far,
+    /// also when it fails.
+    fn fill(&mut self, buf: &mut [u8], n: &mut usize) -> Result<()> {
+        self.check_health()?;
+        let deadline = self.clock.now() + self.read_timeout;
+        let mut slept = false;
+        while *n < buf.len() {
+            let st = match self.level.take() {
+                Some(st) => st,
+                None => fifo_status(self.dev.as_mut())?,
+            };
+            if st.overflow() {
+                // Seen before reading: nothing read is thrown away (IDQ would read one word
+                // and drop it); the FIFO's content goes with the flush.
+                self.overflowed(0)?;
+                continue;
+            }
+            let avail = st.available_bytes();
+            if avail == 0 {
+                let now = self.clock.now();
+                if now >= deadline {
+                    break;
+                }
+                self.clock.sleep(self.wait.min(deadline - now), Wait::Poll);
+                slept = true;
+                self.check_health()?;
+                continue;
+            }
+            if slept {
+                self.adapt(avail);
+                slept = false;
+            }
+            *n += self.run(&mut buf[*n..], avail)?;
         }
-        self.overflow_run = 0;
-        Ok(Some((if direct { avail } else { self.take_spill(out) }, avail)))
+        Ok(())
+    }
+
+    /// Throws away checked bytes not yet returned (at a start or stop), counting them.
+    fn discard_spill(&mut self) {
+        self.counters.bytes_dropped += (self.spill.len() - self.spill_pos) as u64;
+        self.spill.clear();
+        self.spill_pos = 0;
+    }
+
+    /// Polls MX_SR after enabling `want` until every module in it shows SEN and HST, for at
+    /// most [`STATUS_WAIT`]: the hardware status may lag the enable. If it had to wait, the FIFO
+    /// is flushed again, so nothing produced before the status was good is served. Returns the
+    /// last MX_SR read.
+    fn settle(&mut self, want: u32, mut st: ModuleStatus) -> Result<ModuleStatus> {
+        let deadline = self.clock.now() + STATUS_WAIT;
+        let mut waited = false;
+        while want & !st.working() != 0 {
+            let now = self.clock.now();
+            if now >= deadline {
+                break;
+            }
+            self.clock.sleep(STATUS_POLL.min(deadline - now), Wait::Poll);
+            waited = true;
+            st = module_status(self.dev.as_mut())?;
+        }
+        if waited {
+            flush(self.dev.as_mut())?;
+        }
+        Ok(st)
     }
 
     /// Adapts the wait after sleeping: waking to a full FIFO is close to losing data, so the
@@ -273,8 +369,7 @@ impl Card for PioCard {
 
     fn start(&mut self) -> Result<()> {
         self.started = false;
-        self.spill.clear();
-        self.spill_pos = 0;
+        self.discard_spill();
         let dev = self.dev.as_mut();
         reset(dev)?;
         let st = module_status(dev)?;
@@ -293,10 +388,19 @@ impl Card for PioCard {
             });
         }
         let st = enable_modules(self.dev.as_mut(), want)?;
-        let working = st.working() & want;
-        let failed = want & !working & !st.test_mode();
+        let st = self.settle(want, st)?;
+        let testing = want & st.test_mode();
+        let working = st.working() & want & !testing;
+        let failed = want & !working;
         if working == 0 {
             disable_modules(self.dev.as_mut(), want)?;
+            if testing != 0 {
+                return Err(Error::TestMode {
+                    device: self.device(),
+                    modules: testing,
+                    status: st.0,
+                });
+            }
             return Err(Error::ModuleFailure {
                 device: self.device(),
                 enabled: want,
@@ -305,7 +409,7 @@ impl Card for PioCard {
             });
         }
         if failed != 0 {
-            tracing::warn!(device = %self.info.device, failed = format_args!("{failed:#x}"), "modules not working after enable; leaving them off");
+            tracing::warn!(device = %self.info.device, failed = format_args!("{failed:#x}"), test_mode = format_args!("{testing:#x}"), "modules not working or in test mode after enable; leaving them off");
             disable_modules(self.dev.as_mut(), failed)?;
         }
         self.enabled = want & !failed;
@@ -314,12 +418,13 @@ impl Card for PioCard {
         self.info.model = model_name(present);
         self.info.rate_bytes_per_s = nominal_rate(working);
         // Time for the working modules to fill 5/8 of the FIFO: up to 1023 bytes may be left
-        // after a batch (the flags count in quarters), so this wakes between 5/8 and 7/8 full.
+        // after a run (the flags count in quarters), so this wakes between 5/8 and 7/8 full.
         let rate = self.info.rate_bytes_per_s.max(1);
         self.wait = Duration::from_micros((pio::FIFO_BYTES as u64 * 5 / 8) * 1_000_000 / rate)
             .clamp(MIN_WAIT, MAX_WAIT);
         self.nominal_wait = self.wait;
         self.overflow_run = 0;
+        self.level = None;
         self.started = true;
         Ok(())
     }
@@ -332,37 +437,23 @@ impl Card for PioCard {
             return Ok(0);
         }
         let mut n = self.take_spill(buf);
-        self.check_health()?;
-        let deadline = self.clock.now() + self.read_timeout;
-        let mut slept = false;
-        while n < buf.len() {
-            match self.batch(&mut buf[n..])? {
-                Some((got, found)) => {
-                    if slept {
-                        self.adapt(found);
-                        slept = false;
-                    }
-                    n += got;
-                }
-                None => {
-                    let now = self.clock.now();
-                    if now >= deadline {
-                        break;
-                    }
-                    self.clock.sleep(self.wait.min(deadline - now), Wait::Poll);
-                    slept = true;
-                    self.check_health()?;
-                }
+        match self.fill(buf, &mut n) {
+            Ok(()) => {
+                self.counters.bytes_read += n as u64;
+                Ok(n)
+            }
+            Err(e) => {
+                // The call's bytes are not returned (as IDQ's read() fails with EIO).
+                self.counters.bytes_dropped += n as u64;
+                Err(e)
             }
         }
-        self.counters.bytes_read += n as u64;
-        Ok(n)
     }
 
     fn stop(&mut self) -> Result<()> {
         self.started = false;
-        self.spill.clear();
-        self.spill_pos = 0;
+        self.level = None;
+        self.discard_spill();
         if self.enabled != 0 {
             disable_modules(self.dev.as_mut(), self.enabled)?;
             self.enabled = 0;

@@ -163,7 +163,7 @@ fn card_pio_times_out_with_zero_when_no_data() {
 }
 
 #[test]
-fn sim_pio_fifo_overflow_at_real_rate_drops_the_batch_and_goes_on() {
+fn sim_pio_fifo_overflow_at_real_rate_flushes_and_goes_on() {
     // 4 modules at 4 Mbit/s fill the 4 KiB FIFO in ~2 ms; after 30 ms it has certainly overflowed.
     let mut card = open(sim("pcie-16m?seed=2"), &CardOptions::default()).unwrap();
     card.start().unwrap();
@@ -175,7 +175,8 @@ fn sim_pio_fifo_overflow_at_real_rate_drops_the_batch_and_goes_on() {
     }
     let c = card.counters();
     assert!(c.overflows >= 1, "{c:?}");
-    assert!(c.bytes_dropped >= 1024, "{c:?}");
+    // Only a word read just before an overflow was seen is ever thrown away.
+    assert!(c.bytes_dropped <= 4 * c.overflows, "{c:?}");
     assert!((0.45..0.55).contains(&ones_fraction(&buf)));
 }
 
@@ -533,7 +534,9 @@ fn sim_fault_fifo_overflow_sets_the_error_bit_and_read_gives_up() {
     assert!(before.len() <= 8192);
     let c = card.counters();
     assert_eq!(c.overflows, u64::from(pio::MAX_OVERFLOW_RUN));
-    assert!(c.bytes_dropped >= 4096 * u64::from(pio::MAX_OVERFLOW_RUN) - 4096);
+    // At most the run read before the first overflow (its last word, and the words kept from it
+    // in the read() that then fails); the later overflows are seen before reading.
+    assert!(c.bytes_dropped <= 4096, "{c:?}");
 }
 
 #[test]

@@ -8,8 +8,9 @@
 //! simulated ([`DeviceInfo::simulated`]). Behaviour and chosen values: `docs/simulator.md`.
 //!
 //! Spec syntax: `<model>[?key=value&…]`, models `pcie-4m`, `pcie-16m`, `pcie-40m`, `pcie-240m`;
-//! keys `rate`, `bias`, `seed`, `fault`, `fault-after`, `fault-for`, `modules`; chip cards also
-//! `startup-delay`, `shutdown-delay`, `dma-alignments`.
+//! keys `rate`, `bias`, `seed`, `fault`, `fault-after`, `fault-for`, `modules`, `pio-latency`;
+//! module cards also `status-lag`, `test-mode`; chip cards also `startup-delay`,
+//! `shutdown-delay`, `dma-alignments`.
 
 mod chip;
 mod module;
@@ -21,7 +22,7 @@ use super::{Device, DeviceInfo, DmaBuffer, Error, PciId, Result};
 use crate::regs::ids;
 use std::fmt;
 use std::str::FromStr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The modelled cards.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -150,6 +151,12 @@ pub struct SimSpec {
     pub shutdown_delay: Option<Duration>,
     /// Chip cards: the C2H alignment register (0x4C) value.
     pub dma_alignments: Option<u32>,
+    /// Module cards: how long a module's HST bit stays clear after MX_ER enables it.
+    pub status_lag: Duration,
+    /// Module cards: modules whose TM (test mode) bit is set from power-on and stays set.
+    pub test_mode: u32,
+    /// Every register read busy-waits this long, as an uncached PCIe read stalls the CPU.
+    pub pio_latency: Duration,
 }
 
 impl SimSpec {
@@ -188,17 +195,48 @@ fn parse_rate(v: &str) -> Option<u64> {
     num.parse::<u64>().ok()?.checked_mul(mult)
 }
 
-/// Parses a duration: a number with ns, us, ms or s (`500ms`, `1s`).
-fn parse_delay(v: &str) -> Option<Duration> {
-    let split = v.find(|c: char| !c.is_ascii_digit())?;
-    let n: u64 = v[..split].parse().ok()?;
-    Some(match &v[split..] {
-        "ns" => Duration::from_nanos(n),
-        "us" => Duration::from_micros(n),
-        "ms" => Duration::from_millis(n),
-        "s" => Duration::from_secs(n),
+/// Parses a duration: a decimal number and a unit, `ns`, `us` (or `µs`), `ms` or `s`.
+pub(crate) fn parse_duration(v: &str) -> Option<Duration> {
+    let split = v.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+    let (num, unit) = v.split_at(split);
+    let ns_per = match unit {
+        "ns" => 1.0,
+        "us" | "µs" => 1e3,
+        "ms" => 1e6,
+        "s" => 1e9,
         _ => return None,
-    })
+    };
+    let x: f64 = num.parse().ok()?;
+    let ns = x * ns_per;
+    (0.0..1e18).contains(&ns).then(|| Duration::from_nanos(ns.round() as u64))
+}
+
+/// The keys of the module cards' status and PIO timing model (`status-lag`, `test-mode`,
+/// `pio-latency`).
+fn parse_pio_key(
+    spec: &mut SimSpec,
+    k: &str,
+    v: &str,
+    bad: &dyn Fn(String) -> Error,
+) -> Result<()> {
+    let badv = |what: &str| bad(format!("bad value {v:?} for {k}: expected {what}"));
+    let duration = || parse_duration(v).ok_or_else(|| badv("a duration, e.g. 800ns, 50ms or 1.5s"));
+    if k != "pio-latency" && !spec.model.is_module_card() {
+        return Err(bad(format!("{k}= applies to module cards only, not {}", spec.model)));
+    }
+    match k {
+        "status-lag" => spec.status_lag = duration()?,
+        "pio-latency" => spec.pio_latency = duration()?,
+        _ => {
+            let all = (1u64 << spec.model.units()) - 1;
+            let m = parse_int(v).ok_or_else(|| badv("a module mask, e.g. 0x1"))?;
+            if m == 0 || m & !all != 0 {
+                return Err(badv(&format!("a non-empty mask within {all:#x}")));
+            }
+            spec.test_mode = m as u32;
+        }
+    }
+    Ok(())
 }
 
 /// Parses `dma-alignments=`: `0` (a register reading 0) or `a/g/b`, each field 1-255.
@@ -243,6 +281,9 @@ impl FromStr for SimSpec {
             startup_delay: None,
             shutdown_delay: None,
             dma_alignments: None,
+            status_lag: Duration::ZERO,
+            test_mode: 0,
+            pio_latency: Duration::ZERO,
         };
         let mut seen = Vec::new();
         for pair in query.split('&').filter(|p| !p.is_empty()) {
@@ -288,16 +329,17 @@ impl FromStr for SimSpec {
                 "startup-delay" | "shutdown-delay" | "dma-alignments" if model.is_module_card() => {
                     return Err(bad(format!("{k}= applies to chip cards only, not {model}")));
                 }
-                "startup-delay" => spec.startup_delay = Some(parse_delay(v).ok_or_else(|| badv("a duration, e.g. 500ms or 1s"))?),
-                "shutdown-delay" => spec.shutdown_delay = Some(parse_delay(v).ok_or_else(|| badv("a duration, e.g. 500ms or 1s"))?),
+                "startup-delay" => spec.startup_delay = Some(parse_duration(v).ok_or_else(|| badv("a duration, e.g. 500ms or 1s"))?),
+                "shutdown-delay" => spec.shutdown_delay = Some(parse_duration(v).ok_or_else(|| badv("a duration, e.g. 500ms or 1s"))?),
                 "dma-alignments" => {
                     spec.dma_alignments = Some(parse_alignments(v).ok_or_else(|| {
                         badv("0 or <address alignment>/<length granularity>/<address bits>, each 1-255, e.g. 64/1/32")
                     })?)
                 }
+                "status-lag" | "test-mode" | "pio-latency" => parse_pio_key(&mut spec, k, v, &bad)?,
                 _ => {
                     return Err(bad(format!(
-                        "unknown key {k:?} (expected rate, bias, seed, fault, fault-after, fault-for, modules, startup-delay, shutdown-delay or dma-alignments)"
+                        "unknown key {k:?} (expected rate, bias, seed, fault, fault-after, fault-for, modules, pio-latency, status-lag, test-mode, startup-delay, shutdown-delay or dma-alignments)"
                     )))
                 }
             }
@@ -422,6 +464,22 @@ impl SimDevice {
         }
     }
 
+    /// The start of a register read, when reads cost time (`pio-latency`).
+    fn read_started(&self) -> Option<Instant> {
+        (!self.spec.pio_latency.is_zero()).then(Instant::now)
+    }
+
+    /// Busy-waits until `reads` register reads begun at `start` have cost `pio-latency` each:
+    /// the CPU is stalled for the round trip of each non-posted read, whatever the simulator's
+    /// own work took of it.
+    fn pay_reads(&self, start: Option<Instant>, reads: usize) {
+        let Some(start) = start else { return };
+        let until = start + self.spec.pio_latency * u32::try_from(reads).unwrap_or(u32::MAX);
+        while Instant::now() < until {
+            std::hint::spin_loop();
+        }
+    }
+
     fn check(&self, bar: u8, offset: u64) -> Result<()> {
         let len = self
             .info
@@ -447,19 +505,24 @@ impl Device for SimDevice {
 
     fn read32(&mut self, bar: u8, offset: u64) -> Result<u32> {
         self.check(bar, offset)?;
-        Ok(match &mut self.card {
+        let start = self.read_started();
+        let v = match &mut self.card {
             Card::Module(m) => m.read(offset),
             Card::Chip(c) => c.read(bar, offset, &self.dma),
-        })
+        };
+        self.pay_reads(start, 1);
+        Ok(v)
     }
 
     fn read32_repeat(&mut self, bar: u8, offset: u64, out: &mut [u32]) -> Result<()> {
         // One bounds check and dispatch for the whole run instead of one per word.
         self.check(bar, offset)?;
+        let start = self.read_started();
         match &mut self.card {
             Card::Module(m) => m.read_repeat(offset, out),
             Card::Chip(c) => out.iter_mut().for_each(|w| *w = c.read(bar, offset, &self.dma)),
         }
+        self.pay_reads(start, out.len());
         Ok(())
     }
 
@@ -507,6 +570,8 @@ impl Device for SimDevice {
     }
 }
 
+#[cfg(test)]
+mod module_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

@@ -4,6 +4,7 @@
 use super::noise::{Noise, Pace};
 use super::{Fault, SimSpec};
 use crate::regs::{pio, FifoStatus, ModuleBits};
+use std::time::{Duration, Instant};
 
 const FIFO_WORDS: usize = pio::FIFO_BYTES / 4;
 
@@ -24,6 +25,12 @@ pub struct ModuleCard {
     test_mode: u32,
     /// Modules whose HST bit is clear.
     failed: u32,
+    /// `test-mode=`: TM bits that are set from power-on and stay set.
+    stuck_test_mode: u32,
+    /// `status-lag=`: how long HST stays clear after a module is enabled.
+    status_lag: Duration,
+    /// Per module: when its HST bit shows after the last enable (None: not lagging).
+    hst_at: [Option<Instant>; pio::MAX_MODULES as usize],
     in_reset: bool,
     gone: bool,
     fifo: Box<[u32; FIFO_WORDS]>,
@@ -46,6 +53,9 @@ impl ModuleCard {
             enabled: 0,
             test_mode: 0,
             failed: 0,
+            stuck_test_mode: spec.test_mode & spec.modules.unwrap_or(all) & all,
+            status_lag: spec.status_lag,
+            hst_at: [None; pio::MAX_MODULES as usize],
             in_reset: false,
             gone: false,
             fifo: Box::new([0; FIFO_WORDS]),
@@ -72,6 +82,7 @@ impl ModuleCard {
         }
         self.enabled = 0;
         self.test_mode = 0;
+        self.hst_at = Default::default();
         self.in_reset = false;
         self.flush();
         self.restart_pace();
@@ -202,10 +213,11 @@ impl ModuleCard {
             if self.enabled & bit != 0 {
                 b |= ModuleBits::SEN;
             }
-            if self.test_mode & bit != 0 {
+            if (self.test_mode | self.stuck_test_mode) & bit != 0 {
                 b |= ModuleBits::TM;
             }
-            if self.failed & bit == 0 {
+            let settled = self.hst_at[i as usize].is_none_or(|t| Instant::now() >= t);
+            if self.failed & bit == 0 && settled {
                 b |= ModuleBits::HST;
             }
             v | u32::from(b) << (8 * i)
@@ -241,6 +253,18 @@ impl ModuleCard {
         }
     }
 
+    /// Modules in `mask` were just enabled: their HST bit shows `status-lag` from now. They
+    /// feed the FIFO from the enable on **(choice)**: only the status report lags.
+    fn start_status_lag(&mut self, mask: u32) {
+        if self.status_lag.is_zero() {
+            return;
+        }
+        let at = Instant::now() + self.status_lag;
+        for i in (0..pio::MAX_MODULES).filter(|i| mask >> i & 1 != 0) {
+            self.hst_at[i as usize] = Some(at);
+        }
+    }
+
     /// Per-module bits of a MX_ER/MX_DR value, as a module mask.
     fn modules_with(&self, v: u32, bit: u8) -> u32 {
         (0..pio::MAX_MODULES).filter(|i| (v >> (8 * i)) as u8 & bit != 0).fold(0, |m, i| m | 1 << i)
@@ -259,6 +283,7 @@ impl ModuleCard {
                 self.in_reset = true;
                 self.enabled = 0;
                 self.test_mode = 0;
+                self.hst_at = Default::default();
                 self.flush();
                 self.restart_pace();
             }
@@ -272,9 +297,13 @@ impl ModuleCard {
                 let sen = self.modules_with(v, ModuleBits::SEN);
                 let tm = self.modules_with(v, ModuleBits::TM);
                 if offset == pio::MX_ER {
+                    self.start_status_lag(sen & !self.enabled);
                     self.enabled |= sen;
                     self.test_mode |= tm;
                 } else {
+                    (0..pio::MAX_MODULES).filter(|i| sen >> i & 1 != 0).for_each(|i| {
+                        self.hst_at[i as usize] = None;
+                    });
                     self.enabled &= !sen;
                     self.test_mode &= !tm;
                 }
