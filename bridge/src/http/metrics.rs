@@ -23,10 +23,10 @@ const DURATION_BUCKETS: &[f64] = &[
 /// The server's counters: open connections per worker and where connections were placed.
 #[derive(Debug, Default)]
 pub struct ServerMetrics {
-    /// Open connections, one entry per worker (`http_connections_open{worker}`).
+    /// Open connections, one entry per worker (`qrng_http_connections_open{worker}`).
     pub open: Vec<Arc<AtomicUsize>>,
     /// Connections given to the worker on the CPU their packets arrive on
-    /// (`http_connections_accepted_total{placement="local"}`).
+    /// (`qrng_http_connections_accepted_total{placement="local"}`).
     pub local: AtomicU64,
     /// Connections given to the least loaded worker (`placement="balanced"`): workers not
     /// pinned, the CPU unknown or not a worker's, or that worker too far ahead.
@@ -47,15 +47,15 @@ pub(super) struct HttpMetrics {
     durations: HashMap<&'static str, Histogram>,
     other_duration: Histogram,
     responses: std::sync::RwLock<HashMap<(&'static str, u16), Counter>>,
-    /// `http_responses_total{endpoint="/api/v1/random/bytes",status="200"}`, the one counter of
+    /// `qrng_http_responses_total{endpoint="/api/v1/random/bytes",status="200"}`, the one counter of
     /// the hot path, held directly (it is also in `responses`).
     bytes_ok: Counter,
 }
 
-/// The key of `http_responses_total{endpoint,status}`.
+/// The key of `qrng_http_responses_total{endpoint,status}`.
 fn response_key(endpoint: &'static str, status: u16) -> Key {
     Key::from_parts(
-        "http_responses_total",
+        "qrng_http_responses_total",
         vec![Label::new("endpoint", endpoint), Label::new("status", status.to_string())],
     )
 }
@@ -68,7 +68,7 @@ impl HttpMetrics {
     pub(super) fn new() -> Result<Self, HttpError> {
         let recorder = metrics_exporter_prometheus::PrometheusBuilder::new()
             .set_buckets_for_metric(
-                Matcher::Full("request_duration_seconds".into()),
+                Matcher::Full("qrng_http_request_duration_seconds".into()),
                 DURATION_BUCKETS,
             )
             .map_err(|e| HttpError::Metrics(e.to_string()))?
@@ -76,7 +76,7 @@ impl HttpMetrics {
         let handle = recorder.handle();
         let hist = |endpoint: &str| {
             let key = Key::from_parts(
-                "request_duration_seconds",
+                "qrng_http_request_duration_seconds",
                 vec![Label::new("endpoint", endpoint.to_owned())],
             );
             recorder.register_histogram(&key, &metadata())
@@ -96,7 +96,7 @@ impl HttpMetrics {
         })
     }
 
-    /// `http_responses_total{endpoint,status}`, registered once per pair and cached (the hot path
+    /// `qrng_http_responses_total{endpoint,status}`, registered once per pair and cached (the hot path
     /// then costs a read lock and an atomic add).
     pub(super) fn response_counter(&self, endpoint: &'static str, status: u16) -> Counter {
         let cached = self
@@ -116,8 +116,8 @@ impl HttpMetrics {
         c
     }
 
-    /// Records one response in `request_duration_seconds{endpoint}` and
-    /// `http_responses_total{endpoint,status}` (`None`: not one of [`ENDPOINTS`]).
+    /// Records one response in `qrng_http_request_duration_seconds{endpoint}` and
+    /// `qrng_http_responses_total{endpoint,status}` (`None`: not one of [`ENDPOINTS`]).
     pub(super) fn record(&self, label: Option<&'static str>, status: u16, start: Instant) {
         let elapsed = start.elapsed().as_secs_f64();
         tracing::debug!(status, seconds = elapsed, "response");
@@ -152,28 +152,28 @@ impl HttpMetrics {
         };
         for d in devices {
             let counter = |name, v| r.register_counter(&dev_key(name, &d.name), &m).absolute(v);
-            counter("entropy_bytes_total", d.bytes_served);
-            counter("entropy_bytes_published_total", d.bytes_published);
-            counter("raw_bytes_read_total", d.raw_bytes_read);
-            counter("bytes_dropped_total", d.bytes_dropped);
-            counter("health_alarms_total", d.health_alarms);
-            counter("requests_timed_out_total", d.requests_timed_out);
-            counter("requests_served_total", d.requests_served);
+            counter("qrng_entropy_served_bytes_total", d.bytes_served);
+            counter("qrng_entropy_published_bytes_total", d.bytes_published);
+            counter("qrng_raw_read_bytes_total", d.raw_bytes_read);
+            counter("qrng_dropped_bytes_total", d.bytes_dropped);
+            counter("qrng_health_alarms_total", d.health_alarms);
+            counter("qrng_requests_timed_out_total", d.requests_timed_out);
+            counter("qrng_requests_served_total", d.requests_served);
             let gauge = |name, v: f64| r.register_gauge(&dev_key(name, &d.name), &m).set(v);
-            gauge("buffer_utilization_ratio", d.buffer_fill_ratio);
+            gauge("qrng_ring_fill_ratio", d.buffer_fill_ratio);
             gauge(
-                "device_up",
+                "qrng_device_up",
                 f64::from(u8::from(matches!(
                     d.health,
                     DeviceState::Ok | DeviceState::Degraded | DeviceState::Starting
                 ))),
             );
             gauge(
-                "heartbeat_age_seconds",
+                "qrng_heartbeat_age_seconds",
                 d.heartbeat_age_ms.map_or(f64::NAN, |ms| ms as f64 / 1000.0),
             );
-            gauge("requests_waiting", d.requests_waiting as f64);
-            gauge("entropy_rate_bytes_per_second", d.publish_rate_bytes_per_second);
+            gauge("qrng_requests_waiting", d.requests_waiting as f64);
+            gauge("qrng_entropy_publish_rate_bytes_per_second", d.publish_rate_bytes_per_second);
             for state in [
                 DeviceState::Ok,
                 DeviceState::Degraded,
@@ -182,7 +182,7 @@ impl HttpMetrics {
                 DeviceState::Stopped,
             ] {
                 let key = Key::from_parts(
-                    "device_state",
+                    "qrng_device_state",
                     vec![
                         Label::new("device", d.name.clone()),
                         Label::new("state", state.to_string()),
@@ -191,20 +191,22 @@ impl HttpMetrics {
                 r.register_gauge(&key, &m).set(f64::from(u8::from(d.health == state)));
             }
         }
-        r.register_gauge(&Key::from_name("devices_attached"), &m).set(devices.len() as f64);
+        r.register_gauge(&Key::from_name("qrng_devices_attached"), &m).set(devices.len() as f64);
         for (i, open) in server.open.iter().enumerate() {
-            let key =
-                Key::from_parts("http_connections_open", vec![Label::new("worker", i.to_string())]);
+            let key = Key::from_parts(
+                "qrng_http_connections_open",
+                vec![Label::new("worker", i.to_string())],
+            );
             r.register_gauge(&key, &m).set(open.load(Ordering::Relaxed) as f64);
         }
         for (placement, n) in [("local", &server.local), ("balanced", &server.balanced)] {
             let key = Key::from_parts(
-                "http_connections_accepted_total",
+                "qrng_http_connections_accepted_total",
                 vec![Label::new("placement", placement)],
             );
             r.register_counter(&key, &m).absolute(n.load(Ordering::Relaxed));
         }
-        r.register_gauge(&Key::from_name("uptime_seconds"), &m).set(uptime.as_secs_f64());
+        r.register_gauge(&Key::from_name("qrng_uptime_seconds"), &m).set(uptime.as_secs_f64());
         self.handle.render()
     }
 }
@@ -218,59 +220,67 @@ fn describe(r: &PrometheusRecorder) {
         r.describe_gauge(name.into(), unit, help.into())
     };
     c(
-        "entropy_bytes_total",
+        "qrng_entropy_served_bytes_total",
         Some(Unit::Bytes),
         "Random bytes handed to clients (HTTP and FUSE), per device.",
     );
     c(
-        "entropy_bytes_published_total",
+        "qrng_entropy_published_bytes_total",
         Some(Unit::Bytes),
         "Bytes the driver published into the ring, per device.",
     );
     c(
-        "raw_bytes_read_total",
+        "qrng_raw_read_bytes_total",
         Some(Unit::Bytes),
         "Raw bytes the driver read from the card, per device.",
     );
     c(
-        "bytes_dropped_total",
+        "qrng_dropped_bytes_total",
         Some(Unit::Bytes),
         "Bytes the driver dropped (ring full or failed tests), per device.",
     );
     c(
-        "health_alarms_total",
+        "qrng_health_alarms_total",
         None,
         "SP 800-90B health-test alarms reported by the driver, per device.",
     );
-    c("requests_timed_out_total", None, "Requests that waited too long for entropy, per device.");
-    c("requests_served_total", None, "Requests served with entropy, per device.");
-    c("http_responses_total", None, "HTTP responses by endpoint and status.");
-    g("buffer_utilization_ratio", None, "Fill of the shared-memory ring (0..1), per device.");
-    g("device_up", None, "1 if the device can serve (ok, degraded or starting), else 0.");
+    c(
+        "qrng_requests_timed_out_total",
+        None,
+        "Requests that waited too long for entropy, per device.",
+    );
+    c("qrng_requests_served_total", None, "Requests served with entropy, per device.");
+    c("qrng_http_responses_total", None, "HTTP responses by endpoint and status.");
+    g("qrng_ring_fill_ratio", None, "Fill of the shared-memory ring (0..1), per device.");
+    g("qrng_device_up", None, "1 if the device can serve (ok, degraded or starting), else 0.");
     g(
-        "device_state",
+        "qrng_device_state",
         None,
         "1 for the device's current state (ok|degraded|starting|failed|stopped).",
     );
-    g("heartbeat_age_seconds", Some(Unit::Seconds), "Age of the driver's heartbeat, per device.");
-    g("requests_waiting", None, "Requests queued for entropy, per device.");
     g(
-        "entropy_rate_bytes_per_second",
+        "qrng_heartbeat_age_seconds",
+        Some(Unit::Seconds),
+        "Age of the driver's heartbeat, per device.",
+    );
+    g("qrng_requests_waiting", None, "Requests queued for entropy, per device.");
+    g(
+        "qrng_entropy_publish_rate_bytes_per_second",
         None,
         "Bytes per second the driver published (last second), per device.",
     );
-    g("devices_attached", None, "Rings attached.");
-    g("http_connections_open", None, "Open HTTP connections, per worker thread.");
+    g("qrng_devices_attached", None, "Rings attached.");
+    g("qrng_http_connections_open", None, "Open HTTP connections, per worker thread.");
     r.describe_counter(
-        "http_connections_accepted_total".into(),
+        "qrng_http_connections_accepted_total".into(),
         None,
         "Accepted HTTP connections by placement: local = the worker pinned to the CPU the \
          connection's packets arrive on, balanced = the least loaded worker."
             .into(),
     );
-    g("uptime_seconds", Some(Unit::Seconds), "Seconds since the bridge started.");
+    g("qrng_uptime_seconds", Some(Unit::Seconds), "Seconds since the bridge started.");
     r.describe_histogram(
-        "request_duration_seconds".into(),
+        "qrng_http_request_duration_seconds".into(),
         Some(Unit::Seconds),
         "HTTP request handling time by endpoint (until the response head).".into(),
     );

@@ -110,7 +110,7 @@ pub fn read_tokens(path: &std::path::Path) -> Result<Vec<String>, HttpError> {
 /// The hot endpoint (see [`Entry`]).
 const BYTES_PATH: &str = "/api/v1/random/bytes";
 
-/// Endpoint labels for `request_duration_seconds{endpoint}`: the route templates.
+/// Endpoint labels for `qrng_http_request_duration_seconds{endpoint}`: the route templates.
 const ENDPOINTS: &[&str] = &[
     BYTES_PATH,
     "/api/v1/random/integers",
@@ -203,7 +203,7 @@ impl AppState {
     }
 }
 
-/// Records `request_duration_seconds{endpoint}` and `http_responses_total{endpoint,status}`.
+/// Records `qrng_http_request_duration_seconds{endpoint}` and `qrng_http_responses_total{endpoint,status}`.
 /// A plain tower layer rather than `middleware::from_fn`: on every request that would clone the
 /// boxed inner route and box a `Next` besides the future; this boxes the future only.
 #[derive(Clone)]

@@ -488,21 +488,29 @@ async fn metrics_expose_counters_histograms_and_gauges() {
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| panic!("bad value for {prefix}"))
     };
-    assert_eq!(value("entropy_bytes_total{device=\"qrng0\"}"), 32.0);
-    assert_eq!(value("health_alarms_total{device=\"qrng0\"}"), 0.0);
+    assert_eq!(value("qrng_entropy_served_bytes_total{device=\"qrng0\"}"), 32.0);
+    assert_eq!(value("qrng_health_alarms_total{device=\"qrng0\"}"), 0.0);
     let want_ratio = (4096.0 - 32.0) / f64::from(1u32 << 20);
-    assert!((value("buffer_utilization_ratio{device=\"qrng0\"}") - want_ratio).abs() < 1e-12);
-    assert_eq!(value("request_duration_seconds_count{endpoint=\"/api/v1/random/bytes\"}"), 2.0);
+    assert!((value("qrng_ring_fill_ratio{device=\"qrng0\"}") - want_ratio).abs() < 1e-12);
+    assert_eq!(
+        value("qrng_http_request_duration_seconds_count{endpoint=\"/api/v1/random/bytes\"}"),
+        2.0
+    );
     assert!(text.contains(
-        "request_duration_seconds_bucket{endpoint=\"/api/v1/random/bytes\",le=\"0.001\"}"
+        "qrng_http_request_duration_seconds_bucket{endpoint=\"/api/v1/random/bytes\",le=\"0.001\"}"
     ));
     assert_eq!(
-        value("http_responses_total{endpoint=\"/api/v1/random/bytes\",status=\"400\"}"),
+        value("qrng_http_responses_total{endpoint=\"/api/v1/random/bytes\",status=\"400\"}"),
         1.0
     );
-    assert_eq!(value("device_state{device=\"qrng0\",state=\"ok\"}"), 1.0);
-    assert_eq!(value("device_up{device=\"qrng0\"}"), 1.0);
-    assert!(text.contains("# HELP entropy_bytes_total"));
+    assert_eq!(value("qrng_device_state{device=\"qrng0\",state=\"ok\"}"), 1.0);
+    assert_eq!(value("qrng_device_up{device=\"qrng0\"}"), 1.0);
+    assert!(text.contains("# HELP qrng_entropy_served_bytes_total"));
+    // Every series carries the qrng_ prefix (docs/api.md, metric names).
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        let name = line.trim_start_matches("# HELP ").trim_start_matches("# TYPE ");
+        assert!(name.starts_with("qrng_"), "metric without the qrng_ prefix: {line}");
+    }
 }
 
 #[tokio::test]
@@ -864,8 +872,8 @@ async fn connections_are_served_on_their_cpu() {
     // The fifth connection, /metrics' own, is local too: it comes from some CPU, all have a worker.
     let metrics = http_get_text(addr, "/metrics").await;
     for line in [
-        "http_connections_accepted_total{placement=\"local\"} 5",
-        "http_connections_accepted_total{placement=\"balanced\"} 0",
+        "qrng_http_connections_accepted_total{placement=\"local\"} 5",
+        "qrng_http_connections_accepted_total{placement=\"balanced\"} 0",
     ] {
         assert!(metrics.contains(line), "{line} missing in {metrics}");
     }
@@ -926,8 +934,8 @@ async fn connections_are_spread_over_the_workers() {
     assert_eq!(status, 200);
     let text = String::from_utf8(body).expect("utf-8");
     // Five open connections (the four plus this one), alternating from worker 0.
-    assert!(text.contains("http_connections_open{worker=\"0\"} 3"), "{text}");
-    assert!(text.contains("http_connections_open{worker=\"1\"} 2"), "{text}");
+    assert!(text.contains("qrng_http_connections_open{worker=\"0\"} 3"), "{text}");
+    assert!(text.contains("qrng_http_connections_open{worker=\"1\"} 2"), "{text}");
     drop(conns);
     drop(m);
     tx.send(()).expect("shutdown");
@@ -972,7 +980,7 @@ async fn entry_get(e: &Entry, uri: &str) -> (StatusCode, HeaderMap, Vec<u8>) {
 fn bytes_metric_lines(text: &str) -> Vec<String> {
     text.lines()
         .filter(|l| l.contains("endpoint=\"/api/v1/random/bytes\""))
-        .filter(|l| l.starts_with("http_responses_total") || l.contains("_count"))
+        .filter(|l| l.starts_with("qrng_http_responses_total") || l.contains("_count"))
         .map(str::to_owned)
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
