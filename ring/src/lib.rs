@@ -15,8 +15,10 @@
 //! This crate is all that both processes share: the ring, the vocabulary of its status line
 //! ([`Health`], [`Reason`], [`Identity`], [`HealthParams`], [`StatusSnapshot`]) and the test
 //! pattern (feature `test-util`). Its `unsafe` code is confined to `shm` (the mapping: atomics and
-//! volatile copies through raw pointers, and the OFD lock call) and `consumer` (a [`Lease`]'s
-//! slice over lent bytes, for the kernel to copy from); each block names its invariant.
+//! volatile copies through raw pointers, and the OFD lock call), `sigbus` (the SIGBUS handler that
+//! survives a file truncated under its mapping) and `consumer` (a [`Lease`]'s slice over lent
+//! bytes, for the kernel to copy from); each block names its invariant. Who may own a ring a
+//! consumer attaches to is [`Trust`] (docs/ring-abi.md, "Trust model").
 
 mod consumer;
 pub mod layout;
@@ -467,7 +469,8 @@ impl Attached {
             }
             let start = DATA_OFFSET + from;
             let Ok(start_off) = i64::try_from(start) else { continue };
-            if let Ok(hole) = nix::unistd::lseek(&self.file, start_off, nix::unistd::Whence::SeekHole)
+            if let Ok(hole) =
+                nix::unistd::lseek(&self.file, start_off, nix::unistd::Whence::SeekHole)
             {
                 let hole = hole as u64;
                 if hole < start + len {

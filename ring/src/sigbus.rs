@@ -11,6 +11,10 @@
 //! not ours: the handler restores the default action and re-raises it, so the process dies as it
 //! would have without the handler.
 //!
+//! The handler replaces the Rust runtime's SIGBUS handler, which on Linux only guards against
+//! stack overflows that show as SIGSEGV anyway (the runtime handles both signals for other
+//! systems); a SIGBUS that is not a ring's still ends the process with the default action.
+//!
 //! The handler allocates nothing and takes no lock: the registry is a fixed array of slots of
 //! atomics. A slot's address range is published with Release after its length, and cleared before
 //! the mapping is unmapped, so the handler never matches a range that is not mapped by its owner.

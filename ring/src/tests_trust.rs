@@ -227,7 +227,10 @@ fn ring_bytes_published_after_failed_are_not_taken() {
     let mut buf = vec![0u8; 200];
     let err = c.read(&mut buf).unwrap_err();
     assert!(
-        matches!(err, Error::NotServing { health: Health::Failed, reason: Reason::RepetitionCount, .. }),
+        matches!(
+            err,
+            Error::NotServing { health: Health::Failed, reason: Reason::RepetitionCount, .. }
+        ),
         "{err}"
     );
     let mut out = Vec::new();
@@ -255,7 +258,10 @@ fn ring_capacity_beyond_what_the_driver_creates_is_refused() {
         assert!(matches!(err, Error::CapacityNotPowerOfTwo { capacity, .. } if capacity == cap));
     }
     let bad = RingOptions { capacity: MAX_CAPACITY * 2, ..RingOptions::default() };
-    assert!(matches!(Producer::open(&dir.path().join("b.ring"), &bad), Err(Error::BadOptions { .. })));
+    assert!(matches!(
+        Producer::open(&dir.path().join("b.ring"), &bad),
+        Err(Error::BadOptions { .. })
+    ));
 }
 
 /// Whether the file system under `dir` reports holes (ext4, tmpfs, xfs, btrfs do).

@@ -36,7 +36,12 @@ fn producer(path: &Path, n: usize) -> Producer {
 }
 
 fn poke(path: &Path, off: u64, bytes: &[u8]) {
-    OpenOptions::new().write(true).open(path).expect("open").write_all_at(bytes, off).expect("poke");
+    OpenOptions::new()
+        .write(true)
+        .open(path)
+        .expect("open")
+        .write_all_at(bytes, off)
+        .expect("poke");
 }
 
 fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
@@ -93,9 +98,11 @@ fn ring_truncated_while_serving_fails_the_device_and_serves_nothing_more() {
 
 #[test]
 fn ring_header_rewritten_or_file_replaced_fails_the_device_at_the_poll() {
-    for (what, code) in
-        [("capacity", "ring-header-changed"), ("magic", "ring-header-changed"), ("rename", "ring-replaced")]
-    {
+    for (what, code) in [
+        ("capacity", "ring-header-changed"),
+        ("magic", "ring-header-changed"),
+        ("rename", "ring-replaced"),
+    ] {
         let dir = tempfile::tempdir().expect("tmp");
         let path = dir.path().join("qrng0.ring");
         let _p = producer(&path, 100);
