@@ -59,7 +59,11 @@ fn attach(ring: &Path) -> Consumer {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         match Consumer::open(ring) {
-            Ok(c) => return c,
+            Ok(mut c) => {
+                // These tests inspect what the driver published, also while it reports FAILED.
+                c.set_health_gate(false);
+                return c;
+            }
             Err(e) if Instant::now() > deadline => panic!("ring never appeared: {e}"),
             Err(_) => std::thread::sleep(Duration::from_millis(20)),
         }

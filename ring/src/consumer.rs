@@ -29,6 +29,8 @@ pub struct Consumer {
     /// Private copy of the producer's tail, refreshed only when it says the ring is empty.
     cached_tail: u64,
     releases: Arc<Releases>,
+    /// Take bytes only while the producer's health word says OK or STARTING (the default).
+    health_gate: bool,
 }
 
 /// The head and the ranges still lent out, shared by a consumer and its leases.
@@ -164,7 +166,23 @@ impl Consumer {
             _lock: lock,
             state: Mutex::new(ReleaseState { head, pending: VecDeque::new() }),
         });
-        Ok(Consumer { ring, cursor: head, cached_tail: tail, releases })
+        Ok(Consumer { ring, cursor: head, cached_tail: tail, releases, health_gate: true })
+    }
+
+    /// Whether bytes are taken only while the producer's health word says OK or STARTING
+    /// ([`Error::NotServing`] otherwise). On by default, and a consumer that serves clients
+    /// keeps it on; tools and tests that inspect what a producer published, also while it
+    /// reports FAILED, turn it off.
+    pub fn set_health_gate(&mut self, on: bool) {
+        self.health_gate = on;
+    }
+
+    /// The health gate: one Acquire load of the health word, after the tail was read.
+    fn gate(&self) -> Result<()> {
+        if self.health_gate {
+            self.ring.serving()?;
+        }
+        Ok(())
     }
 
     pub fn path(&self) -> &Path {
@@ -226,7 +244,7 @@ impl Consumer {
         if n == 0 {
             return Ok(0);
         }
-        self.ring.serving()?;
+        self.gate()?;
         self.ring.shm.read_data(at, &mut buf[..first]);
         self.ring.shm.read_data(0, &mut buf[first..n]);
         self.ring.intact()?;
@@ -282,7 +300,7 @@ impl Consumer {
         if got < n || first < n {
             return Ok(None);
         }
-        self.ring.serving()?;
+        self.gate()?;
         self.ring.intact()?;
         // One lock for the limit check and the record of the new range.
         let releases = Arc::clone(&self.releases);
@@ -305,7 +323,7 @@ impl Consumer {
         if n == 0 {
             return Ok(0);
         }
-        self.ring.serving()?;
+        self.gate()?;
         let old = out.len();
         self.ring.shm.read_data_append(at, first, out);
         self.ring.shm.read_data_append(0, n - first, out);

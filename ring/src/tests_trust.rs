@@ -241,8 +241,13 @@ fn ring_bytes_published_after_failed_are_not_taken() {
     assert_eq!((c.position(), out.len()), (0, 0), "nothing was taken");
     // Back to OK: what is in the ring is served, in order (the dispenser's rule).
     p.set_health(Health::Ok, Reason::None);
-    assert_eq!(c.read(&mut buf).unwrap(), 200);
-    assert_eq!(buf, pattern::bytes(0, 200));
+    assert_eq!(c.read(&mut buf[..100]).unwrap(), 100);
+    assert_eq!(buf[..100], pattern::bytes(0, 100));
+    // An inspecting consumer turns the gate off and reads while FAILED.
+    p.set_health(Health::Failed, Reason::RepetitionCount);
+    c.set_health_gate(false);
+    assert_eq!(c.read(&mut buf[..100]).unwrap(), 100);
+    assert_eq!(buf[..100], pattern::bytes(100, 100));
 }
 
 #[test]
