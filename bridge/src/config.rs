@@ -64,6 +64,12 @@ pub struct Config {
     #[arg(long, default_value = "/run/qrng", env = "QRNG_RING_DIR")]
     pub ring_dir: PathBuf,
 
+    /// The user besides root who may own the rings and their directory (quantis-driver's; name
+    /// or uid). Rings owned by anyone else, or that the group or others can write, are refused.
+    /// Default: the packaged user `qrng`, or root alone where it does not exist.
+    #[arg(long, value_name = "USER", env = "QRNG_RING_OWNER")]
+    pub ring_owner: Option<String>,
+
     /// Do not watch the ring directory: serve only the `--ring` paths.
     #[arg(long, env = "QRNG_NO_WATCH")]
     pub no_watch: bool,
@@ -127,11 +133,41 @@ fn parse_mode(s: &str) -> Result<u16, String> {
         .ok_or_else(|| format!("{s:?}: expected octal permission bits such as 444 or 440"))
 }
 
+/// The packaged driver user (systemd/quantis-qrng.sysusers).
+pub const DEFAULT_RING_OWNER: &str = "qrng";
+
 impl Config {
     pub fn dispenser(&self) -> DispenserConfig {
         DispenserConfig {
             heartbeat_timeout: Duration::from_millis(self.heartbeat_timeout_ms),
             ..DispenserConfig::default()
+        }
+    }
+
+    /// Who may own the rings: root and `--ring-owner` (a name, or a uid).
+    pub fn ring_trust(&self) -> Result<qrng_ring::Trust, String> {
+        let Some(owner) = self.ring_owner.as_deref() else {
+            return Ok(match nix::unistd::User::from_name(DEFAULT_RING_OWNER) {
+                Ok(Some(u)) => qrng_ring::Trust::owner(u.uid.as_raw()),
+                _ => {
+                    tracing::warn!(
+                        user = DEFAULT_RING_OWNER,
+                        "the driver user does not exist: only root-owned rings are served \
+                         (create it with systemd-sysusers, or pass --ring-owner)"
+                    );
+                    qrng_ring::Trust::root_only()
+                }
+            });
+        };
+        if let Ok(uid) = owner.parse::<u32>() {
+            return Ok(qrng_ring::Trust::owner(uid));
+        }
+        match nix::unistd::User::from_name(owner) {
+            Ok(Some(u)) => Ok(qrng_ring::Trust::owner(u.uid.as_raw())),
+            Ok(None) => Err(format!(
+                "--ring-owner {owner}: no such user (give the user quantis-driver runs as, by name or uid)"
+            )),
+            Err(e) => Err(format!("--ring-owner {owner}: cannot look the user up: {e}")),
         }
     }
 
@@ -179,7 +215,28 @@ mod tests {
         assert!(h.rate_limit.is_none());
         assert!(h.tokens.is_none());
         assert!(h.pin, "CPU placement is on by default");
+        assert!(c.ring_owner.is_none());
         assert_eq!(h.threads, 0);
+    }
+
+    #[test]
+    fn ring_owner_is_a_user_name_or_uid() {
+        let c = Config::try_parse_from(["qrng-bridge", "--ring-owner", "4242"]).expect("parse");
+        let t = c.ring_trust().expect("trust");
+        assert!(t.trusts(0) && t.trusts(4242) && !t.trusts(4243));
+        let c = Config::try_parse_from(["qrng-bridge", "--ring-owner", "root"]).expect("parse");
+        assert_eq!(c.ring_trust(), Ok(qrng_ring::Trust::owner(0)));
+        let c = Config::try_parse_from(["qrng-bridge", "--ring-owner", "no-such-user-qrng-test"])
+            .expect("parse");
+        assert!(c.ring_trust().expect_err("unknown user").contains("no such user"));
+        // The default: the packaged user where it exists, else root alone.
+        let c = Config::try_parse_from(["qrng-bridge"]).expect("parse");
+        let t = c.ring_trust().expect("default");
+        assert!(t.trusts(0));
+        match nix::unistd::User::from_name(DEFAULT_RING_OWNER) {
+            Ok(Some(u)) => assert!(t.trusts(u.uid.as_raw())),
+            _ => assert_eq!(t, qrng_ring::Trust::root_only()),
+        }
     }
 
     #[test]

@@ -86,7 +86,8 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(cfg: Config) -> anyhow::Result<()> {
-    let dispenser = Dispenser::new(cfg.dispenser());
+    let trust = cfg.ring_trust().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let dispenser = Dispenser::with_ring_trust(cfg.dispenser(), trust);
     let fuse = if cfg.no_fuse {
         None
     } else {

@@ -99,7 +99,7 @@ struct RunArgs {
     /// The ring file to publish into (created if missing; re-attached, keeping unread bytes, if present).
     #[arg(long, env = "QRNG_RING", default_value = "/run/qrng/qrng0.ring")]
     ring: PathBuf,
-    /// Size of a new ring's data area: a power of two (suffixes K, M, G; binary).
+    /// Size of a new ring's data area: a power of two from 4K to 1G (suffixes K, M, G; binary).
     #[arg(long, env = "QRNG_RING_SIZE", default_value = "16M", value_parser = parse_size)]
     ring_size: u64,
     /// Permission bits of a new ring file (octal).
@@ -191,14 +191,28 @@ fn parse_size(s: &str) -> Result<u64, String> {
     if !v.is_power_of_two() || v < 4096 {
         return Err(format!("{s:?} must be a power of two of at least 4K"));
     }
+    // The bridge refuses larger rings (docs/ring-abi.md, "Trust model").
+    if v > qrng_ring::layout::MAX_CAPACITY {
+        return Err(format!(
+            "{s:?} is larger than the largest ring, {}M",
+            qrng_ring::layout::MAX_CAPACITY >> 20
+        ));
+    }
     Ok(v)
 }
 
 fn parse_mode(s: &str) -> Result<u32, String> {
-    u32::from_str_radix(s.trim_start_matches("0o"), 8)
+    let mode = u32::from_str_radix(s.trim_start_matches("0o"), 8)
         .ok()
         .filter(|m| *m <= 0o7777)
-        .ok_or_else(|| format!("{s:?} is not an octal permission mode (e.g. 640)"))
+        .ok_or_else(|| format!("{s:?} is not an octal permission mode (e.g. 640)"))?;
+    // qrng-bridge refuses such rings: whoever can write a ring feeds bytes to every client.
+    if mode & 0o022 != 0 {
+        return Err(format!(
+            "{s:?} lets the group or others write the ring, which qrng-bridge refuses (e.g. 640)"
+        ));
+    }
+    Ok(mode)
 }
 
 fn parse_mask(s: &str) -> Result<u32, String> {
@@ -392,11 +406,14 @@ mod tests {
         assert_eq!(parse_size("16M"), Ok(16 << 20));
         assert_eq!(parse_size("64KiB"), Ok(64 << 10));
         assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("1G"), Ok(qrng_ring::layout::MAX_CAPACITY));
+        assert!(parse_size("2G").is_err(), "larger than any ring a consumer attaches to");
         for bad in ["", "3M", "1K", "x", "99999999999G"] {
             assert!(parse_size(bad).is_err(), "{bad:?}");
         }
         assert_eq!(parse_mode("0640"), Ok(0o640));
         assert!(parse_mode("999").is_err());
+        assert!(parse_mode("660").is_err() && parse_mode("646").is_err());
         assert_eq!(parse_mask("0xf"), Ok(15));
         assert!(parse_mask("0").is_err());
     }

@@ -4,6 +4,10 @@
 //! The memcpy baseline copies 64 KiB chunks into a 16 MiB buffer cyclically, which is what the
 //! producer does minus the synchronisation; the ring figure is end to end: this process writes,
 //! a child process (this binary re-executed) reads, until the child has consumed everything.
+//!
+//! `ring/read-32B` is the cost of one 32-byte copy out of a full ring in one process (the HTTP
+//! 32-byte hex case): the per-read checks (the producer's health word, loaded once with acquire
+//! before bytes leave, and the truncation flag after the copy) weigh most there.
 
 use qrng_ring::{Consumer, Producer, RingOptions};
 use std::io::{BufRead as _, BufReader};
@@ -27,7 +31,9 @@ fn main() {
         return;
     }
     let memcpy = memcpy_baseline();
+    let small = small_reads();
     let ring = cross_process();
+    println!("ring/read-32B          one 32-byte read: {:>7.1} ns", small);
     println!("ring/memcpy-baseline   64 KiB chunks: {:>7.2} GB/s (single thread)", memcpy);
     println!("ring/cross-process     64 KiB chunks: {:>7.2} GB/s", ring);
     println!("ring/ratio             ring / memcpy:  {:>7.2}  (target >= 0.33)", ring / memcpy);
@@ -55,6 +61,34 @@ fn memcpy_baseline() -> f64 {
         done += CHUNK as u64;
     }
     gbps(done, t)
+}
+
+/// Nanoseconds per 32-byte `Consumer::read`, refilling the ring whenever it runs dry.
+fn small_reads() -> f64 {
+    const READS: u64 = 20_000_000;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("small.ring");
+    let cap = 1u64 << 20;
+    let mut p = Producer::open(&path, &RingOptions { capacity: cap, ..RingOptions::default() })
+        .expect("producer");
+    let mut c = Consumer::open(&path).expect("consumer");
+    let fill = vec![0x5au8; cap as usize];
+    let mut buf = [0u8; 32];
+    let mut spent = std::time::Duration::ZERO;
+    let mut done = 0;
+    while done < READS {
+        p.write(&fill).expect("fill");
+        let t = Instant::now();
+        loop {
+            let n = c.read(std::hint::black_box(&mut buf)).expect("read");
+            if n == 0 {
+                break;
+            }
+            done += 1;
+        }
+        spent += t.elapsed();
+    }
+    spent.as_nanos() as f64 / done as f64
 }
 
 fn cross_process() -> f64 {

@@ -9,15 +9,14 @@
 //! at the head, so bytes lent by a consumer that died are never handed out again.
 
 use std::collections::VecDeque;
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs::File;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::layout::*;
 use super::shm;
-use super::{Attached, Error, Result, Role, StatusSnapshot};
+use super::{trust, Attached, Error, Result, Role, StatusSnapshot, Trust};
 
 /// The one reader of a ring. Holds the consumer lock until dropped (and until its last [`Lease`]
 /// is dropped); a restarted consumer resumes at the cursor recorded in the file, so no byte is
@@ -30,6 +29,8 @@ pub struct Consumer {
     /// Private copy of the producer's tail, refreshed only when it says the ring is empty.
     cached_tail: u64,
     releases: Arc<Releases>,
+    /// Take bytes only while the producer's health word says OK or STARTING (the default).
+    health_gate: bool,
 }
 
 /// The head and the ranges still lent out, shared by a consumer and its leases.
@@ -133,15 +134,18 @@ impl Drop for Lease {
 }
 
 impl Consumer {
-    /// Attaches to the ring at `path`, validating its header and indices. A second live consumer
-    /// is refused with [`Error::AlreadyAttached`].
+    /// [`Consumer::open_trusted`] trusting rings owned by root or by the calling process's
+    /// effective user ([`Trust::current_user`]).
     pub fn open(path: &Path) -> Result<Consumer> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
-            .open(path)
-            .map_err(|e| Error::io("open", path, e))?;
+        Consumer::open_trusted(path, &Trust::current_user())
+    }
+
+    /// Attaches to the ring at `path`, validating its owner and mode and its directory's
+    /// ([`Trust`]; refused with [`Error::Untrusted`]), its header, its indices, and that the bytes
+    /// published are not holes of the file ([`Error::Hole`]). A second live consumer is refused
+    /// with [`Error::AlreadyAttached`].
+    pub fn open_trusted(path: &Path, trust: &Trust) -> Result<Consumer> {
+        let file = trust::open_checked(path, trust)?;
         shm::lock_role(&file, Role::Consumer, path)?;
         let lock = file.try_clone().map_err(|e| Error::io("dup", path, e))?;
         let ring = Attached::validate(file, path)?;
@@ -156,12 +160,29 @@ impl Consumer {
             ring.shm.store64(OFF_HEAD, head, Ordering::Release);
         }
         ring.shm.store64(OFF_CURSOR, head, Ordering::Release);
+        ring.check_holes(head, tail)?;
         let releases = Arc::new(Releases {
             shm: Arc::clone(&ring.shm),
             _lock: lock,
             state: Mutex::new(ReleaseState { head, pending: VecDeque::new() }),
         });
-        Ok(Consumer { ring, cursor: head, cached_tail: tail, releases })
+        Ok(Consumer { ring, cursor: head, cached_tail: tail, releases, health_gate: true })
+    }
+
+    /// Whether bytes are taken only while the producer's health word says OK or STARTING
+    /// ([`Error::NotServing`] otherwise). On by default, and a consumer that serves clients
+    /// keeps it on; tools and tests that inspect what a producer published, also while it
+    /// reports FAILED, turn it off.
+    pub fn set_health_gate(&mut self, on: bool) {
+        self.health_gate = on;
+    }
+
+    /// The health gate: one Acquire load of the health word, after the tail was read.
+    fn gate(&self) -> Result<()> {
+        if self.health_gate {
+            self.ring.serving()?;
+        }
+        Ok(())
     }
 
     pub fn path(&self) -> &Path {
@@ -184,6 +205,7 @@ impl Consumer {
 
     fn refresh_tail(&mut self) -> Result<()> {
         let tail = self.ring.shm.load64(OFF_TAIL, Ordering::Acquire);
+        self.ring.intact()?;
         if tail < self.cached_tail {
             return Err(Error::IndexWentBack {
                 path: self.ring.path.clone(),
@@ -213,10 +235,19 @@ impl Consumer {
     }
 
     /// Copies up to `buf.len()` bytes out and consumes them; returns how many (0: ring empty).
+    /// Nothing is consumed, and the copy must be discarded, when the producer's health word says
+    /// FAILED or STOPPED ([`Error::NotServing`], checked after the tail is read, so bytes
+    /// published after FAILED are never taken) or the file was truncated under the mapping
+    /// ([`Error::Broken`], checked after the copy).
     pub fn read(&mut self, buf: &mut [u8]) -> Result<usize> {
         let (at, first, n) = self.span(buf.len())?;
+        if n == 0 {
+            return Ok(0);
+        }
+        self.gate()?;
         self.ring.shm.read_data(at, &mut buf[..first]);
         self.ring.shm.read_data(0, &mut buf[first..n]);
+        self.ring.intact()?;
         self.consume(n);
         Ok(n)
     }
@@ -269,6 +300,8 @@ impl Consumer {
         if got < n || first < n {
             return Ok(None);
         }
+        self.gate()?;
+        self.ring.intact()?;
         // One lock for the limit check and the record of the new range.
         let releases = Arc::clone(&self.releases);
         let mut st = releases.lock();
@@ -284,23 +317,33 @@ impl Consumer {
 
     /// Like [`Consumer::read`], but appends up to `max` bytes to `out` without zero-filling them
     /// first; returns how many (0: ring empty). Same exactly-once contract.
+    /// On an error nothing is consumed and `out` is left as it was.
     pub fn read_append(&mut self, out: &mut Vec<u8>, max: usize) -> Result<usize> {
         let (at, first, n) = self.span(max)?;
+        if n == 0 {
+            return Ok(0);
+        }
+        self.gate()?;
+        let old = out.len();
         self.ring.shm.read_data_append(at, first, out);
         self.ring.shm.read_data_append(0, n - first, out);
+        if let Err(e) = self.ring.intact() {
+            out.truncate(old);
+            return Err(e);
+        }
         self.consume(n);
         Ok(n)
     }
 
-    /// A validated copy of the status line. Also re-checks the file length, so a file truncated
-    /// under us is reported here rather than discovered by touching unmapped pages.
+    /// A validated copy of the status line: the health poll. Also checks what must not change
+    /// after attach, so a file truncated, unlinked or replaced under us, or a header rewritten,
+    /// is reported here ([`Error::Truncated`], [`Error::Replaced`], [`Error::HeaderChanged`])
+    /// rather than served from; and that the bytes published and not yet handed out are not holes
+    /// of the file ([`Error::Hole`]).
     pub fn status(&self) -> Result<StatusSnapshot> {
-        let len =
-            self.ring.file.metadata().map_err(|e| Error::io("stat", &self.ring.path, e))?.len();
-        if len < DATA_OFFSET + self.ring.capacity {
-            return Err(Error::Truncated { path: self.ring.path.clone(), len });
-        }
+        self.ring.verify()?;
         let mut s = self.ring.status()?;
+        self.ring.check_holes(self.cursor, s.tail)?;
         // Report our own cursor as the head (what was handed out): the shared copies are ours, and
         // a corrupt one must not mislead.
         s.head = self.cursor;

@@ -21,10 +21,13 @@ pub const DATA_OFFSET: u64 = HEADER_LEN;
 /// prefetch adjacent 64-byte lines in pairs.
 pub const LINE: u64 = 128;
 
-/// Smallest and largest data areas a peer may declare. The upper bound keeps `DATA_OFFSET +
-/// capacity` and index arithmetic far from overflow and refuses absurd mappings.
+/// Smallest and largest data areas. The largest is also the largest `--ring-size` quantis-driver
+/// accepts, so a consumer never attaches to a ring the driver could not have made: 1 GiB is
+/// minutes of output of the fastest card (a few MB/s) and already a large share of the RAM
+/// backing `/run`, whereas a sparse file can claim any size at no cost (docs/ring-abi.md, "Trust
+/// model"). It also keeps `DATA_OFFSET + capacity` and index arithmetic far from overflow.
 pub const MIN_CAPACITY: u64 = 4096;
-pub const MAX_CAPACITY: u64 = 1 << 40;
+pub const MAX_CAPACITY: u64 = 1 << 30;
 pub const DEFAULT_CAPACITY: u64 = 16 << 20;
 
 // Line 0: identity.

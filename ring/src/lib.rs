@@ -15,8 +15,10 @@
 //! This crate is all that both processes share: the ring, the vocabulary of its status line
 //! ([`Health`], [`Reason`], [`Identity`], [`HealthParams`], [`StatusSnapshot`]) and the test
 //! pattern (feature `test-util`). Its `unsafe` code is confined to `shm` (the mapping: atomics and
-//! volatile copies through raw pointers, and the OFD lock call) and `consumer` (a [`Lease`]'s
-//! slice over lent bytes, for the kernel to copy from); each block names its invariant.
+//! volatile copies through raw pointers, and the OFD lock call), `sigbus` (the SIGBUS handler that
+//! survives a file truncated under its mapping) and `consumer` (a [`Lease`]'s slice over lent
+//! bytes, for the kernel to copy from); each block names its invariant. Who may own a ring a
+//! consumer attaches to is [`Trust`] (docs/ring-abi.md, "Trust model").
 
 mod consumer;
 pub mod layout;
@@ -24,15 +26,19 @@ pub mod layout;
 pub mod pattern;
 mod producer;
 mod shm;
+mod sigbus;
+mod trust;
 
 use std::fmt;
 use std::fs::File;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 pub use consumer::{Consumer, Lease};
 pub use producer::Producer;
+pub use trust::Trust;
 
 use layout::*;
 use shm::Shared;
@@ -78,6 +84,18 @@ pub enum Error {
     AlreadyAttached { role: Role, path: PathBuf },
     #[error("ring {path}: invalid options: {reason}")]
     BadOptions { path: PathBuf, reason: String },
+    #[error("ring {path}: refused: the {what} {problem}; whoever can write it could feed chosen bytes to every client. Fix: {fix}")]
+    Untrusted { path: PathBuf, what: &'static str, problem: String, fix: String },
+    #[error("ring {path}: the file was truncated under its mapping (SIGBUS); nothing read from it since is used, and nothing is published")]
+    Broken { path: PathBuf },
+    #[error("ring {path}: the producer reports {health} ({reason}): nothing is served")]
+    NotServing { path: PathBuf, health: Health, reason: Reason },
+    #[error("ring {path}: the file was {how} after attach")]
+    Replaced { path: PathBuf, how: &'static str },
+    #[error("ring {path}: header field {field} changed after attach from {was:#x} to {now:#x}")]
+    HeaderChanged { path: PathBuf, field: &'static str, was: u64, now: u64 },
+    #[error("ring {path}: published bytes {from}..{to} of the data area were never written (a hole in the file)")]
+    Hole { path: PathBuf, from: u64, to: u64 },
     #[error("ring {path}: failed to {op}")]
     Io {
         op: &'static str,
@@ -90,6 +108,30 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// A stable kebab-case name of the error kind, for device reasons, logs and metrics labels.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::Truncated { .. } => "ring-truncated",
+            Error::BadMagic { .. } | Error::BadVersion { .. } | Error::BadLayout { .. } => {
+                "ring-bad-header"
+            }
+            Error::CapacityNotPowerOfTwo { .. } => "ring-bad-capacity",
+            Error::HeadBeyondTail { .. }
+            | Error::TailTooFarAhead { .. }
+            | Error::IndexWentBack { .. } => "ring-bad-index",
+            Error::BadStatus { .. } => "ring-bad-status",
+            Error::AlreadyAttached { .. } => "ring-already-attached",
+            Error::BadOptions { .. } => "ring-bad-options",
+            Error::Untrusted { .. } => "ring-untrusted",
+            Error::Broken { .. } => "ring-truncated-under-mapping",
+            Error::NotServing { .. } => "ring-not-serving",
+            Error::Replaced { .. } => "ring-replaced",
+            Error::HeaderChanged { .. } => "ring-header-changed",
+            Error::Hole { .. } => "ring-hole",
+            Error::Io { .. } => "ring-io",
+        }
+    }
+
     pub(crate) fn io(op: &'static str, path: &Path, source: std::io::Error) -> Error {
         Error::Io { op, path: path.into(), source }
     }
@@ -278,11 +320,31 @@ impl StatusSnapshot {
         Some(Duration::from_nanos(boottime_ns().saturating_sub(self.heartbeat_ns)))
     }
 
+    /// Whether the producer's heartbeat is too old to call the producer alive: it never beat, it
+    /// beat more than `limit` ago, or its beat lies more than [`HEARTBEAT_AHEAD_TOLERANCE`] ahead
+    /// of this host's clock (a beat from the future would otherwise look fresh for ever).
+    pub fn heartbeat_stale(&self, limit: Duration) -> bool {
+        if self.heartbeat_ns == 0 {
+            return true;
+        }
+        let now = boottime_ns();
+        if self.heartbeat_ns > now.saturating_add(HEARTBEAT_AHEAD_TOLERANCE.as_nanos() as u64) {
+            return true;
+        }
+        Duration::from_nanos(now.saturating_sub(self.heartbeat_ns)) > limit
+    }
+
     /// Bytes published and not yet consumed.
     pub fn fill(&self) -> u64 {
         self.tail - self.head
     }
 }
+
+/// How far ahead of the reader's clock a heartbeat may lie and still count. Both sides read the
+/// same system-wide CLOCK_BOOTTIME, and a reader loads the heartbeat before it reads its clock, so
+/// an honest beat is never ahead; the tolerance only absorbs a clock read on another CPU. (Peers
+/// in different time namespaces, whose boot-time offsets differ, are not supported.)
+pub const HEARTBEAT_AHEAD_TOLERANCE: Duration = Duration::from_millis(100);
 
 /// Nanoseconds on CLOCK_BOOTTIME: shared by every process on the host, never jumps, counts suspend.
 pub fn boottime_ns() -> u64 {
@@ -300,12 +362,15 @@ struct Attached {
     file: File,
     shm: std::sync::Arc<Shared>,
     capacity: u64,
+    /// (st_dev, st_ino) of the file attached: the path must keep naming it.
+    id: (u64, u64),
 }
 
 impl Attached {
     /// Validates the header of an open file and maps it. Every value is loaded once.
     fn validate(file: File, path: &Path) -> Result<Attached> {
-        let len = file.metadata().map_err(|e| Error::io("stat", path, e))?.len();
+        let meta = file.metadata().map_err(|e| Error::io("stat", path, e))?;
+        let (len, id) = (meta.len(), (meta.dev(), meta.ino()));
         if len < HEADER_LEN {
             return Err(Error::Truncated { path: path.into(), len });
         }
@@ -331,15 +396,100 @@ impl Attached {
         if len < total {
             return Err(Error::Truncated { path: path.into(), len });
         }
+        if header.broken() {
+            return Err(Error::Broken { path: path.into() });
+        }
         drop(header);
         let shm = Shared::map(&file, total, path)?;
-        Ok(Attached { path: path.into(), file, shm: std::sync::Arc::new(shm), capacity })
+        Ok(Attached { path: path.into(), file, shm: std::sync::Arc::new(shm), capacity, id })
+    }
+
+    /// Errs if a SIGBUS replaced the mapping (the file was truncated under it).
+    fn intact(&self) -> Result<()> {
+        if self.shm.broken() {
+            return Err(Error::Broken { path: self.path.clone() });
+        }
+        Ok(())
+    }
+
+    /// Checks what must never change after attach: the file still has its full length and a
+    /// link, the path still names this file (not unlinked, not replaced), and the identity line
+    /// still holds the values validated at attach. Called at every health poll.
+    fn verify(&self) -> Result<()> {
+        self.intact()?;
+        let meta = self.file.metadata().map_err(|e| Error::io("stat", &self.path, e))?;
+        if meta.len() < DATA_OFFSET + self.capacity {
+            return Err(Error::Truncated { path: self.path.clone(), len: meta.len() });
+        }
+        match std::fs::symlink_metadata(&self.path) {
+            Ok(m) if (m.dev(), m.ino()) == self.id => {}
+            Ok(_) => {
+                return Err(Error::Replaced {
+                    path: self.path.clone(),
+                    how: "replaced by another file",
+                })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::Replaced { path: self.path.clone(), how: "unlinked" })
+            }
+            Err(e) => return Err(Error::io("stat", &self.path, e)),
+        }
+        if meta.nlink() == 0 {
+            return Err(Error::Replaced { path: self.path.clone(), how: "unlinked" });
+        }
+        let s = &self.shm;
+        let fields = [
+            ("magic", s.load64(OFF_MAGIC, Ordering::Acquire), MAGIC),
+            ("version", u64::from(s.load32(OFF_VERSION, Ordering::Relaxed)), ABI_VERSION.into()),
+            ("header_len", u64::from(s.load32(OFF_HEADER_LEN, Ordering::Relaxed)), HEADER_LEN),
+            ("data_offset", s.load64(OFF_DATA_OFFSET, Ordering::Relaxed), DATA_OFFSET),
+            ("capacity", s.load64(OFF_CAPACITY, Ordering::Relaxed), self.capacity),
+        ];
+        // A SIGBUS during the loads above leaves zeros: report the truncation, not the zeros.
+        self.intact()?;
+        for (field, now, was) in fields {
+            if now != was {
+                return Err(Error::HeaderChanged { path: self.path.clone(), field, was, now });
+            }
+        }
+        Ok(())
+    }
+
+    /// Errs if a byte published between `head` and `tail` lies in a hole of the file: the
+    /// producer advanced the tail over bytes it never wrote (they would read as zeros). Holes
+    /// are found with `SEEK_HOLE`; a file system without it reports none.
+    fn check_holes(&self, head: u64, tail: u64) -> Result<()> {
+        let cap = self.capacity;
+        let n = tail.saturating_sub(head).min(cap);
+        let at = head & (cap - 1);
+        let first = n.min(cap - at);
+        for (from, len) in [(at, first), (0, n - first)] {
+            if len == 0 {
+                continue;
+            }
+            let start = DATA_OFFSET + from;
+            let Ok(start_off) = i64::try_from(start) else { continue };
+            if let Ok(hole) =
+                nix::unistd::lseek(&self.file, start_off, nix::unistd::Whence::SeekHole)
+            {
+                let hole = hole as u64;
+                if hole < start + len {
+                    return Err(Error::Hole {
+                        path: self.path.clone(),
+                        from: hole - DATA_OFFSET,
+                        to: from + len,
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Loads head and tail once each and checks `head <= tail <= head + capacity`.
     fn indices(&self) -> Result<(u64, u64)> {
         let head = self.shm.load64(OFF_HEAD, Ordering::Acquire);
         let tail = self.shm.load64(OFF_TAIL, Ordering::Acquire);
+        self.intact()?;
         self.check(head, tail)?;
         Ok((head, tail))
     }
@@ -368,7 +518,7 @@ impl Attached {
             return Err(Error::BadStatus { path: self.path.clone(), health: hc, reason: rc });
         };
         let (identity, params) = self.identity();
-        Ok(StatusSnapshot {
+        let snapshot = StatusSnapshot {
             epoch: s.load64(OFF_EPOCH, Ordering::Acquire),
             heartbeat_ns: s.load64(OFF_HEARTBEAT, Ordering::Relaxed),
             health,
@@ -382,7 +532,26 @@ impl Attached {
             capacity: self.capacity,
             head,
             tail,
-        })
+        };
+        // Loads from a mapping a SIGBUS replaced read zeros, not the producer's status.
+        self.intact()?;
+        Ok(snapshot)
+    }
+
+    /// The health word, checked before bytes leave a consumer (one Acquire load): errs unless
+    /// the producer says OK or STARTING.
+    fn serving(&self) -> Result<()> {
+        let word = self.shm.load64(OFF_HEALTH, Ordering::Acquire);
+        let (hc, rc) = ((word >> 32) as u32, word as u32);
+        match (Health::from_code(hc), Reason::from_code(rc)) {
+            (Some(Health::Ok | Health::Starting), Some(_)) => Ok(()),
+            // Zeros from a mapping a SIGBUS replaced: report that, not the zeros.
+            _ if self.shm.broken() => Err(Error::Broken { path: self.path.clone() }),
+            (Some(health), Some(reason)) => {
+                Err(Error::NotServing { path: self.path.clone(), health, reason })
+            }
+            _ => Err(Error::BadStatus { path: self.path.clone(), health: hc, reason: rc }),
+        }
     }
 
     /// Reads the identity block under its sequence counter. A producer that died mid-update leaves
@@ -433,3 +602,5 @@ impl Attached {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_trust;

@@ -88,6 +88,7 @@ impl Producer {
 
     fn refresh_head(&mut self) -> Result<()> {
         let head = self.ring.shm.load64(OFF_HEAD, Ordering::Acquire);
+        self.ring.intact()?;
         if head < self.cached_head {
             return Err(Error::IndexWentBack {
                 path: self.ring.path.clone(),
@@ -102,6 +103,8 @@ impl Producer {
     }
 
     /// Copies as much of `data` as fits and publishes it; returns how many bytes were taken.
+    /// [`Error::Broken`] if the file was truncated under the mapping: nothing is published, and
+    /// the ring cannot be used any more (the driver exits with that error).
     pub fn write(&mut self, data: &[u8]) -> Result<usize> {
         let cap = self.ring.capacity;
         let mut free = cap - (self.tail - self.cached_head);
@@ -117,6 +120,9 @@ impl Producer {
         let first = n.min((cap - at) as usize);
         self.ring.shm.write_data(at, &data[..first]);
         self.ring.shm.write_data(0, &data[first..n]);
+        // The file was truncated under the mapping (a SIGBUS replaced it): the bytes went to
+        // anonymous memory, and the tail must not claim them.
+        self.ring.intact()?;
         self.tail += n as u64;
         self.ring.shm.store64(OFF_TAIL, self.tail, Ordering::Release);
         self.ring.shm.store64(OFF_PUBLISHED, self.tail, Ordering::Relaxed);

@@ -14,11 +14,16 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use super::layout::DATA_OFFSET;
+use super::sigbus::Registration;
 use super::{Error, Result, Role};
 
-/// A `MAP_SHARED` mapping of a whole ring file.
+/// A `MAP_SHARED` mapping of a whole ring file, registered with the SIGBUS handler
+/// ([`super::sigbus`]) for as long as it is mapped.
 #[derive(Debug)]
 pub(crate) struct Shared {
+    // Declared before `map`: fields drop in order, so the registration is withdrawn before the
+    // range is unmapped (and possibly reused by another mapping).
+    reg: Registration,
     map: memmap2::MmapRaw,
     len: u64,
 }
@@ -26,11 +31,29 @@ pub(crate) struct Shared {
 impl Shared {
     /// Maps `len` bytes of `file` read-write.
     pub(crate) fn map(file: &File, len: u64, path: &Path) -> Result<Shared> {
+        let size = usize::try_from(len).map_err(|_| Error::Truncated { path: path.into(), len })?;
         let map = memmap2::MmapOptions::new()
-            .len(usize::try_from(len).map_err(|_| Error::Truncated { path: path.into(), len })?)
+            .len(size)
             .map_raw(file)
             .map_err(|e| Error::io("map", path, e))?;
-        Ok(Shared { map, len })
+        let reg = Registration::new(map.as_ptr(), size).ok_or_else(|| {
+            Error::io(
+                "register the mapping (SIGBUS handler) of",
+                path,
+                std::io::Error::other(format!(
+                    "cannot install the SIGBUS handler, or {} ring mappings are live",
+                    super::sigbus::SLOTS
+                )),
+            )
+        })?;
+        Ok(Shared { reg, map, len })
+    }
+
+    /// The file was truncated under the mapping and a SIGBUS replaced it with anonymous memory
+    /// (see [`super::sigbus`]): everything read since is zeros, not the peer's bytes, and nothing
+    /// written reaches the file. Callers check it after every copy out and before publishing.
+    pub(crate) fn broken(&self) -> bool {
+        self.reg.broken()
     }
 
     /// The address of data-area offset `at`, valid for `len` bytes (checked against the mapping).

@@ -184,6 +184,10 @@ impl Bridge {
             .arg(mount)
             .arg("--listen")
             .arg(addr.to_string());
+        // The rings the tests make are the test's own: trust its user (root is always trusted).
+        if !args.contains(&"--ring-owner") {
+            cmd.arg("--ring-owner").arg(nix::unistd::geteuid().as_raw().to_string());
+        }
         cmd.args(args);
         let log = ring_dir.join(format!("bridge-{}.log", unique()));
         let mut proc = Proc::spawn("qrng-bridge", cmd, log);
@@ -358,6 +362,8 @@ pub fn reference_stream(spec: &str, n: usize, dir: &Path) -> Vec<u8> {
     let ring = dir.join("reference.ring");
     let driver = start_driver(spec, &ring);
     let mut c = wait_until("reference ring", || qrng_ring::Consumer::open(&ring).ok());
+    // The stream as published, also across a FAILED spell of a faulty simulator.
+    c.set_health_gate(false);
     let mut out = vec![0u8; n];
     let mut got = 0;
     let end = Instant::now() + PATIENCE;

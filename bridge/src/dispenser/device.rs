@@ -130,16 +130,31 @@ impl DevState {
         }
     }
 
+    /// After a ring error: the device turns failed and its queued requests fail. The reason
+    /// starts with the error's code (`ring-replaced: ...`). A health word that says FAILED or
+    /// STOPPED when bytes were about to leave ([`ring::Error::NotServing`]) is the producer's
+    /// own state, read before the next status poll: the device takes it (and the next poll may
+    /// return it to service); any other error leaves the ring untrusted until re-attached.
     pub(super) fn mark_broken(
         &mut self,
         err: &ring::Error,
         name: &str,
         done: &mut Vec<(Completion, Outcome)>,
     ) {
-        tracing::error!(device = name, error = %err, "ring unreadable; device marked failed");
-        self.broken = true;
-        self.health = DeviceState::Failed;
-        self.reason = format!("ring unreadable: {err}");
+        if let ring::Error::NotServing { health, reason, .. } = err {
+            let to = match health {
+                ring::Health::Stopped => DeviceState::Stopped,
+                _ => DeviceState::Failed,
+            };
+            tracing::warn!(device = name, from = %self.health, to = %to, reason = reason.code(), "producer's health word changed before bytes left: nothing served");
+            self.health = to;
+            self.reason = reason.code().to_owned();
+        } else {
+            tracing::error!(device = name, error = %err, "ring unreadable; device marked failed");
+            self.broken = true;
+            self.health = DeviceState::Failed;
+            self.reason = format!("{}: {err}", err.code());
+        }
         self.fail_waiters(name, done);
     }
 
@@ -211,7 +226,10 @@ impl DevState {
         self.mark_broken(err, name, &mut done);
         // Senders never take a device lock, so completing under this one is fine.
         complete(done);
-        DispenseError::Failed { device: name.to_owned(), reason: self.reason.clone() }
+        self.check_servable(name).err().unwrap_or_else(|| DispenseError::Failed {
+            device: name.to_owned(),
+            reason: self.reason.clone(),
+        })
     }
 
     /// [`Self::fill`] for a caller that is not queued: a ring error fails the device (and every queued
@@ -267,7 +285,7 @@ impl DevState {
             Ok(s) => s,
             Err(e) => return self.mark_broken(&e, &dev.name, done),
         };
-        let stale = status.heartbeat_age().is_none_or(|age| age > cfg.heartbeat_timeout);
+        let stale = status.heartbeat_stale(cfg.heartbeat_timeout);
         let (health, reason) = match status.health {
             ring::Health::Failed => (DeviceState::Failed, status.reason.code().to_owned()),
             ring::Health::Stopped => (DeviceState::Stopped, status.reason.code().to_owned()),

@@ -27,11 +27,15 @@
 //! | STARTING | fresh | `starting` | what is already in the ring (published by the previous run, tested) |
 //! | FAILED | any | `failed` | nothing: callers get [`DispenseError::Failed`] at once, queued requests fail |
 //! | STOPPED | any | `stopped` | nothing: [`DispenseError::Stopped`] |
-//! | (ring unreadable) | — | `failed` | nothing; the ring must be re-attached |
+//! | OK or STARTING | ahead of the clock (beyond `ring::HEARTBEAT_AHEAD_TOLERANCE`) | `degraded` | as for stale |
+//! | (ring unreadable, truncated, replaced, header changed, holes) | — | `failed` (reason: the `ring::Error` code) | nothing; the ring must be re-attached |
 //!
 //! Bytes left in the ring while it is FAILED are *not* discarded: the driver stops publishing the
 //! moment a health test fails (SP 800-90B §4.3), so what was published before passed the tests; they
-//! are served once the ring returns to OK.
+//! are served once the ring returns to OK. The status line is re-read every `status_interval`, but
+//! the ring's health word is also re-checked (one Acquire load, in `ring::Consumer`) before any bytes
+//! are copied or lent: bytes a broken producer publishes after FAILED are never served, and the
+//! device turns FAILED (or STOPPED) at once.
 //!
 //! With `device = None` the dispenser picks a servable device, preferring `ok` over `degraded` and
 //! `starting`, then the one with the shortest queue and the most bytes ready.
@@ -83,6 +87,9 @@ pub use types::{
 
 struct Inner {
     cfg: DispenserConfig,
+    /// Who may own the rings attached by path, and their directory: root and the driver's user
+    /// (docs/ring-abi.md, "Trust model").
+    ring_trust: ring::Trust,
     devices: RwLock<BTreeMap<String, Arc<Device>>>,
     next_ticket: AtomicU64,
     /// Bytes served by devices that have since been detached (keeps totals monotonic).
@@ -123,9 +130,17 @@ enum Begin<R> {
 }
 
 impl Dispenser {
+    /// A dispenser that attaches rings owned by root or by the calling process's user.
     pub fn new(cfg: DispenserConfig) -> Dispenser {
+        Dispenser::with_ring_trust(cfg, ring::Trust::current_user())
+    }
+
+    /// A dispenser that attaches only rings, in directories, that `ring_trust` accepts (owner
+    /// root or the driver's user, not writable by group or others).
+    pub fn with_ring_trust(cfg: DispenserConfig, ring_trust: ring::Trust) -> Dispenser {
         Dispenser(Arc::new(Inner {
             cfg,
+            ring_trust,
             devices: RwLock::new(BTreeMap::new()),
             next_ticket: AtomicU64::new(1),
             detached_served: AtomicU64::new(0),
@@ -173,14 +188,16 @@ impl Dispenser {
         Ok(())
     }
 
-    /// Opens the ring at `ring_path` (validating its header; a second consumer is refused) and
-    /// starts its consumer thread. The device is named after the file stem; returns that name.
+    /// Opens the ring at `ring_path` (validating its owner and mode against
+    /// the dispenser's [`ring::Trust`], and its header; a second consumer is refused) and starts
+    /// its consumer thread. The device is named after the file stem; returns that name.
     pub fn attach(&self, ring_path: &Path) -> Result<String, DispenseError> {
         let name = Self::device_name(ring_path)?;
         if self.0.read_devices().contains_key(&name) {
             return Err(DispenseError::AlreadyAttached(name));
         }
-        let consumer = ring::Consumer::open(ring_path).map_err(DispenseError::Ring)?;
+        let consumer = ring::Consumer::open_trusted(ring_path, &self.0.ring_trust)
+            .map_err(DispenseError::Ring)?;
         self.attach_source(&name, Some(ring_path.to_owned()), Box::new(consumer))?;
         Ok(name)
     }
@@ -682,3 +699,5 @@ impl Dispenser {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_trust;
