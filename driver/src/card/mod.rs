@@ -133,8 +133,9 @@ pub struct CardCounters {
     pub bytes_dropped: u64,
     /// FIFO overflows seen.
     pub overflows: u64,
-    /// Bytes discarded around a reset: chip cards' post-reset warm-up, and the batch read ahead
-    /// that [`prefetch::Prefetch`] throws away at a start or stop.
+    /// Bytes discarded around a reset: chip cards' post-reset warm-up, module cards' checked
+    /// bytes read but not yet returned at a start or stop, and the batches read ahead that
+    /// [`prefetch::Prefetch`] throws away at a start or stop.
     pub bytes_discarded: u64,
 }
 

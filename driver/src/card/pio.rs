@@ -273,6 +273,8 @@ impl Card for PioCard {
 
     fn start(&mut self) -> Result<()> {
         self.started = false;
+        // Checked bytes read but not returned belong to the run being reset.
+        self.counters.bytes_discarded += (self.spill.len() - self.spill_pos) as u64;
         self.spill.clear();
         self.spill_pos = 0;
         let dev = self.dev.as_mut();
@@ -361,6 +363,7 @@ impl Card for PioCard {
 
     fn stop(&mut self) -> Result<()> {
         self.started = false;
+        self.counters.bytes_discarded += (self.spill.len() - self.spill_pos) as u64;
         self.spill.clear();
         self.spill_pos = 0;
         if self.enabled != 0 {

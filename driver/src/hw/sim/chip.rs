@@ -44,9 +44,10 @@ impl Stream {
             return 0;
         }
         if self.pace.unlimited() {
-            return u64::MAX;
+            return if self.noise.deliverable(CHUNK as u64) > 0 { u64::MAX } else { 0 };
         }
-        self.backlog = self.backlog.saturating_add(self.pace.due()).min(CARD_BUFFER_BYTES);
+        let due = self.noise.deliverable(self.pace.due());
+        self.backlog = self.backlog.saturating_add(due).min(CARD_BUFFER_BYTES);
         self.backlog
     }
 

@@ -101,6 +101,10 @@ pub enum Fault {
     DmaError,
     /// Surprise removal: every register reads all-ones, writes vanish, DMA stops.
     Unplug,
+    /// The source stops producing and nothing reports it: module cards' FIFO stays empty with
+    /// every status bit good; chip cards' engine stays busy with no descriptor completing and
+    /// no error bit. Bytes already buffered on the card are still delivered.
+    Stall,
 }
 
 impl Fault {
@@ -114,6 +118,7 @@ impl Fault {
             "module-fail" => Fault::ModuleFail,
             "dma-error" => Fault::DmaError,
             "unplug" => Fault::Unplug,
+            "stall" => Fault::Stall,
             _ => return None,
         })
     }
@@ -134,8 +139,9 @@ pub struct SimSpec {
     pub fault: Option<Fault>,
     /// Bytes of noise produced before the fault starts.
     pub fault_after: u64,
-    /// Data faults only: bytes of noise the fault lasts before the source is healthy again (an
-    /// intermittent fault); `None` = it never clears.
+    /// Data faults and `stall` only: bytes of noise the fault lasts before the source is healthy
+    /// again (an intermittent fault; a stall lasts as long as the source would have taken to
+    /// produce that many bytes); `None` = it never clears.
     pub fault_for: Option<u64>,
     /// Module cards: mask of modules present (default: all of the model's).
     pub modules: Option<u32>,
@@ -227,7 +233,7 @@ impl FromStr for SimSpec {
                 "seed" => spec.seed = Some(parse_int(v).ok_or_else(|| badv("an unsigned 64-bit integer"))?),
                 "fault" => {
                     spec.fault = Some(Fault::parse(v).ok_or_else(|| {
-                        badv("stuck0, stuck1, repeat, bias, fifo-overflow, module-fail, dma-error or unplug")
+                        badv("stuck0, stuck1, repeat, bias, fifo-overflow, module-fail, dma-error, unplug or stall")
                     })?)
                 }
                 "fault-after" => spec.fault_after = parse_int(v).ok_or_else(|| badv("a byte count"))?,
@@ -269,11 +275,11 @@ impl FromStr for SimSpec {
         if spec.fault_for.is_some()
             && !matches!(
                 spec.fault,
-                Some(Fault::Stuck0 | Fault::Stuck1 | Fault::Repeat | Fault::Bias)
+                Some(Fault::Stuck0 | Fault::Stuck1 | Fault::Repeat | Fault::Bias | Fault::Stall)
             )
         {
             return Err(bad(
-                "fault-for= applies to the data faults stuck0, stuck1, repeat and bias only".into(),
+                "fault-for= applies to the data faults stuck0, stuck1, repeat and bias, and to stall, only".into(),
             ));
         }
         Ok(spec)

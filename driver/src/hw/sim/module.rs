@@ -126,9 +126,9 @@ impl ModuleCard {
         }
         let space = FIFO_WORDS - self.len;
         let words = if self.pace.unlimited() {
-            space
+            usize::try_from(self.noise.deliverable(space as u64 * 4) / 4).unwrap_or(space)
         } else {
-            let due = self.pace.due().saturating_add(self.owed);
+            let due = self.noise.deliverable(self.pace.due()).saturating_add(self.owed);
             self.owed = due % 4;
             let w = usize::try_from(due / 4).unwrap_or(usize::MAX);
             if w > space {

@@ -78,6 +78,25 @@ impl Noise {
         self.fault == Some(which) && (self.fault_after..self.fault_end).contains(&self.produced)
     }
 
+    /// `fault=stall`: of `due` bytes the source would produce now, how many it really delivers.
+    /// Inside the stall window the rest are swallowed: counted as produced (so `fault-for=`
+    /// measures the stall in bytes at the source's rate) but never delivered. Outside the
+    /// window, and for every other fault, all `due` bytes are delivered.
+    pub fn deliverable(&mut self, due: u64) -> u64 {
+        if self.fault != Some(Fault::Stall)
+            || !(self.fault_after..self.fault_end).contains(&self.produced)
+        {
+            return due;
+        }
+        let swallowed = due.min(self.fault_end - self.produced);
+        self.produced += swallowed;
+        if self.produced == self.fault_end {
+            // Bytes generated ahead before the stall must not reappear after it.
+            self.left_pos = 8;
+        }
+        due - swallowed
+    }
+
     /// Fills `out` with the next bytes of the source.
     pub fn fill(&mut self, out: &mut [u8]) {
         let mut done = 0;
