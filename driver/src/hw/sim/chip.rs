@@ -280,8 +280,7 @@ impl ChipCard {
                 running: false,
                 warmup_left: 0,
                 backlog: 0,
-                noise: Noise::new(seed, spec.bias, spec.fault, spec.fault_after)
-                    .lasting(spec.fault_for),
+                noise: Noise::for_spec(spec, seed),
                 pace: Pace::new(spec.unit_bytes_per_s()),
                 unit_bytes_per_s: spec.unit_bytes_per_s(),
                 bias: spec.bias,

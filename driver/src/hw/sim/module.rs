@@ -52,8 +52,7 @@ impl ModuleCard {
             head: 0,
             len: 0,
             overflow: false,
-            noise: Noise::new(seed, spec.bias, spec.fault, spec.fault_after)
-                .lasting(spec.fault_for),
+            noise: Noise::for_spec(spec, seed),
             pace: Pace::new(spec.unit_bytes_per_s()),
             unit_bytes_per_s: spec.unit_bytes_per_s(),
             owed: 0,
