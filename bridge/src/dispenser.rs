@@ -98,6 +98,12 @@ pub struct SourceStatus {
     pub modules: u32,
     /// The card's raw version register (IDQ's GET_BOARD_VERSION); 0 = unknown.
     pub board_version: u32,
+    /// Modules/chips present, working or not (IDQ's GET_MODULES_MASK); 0 = unknown.
+    pub modules_present: u32,
+    /// Module or chip card; `None` = unknown.
+    pub family: Option<ring::CardFamily>,
+    /// Chip cards' output mode; `None` for module cards or unknown.
+    pub chip_mode: Option<ring::ChipMode>,
     pub simulated: bool,
     pub extractor: String,
     pub raw_bytes_read: u64,
@@ -188,6 +194,9 @@ impl RingSource for ring::Consumer {
             serial: s.identity.serial,
             modules: s.identity.modules,
             board_version: s.identity.board_version,
+            modules_present: s.identity.modules_present,
+            family: s.identity.family,
+            chip_mode: s.identity.chip_mode,
             simulated: s.identity.simulated,
             extractor: s.identity.extractor,
             raw_bytes_read: s.raw_bytes_read,
@@ -317,6 +326,12 @@ pub struct DeviceStatus {
     pub modules: u32,
     /// The card's raw version register (IDQ's GET_BOARD_VERSION); 0 = unknown.
     pub board_version: u32,
+    /// Modules/chips present, working or not; 0 = unknown.
+    pub modules_present: u32,
+    /// `module` or `chip`; null = unknown.
+    pub family: Option<ring::CardFamily>,
+    /// Chip cards' output mode (`rng`, `sample`); null for module cards or unknown.
+    pub chip_mode: Option<ring::ChipMode>,
     pub simulated: bool,
     pub extractor: String,
     pub epoch: u64,
@@ -934,6 +949,9 @@ impl Dispenser {
                     serial: s.as_ref().map(|s| s.serial.clone()).unwrap_or_default(),
                     modules: s.as_ref().map_or(0, |s| s.modules),
                     board_version: s.as_ref().map_or(0, |s| s.board_version),
+                    modules_present: s.as_ref().map_or(0, |s| s.modules_present),
+                    family: s.as_ref().and_then(|s| s.family),
+                    chip_mode: s.as_ref().and_then(|s| s.chip_mode),
                     simulated: s.as_ref().is_some_and(|s| s.simulated),
                     extractor: s.as_ref().map(|s| s.extractor.clone()).unwrap_or_default(),
                     epoch: s.as_ref().map_or(0, |s| s.epoch),

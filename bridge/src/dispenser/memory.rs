@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use super::{lock, RingSource, SourceError, SourceHealth, SourceStatus};
+use super::{lock, ring, RingSource, SourceError, SourceHealth, SourceStatus};
 
 #[derive(Debug)]
 struct Mem {
@@ -34,6 +34,9 @@ impl MemoryRing {
                 serial: serial.to_owned(),
                 modules: 0b1111,
                 board_version: 0x0005_0203,
+                modules_present: 0b1111,
+                family: Some(ring::CardFamily::Module),
+                chip_mode: None,
                 simulated,
                 extractor: "none".to_owned(),
                 raw_bytes_read: 0,
@@ -72,6 +75,11 @@ impl MemoryRing {
         let mut m = lock(&self.0);
         m.status.health = health;
         m.status.reason = reason.to_owned();
+    }
+
+    /// Changes the status line (identity fields, counters) as a producer would.
+    pub fn edit_status(&self, f: impl FnOnce(&mut SourceStatus)) {
+        f(&mut lock(&self.0).status);
     }
 
     /// The producer beats now.
