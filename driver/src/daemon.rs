@@ -286,7 +286,8 @@ impl<'a> Pump<'a> {
             };
             let n = raw.len();
             if n == 0 {
-                let limit = no_data_limit(self.cfg.no_data_intervals, self.card.info().rate_bytes_per_s);
+                let limit =
+                    no_data_limit(self.cfg.no_data_intervals, self.card.info().rate_bytes_per_s);
                 let empty = self.card.empty_for();
                 if let Some(limit) = limit.filter(|l| empty >= *l) {
                     let detail = format!(
@@ -369,7 +370,10 @@ impl<'a> Pump<'a> {
             if stop.load(Ordering::Relaxed) {
                 return None;
             }
-            tracing::warn!(attempt = self.failures, "resetting the card and re-running start-up tests");
+            tracing::warn!(
+                attempt = self.failures,
+                "resetting the card and re-running start-up tests"
+            );
             let restarted = self.card.stop().and_then(|()| self.card.start());
             // Modules or chips may have changed (a failed one is left off by the next start).
             self.ring.set_identity(&identity(self.card.info(), self.gate));

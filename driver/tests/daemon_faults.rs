@@ -5,11 +5,11 @@
 //! `raw_bytes_read = bytes_dropped + bytes_published` once the daemon has stopped (extractor
 //! `none`, a fresh ring; docs/ring-abi.md, "Counters").
 
+use qrng_ring::{Consumer, Health, Reason, RingOptions, StatusSnapshot};
 use quantis_driver::card::{self, CardOptions};
 use quantis_driver::daemon::{self, Config, Exit, DEFAULT_NO_DATA_INTERVALS};
 use quantis_driver::entropy::EntropyConfig;
 use quantis_driver::hw;
-use qrng_ring::{Consumer, Health, Reason, RingOptions, StatusSnapshot};
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -84,7 +84,10 @@ fn run_daemon(
 
 #[test]
 fn a_stalled_card_reads_nothing_and_reports_no_error() {
-    for spec in ["pcie-16m?rate=0&seed=1&fault=stall&fault-after=100000", "pcie-40m?rate=0&seed=1&fault=stall&fault-after=100000"] {
+    for spec in [
+        "pcie-16m?rate=0&seed=1&fault=stall&fault-after=100000",
+        "pcie-40m?rate=0&seed=1&fault=stall&fault-after=100000",
+    ] {
         let dev = hw::open(&format!("sim:{spec}").parse().unwrap()).unwrap();
         let mut c = card::open(dev, &CardOptions::default()).unwrap();
         c.start().unwrap();
@@ -182,15 +185,27 @@ fn counters_add_up_under_every_fault() {
         ["stuck0", "stuck1", "repeat", "bias", "module-stuck", "drift", "module-fail", "stall"]
     {
         for model in ["pcie-16m", "pcie-40m"] {
-            cases.push((format!("{model}?rate=0&seed=6&fault={fault}&fault-after=3000000"), &until_alarm));
+            cases.push((
+                format!("{model}?rate=0&seed=6&fault={fault}&fault-after=3000000"),
+                &until_alarm,
+            ));
         }
     }
-    cases.push(("pcie-16m?rate=0&seed=6&fault=fifo-overflow&fault-after=3000000".into(), &until_alarm));
+    cases.push((
+        "pcie-16m?rate=0&seed=6&fault=fifo-overflow&fault-after=3000000".into(),
+        &until_alarm,
+    ));
     cases.push(("pcie-40m?rate=0&seed=6&fault=dma-error&fault-after=3000000".into(), &until_alarm));
     cases.push(("pcie-16m?rate=0&seed=6&fault=stuck-bit&fault-after=0".into(), &until_published));
-    cases.push(("pcie-16m?rate=0&seed=6&fault=stuck0&fault-after=3000000&fault-for=4096".into(), &until_published));
+    cases.push((
+        "pcie-16m?rate=0&seed=6&fault=stuck0&fault-after=3000000&fault-for=4096".into(),
+        &until_published,
+    ));
     for model in ["pcie-16m", "pcie-40m"] {
-        cases.push((format!("{model}?rate=0&seed=6&fault=unplug&fault-after=3000000"), &until_alarm));
+        cases.push((
+            format!("{model}?rate=0&seed=6&fault=unplug&fault-after=3000000"),
+            &until_alarm,
+        ));
     }
     for (spec, done) in cases {
         let (exit, s) = run_daemon(&spec, 1, true, |_| {}, done);

@@ -63,7 +63,7 @@ pub const OFF_MODEL: u64 = OFF_STATUS + 0x58; // [u8; 32], NUL-padded UTF-8
 pub const OFF_SERIAL: u64 = OFF_STATUS + 0x78; // [u8; 32]
 pub const OFF_EXTRACTOR: u64 = OFF_STATUS + 0x98; // [u8; 32]
 pub const OFF_BOARD_VERSION: u64 = OFF_STATUS + 0xB8; // u32: CV_SR / version register, 0 = unknown
-// Later additions inside the identity block (zero = unknown, so older producers stay readable).
+                                                      // Later additions inside the identity block (zero = unknown, so older producers stay readable).
 pub const OFF_MODULES_PRESENT: u64 = OFF_STATUS + 0xBC; // u32 module mask (HEN), 0 = unknown
 pub const OFF_FAMILY: u64 = OFF_STATUS + 0xC0; // u32: 1 module card, 2 chip card, 0 = unknown
 pub const OFF_CHIP_MODE: u64 = OFF_STATUS + 0xC4; // u32: 1 RNG, 2 SAMPLE, 0 = unknown / module card

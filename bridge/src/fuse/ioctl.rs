@@ -346,9 +346,16 @@ mod tests {
             }
             let set = answer(SET_QRNG_MODE, &1u32.to_ne_bytes(), 0, ctx(Some(&c), false));
             assert_eq!(set, Err(IoctlError::ControlRefused(Control::SetMode)));
-            assert_eq!(answer(SET_QRNG_MODE, &1u32.to_ne_bytes(), 0, ctx(Some(&c), true)), Ok(vec![]));
+            assert_eq!(
+                answer(SET_QRNG_MODE, &1u32.to_ne_bytes(), 0, ctx(Some(&c), true)),
+                Ok(vec![])
+            );
             let bad = answer(SET_QRNG_MODE, &2u32.to_ne_bytes(), 0, ctx(Some(&c), true));
-            assert_eq!(bad.map_err(IoctlError::errno), Err(libc::EINVAL), "IDQ accepts 0 or 1 only");
+            assert_eq!(
+                bad.map_err(IoctlError::errno),
+                Err(libc::EINVAL),
+                "IDQ accepts 0 or 1 only"
+            );
         }
         let unknown = chip_card(None);
         let err = answer(GET_CURRENT_QRNG_MODE, &[], 4, ctx(Some(&unknown), false));
@@ -360,12 +367,29 @@ mod tests {
         let module = card();
         let chip = chip_card(Some(qrng_ring::ChipMode::Rng));
         // Unknown numbers, the declared-but-unanswered 9/10/11, and the other family's ioctls.
-        for cmd in [0x8004_71ff, GET_PCI_BUS_DEVICE_ID, GET_AIS31_STARTUP_TESTS_REQUEST_FLAG, CLEAR_AIS31_STARTUP_TESTS_REQUEST_FLAG, GET_QRNG_MODE, GET_CURRENT_QRNG_MODE, SET_QRNG_MODE] {
-            let err = answer(cmd, &0u32.to_ne_bytes(), 4, ctx(Some(&module), true)).expect_err("module");
+        for cmd in [
+            0x8004_71ff,
+            GET_PCI_BUS_DEVICE_ID,
+            GET_AIS31_STARTUP_TESTS_REQUEST_FLAG,
+            CLEAR_AIS31_STARTUP_TESTS_REQUEST_FLAG,
+            GET_QRNG_MODE,
+            GET_CURRENT_QRNG_MODE,
+            SET_QRNG_MODE,
+        ] {
+            let err =
+                answer(cmd, &0u32.to_ne_bytes(), 4, ctx(Some(&module), true)).expect_err("module");
             assert_eq!(err.errno(), libc::ENOTTY, "module card {cmd:#x}");
         }
-        for cmd in [0x8004_71ff, GET_PCI_BUS_DEVICE_ID, GET_AIS31_STARTUP_TESTS_REQUEST_FLAG, CLEAR_AIS31_STARTUP_TESTS_REQUEST_FLAG, ENABLE_MODULE, DISABLE_MODULE] {
-            let err = answer(cmd, &0u32.to_ne_bytes(), 4, ctx(Some(&chip), true)).expect_err("chip");
+        for cmd in [
+            0x8004_71ff,
+            GET_PCI_BUS_DEVICE_ID,
+            GET_AIS31_STARTUP_TESTS_REQUEST_FLAG,
+            CLEAR_AIS31_STARTUP_TESTS_REQUEST_FLAG,
+            ENABLE_MODULE,
+            DISABLE_MODULE,
+        ] {
+            let err =
+                answer(cmd, &0u32.to_ne_bytes(), 4, ctx(Some(&chip), true)).expect_err("chip");
             assert_eq!(err.errno(), libc::EINVAL, "chip card {cmd:#x}");
         }
         // The queries both drivers answer stay answered on chip cards.

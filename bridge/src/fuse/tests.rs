@@ -264,10 +264,11 @@ fn chip_card_ioctls_answer_like_idqs_chip_driver() {
         idq::ioctl_u32(&f, ioctl::GET_CURRENT_QRNG_MODE).expect("current mode"),
         ioctl::QRNG_MODE_SAMPLE
     );
-    let err = idq::ioctl_buf(&f, ioctl::SET_QRNG_MODE, &mut 0u32.to_ne_bytes())
-        .expect_err("set refused");
+    let err =
+        idq::ioctl_buf(&f, ioctl::SET_QRNG_MODE, &mut 0u32.to_ne_bytes()).expect_err("set refused");
     assert_eq!(err.raw_os_error(), Some(libc::EPERM));
-    for cmd in [0x8004_71ff, ioctl::GET_PCI_BUS_DEVICE_ID, ioctl::GET_AIS31_STARTUP_TESTS_REQUEST_FLAG]
+    for cmd in
+        [0x8004_71ff, ioctl::GET_PCI_BUS_DEVICE_ID, ioctl::GET_AIS31_STARTUP_TESTS_REQUEST_FLAG]
     {
         let err = idq::ioctl_u32(&f, cmd).expect_err("not a chip-card ioctl");
         assert_eq!(err.raw_os_error(), Some(libc::EINVAL), "{cmd:#x}");

@@ -76,7 +76,8 @@ impl Noise {
 
     /// The source of a simulated card: its bias, fault window and units.
     pub fn for_spec(spec: &SimSpec, seed: [u8; 32]) -> Noise {
-        let mut n = Noise::new(seed, spec.bias, spec.fault, spec.fault_after).lasting(spec.fault_for);
+        let mut n =
+            Noise::new(seed, spec.bias, spec.fault, spec.fault_after).lasting(spec.fault_for);
         n.units = units_of(spec);
         n
     }
