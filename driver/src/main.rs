@@ -10,11 +10,11 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use qrng_ring::RingOptions;
 use quantis_driver::card::{self, CardOptions, ChipMode};
 use quantis_driver::daemon::{self, Exit};
 use quantis_driver::entropy::{self, EntropyConfig, ExtractorSpec, Gate, SampleWidth, Shape};
 use quantis_driver::hw::{self, DeviceUri};
+use qrng_ring::RingOptions;
 use std::io::Read;
 use std::path::PathBuf;
 use std::time::Duration;

@@ -1047,7 +1047,9 @@ async fn entry_keeps_the_middleware_when_configured() {
 /// Lending, over a real ring file (the only source that lends).
 mod lending {
     use super::*;
-    use qrng_ring::{pattern as stream, Health, Identity, Producer, Reason, RingOptions};
+    use qrng_ring::{
+        pattern as stream, Health, Identity, Producer, Reason, RingOptions,
+    };
 
     struct Real {
         _dir: tempfile::TempDir,

@@ -7,11 +7,11 @@
 //! instead of spinning on FS_RR up to 10,000 times the driver sleeps for the time the modules
 //! need to put 5/8 of a FIFO in it, adapting that time to what it finds on waking.
 
+use crate::regs::{pio, FifoStatus, ModuleBits, ModuleStatus};
 use super::{
     rd, rd_live, wr, Card, CardCounters, CardInfo, CardOptions, Clock, Error, Family, Result, Wait,
 };
 use crate::hw::Device;
-use crate::regs::{pio, FifoStatus, ModuleBits, ModuleStatus};
 use std::sync::Arc;
 use std::time::Duration;
 

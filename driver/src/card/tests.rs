@@ -1,12 +1,12 @@
 //! Card-layer tests: exact register sequences against the hardware facts (recording device),
 //! end-to-end data through both protocols on the simulator, probe, open errors and faults.
 
+use crate::regs::{chip, pio as p, xdma as x};
 use super::testutil::{sim, writes, writes_and_waits, Ev, FakeClock, Log, Recorder};
 use super::*;
 use crate::hw::sim::noise::Noise;
 use crate::hw::sim::{SimDevice, SimSpec};
 use crate::hw::{DeviceInfo, DmaBuffer};
-use crate::regs::{chip, pio as p, xdma as x};
 
 const SEQ: Wait = Wait::Sequence;
 

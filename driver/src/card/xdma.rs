@@ -14,12 +14,12 @@
 //! count with what it has consumed, checks each writeback (magic 0x52B4, length), copies the
 //! bytes out, clears the writeback and returns the descriptors as credits.
 
+use crate::regs::{chip, xdma, ChipVersion, InitStatus};
 use super::{
     rd, rd_live, wr, Card, CardCounters, CardInfo, CardOptions, ChipMode, Clock, Error, Family,
     Result, Wait,
 };
 use crate::hw::{Device, DmaBuffer};
-use crate::regs::{chip, xdma, ChipVersion, InitStatus};
 use std::sync::Arc;
 use std::time::Duration;
 

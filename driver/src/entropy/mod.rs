@@ -14,9 +14,9 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+use qrng_ring::{HealthParams, Reason};
 pub use extract::Shape;
 pub use health::SampleWidth;
-use qrng_ring::{HealthParams, Reason};
 pub use sp800_22::{assess, AssessReport};
 
 /// Errors of the entropy module (configuration and extractor files).

@@ -29,9 +29,7 @@ pub mod cfg {
     pub const STATUS_INTX: u16 = 1 << 3;
 }
 
-pub use crate::regs::ids::{
-    quantis_model, Family as CardFamily, CHIP_CARD_240M, CHIP_CARD_40M, MODULE_CARD,
-};
+pub use crate::regs::ids::{quantis_model, Family as CardFamily, CHIP_CARD_240M, CHIP_CARD_40M, MODULE_CARD};
 
 /// A view of a sysfs tree (normally `/sys`).
 #[derive(Clone, Debug)]
