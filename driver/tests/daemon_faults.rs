@@ -176,11 +176,14 @@ fn a_failed_restart_is_one_alarm_with_its_own_reason() {
     }
 }
 
+/// When a case has seen enough.
+type Done = dyn Fn(&StatusSnapshot) -> bool;
+
 #[test]
 fn counters_add_up_under_every_fault() {
     let until_alarm = |s: &StatusSnapshot| s.health_alarms > 0 && s.health != Health::Starting;
     let until_published = |s: &StatusSnapshot| s.bytes_published > 4 << 20;
-    let mut cases: Vec<(String, &dyn Fn(&StatusSnapshot) -> bool)> = Vec::new();
+    let mut cases: Vec<(String, &Done)> = Vec::new();
     for fault in
         ["stuck0", "stuck1", "repeat", "bias", "module-stuck", "drift", "module-fail", "stall"]
     {
