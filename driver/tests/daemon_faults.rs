@@ -83,6 +83,17 @@ fn run_daemon(
 }
 
 #[test]
+fn the_no_data_limit_is_n_times_the_time_for_4_kib_at_the_nominal_rate() {
+    // The figures of docs/entropy.md's table, at N = 40.
+    for (rate, ms) in [(500_000u64, 327.68), (2_000_000, 81.92), (5_000_000, 32.768)] {
+        let got = daemon::no_data_limit(DEFAULT_NO_DATA_INTERVALS, rate).expect("on");
+        assert!((got.as_secs_f64() * 1e3 - ms).abs() < 1e-6, "{rate}: {got:?}");
+    }
+    assert_eq!(daemon::no_data_limit(0, 500_000), None, "0 turns the watchdog off");
+    assert_eq!(daemon::no_data_limit(40, 0), None, "no nominal rate, no limit");
+}
+
+#[test]
 fn a_stalled_card_reads_nothing_and_reports_no_error() {
     for spec in [
         "pcie-16m?rate=0&seed=1&fault=stall&fault-after=100000",
