@@ -143,6 +143,35 @@ fn a_stall_raises_no_data_then_the_card_is_reset_and_recovers() {
 }
 
 #[test]
+fn a_warm_up_discard_is_not_a_stall() {
+    // SAMPLE mode: a chip card's first 16.8 MB after every start are discarded by the card
+    // layer (3.4 s at PCIe-40M's real rate), so reads return nothing meanwhile. The card is
+    // delivering: no alarm may follow.
+    let dir = tempfile::tempdir().unwrap();
+    let ring = dir.path().join("qrng0.ring");
+    let mut cfg = config("pcie-40m?seed=7", &ring, 5);
+    cfg.card.chip_mode = card::ChipMode::Sample;
+    let stop = AtomicBool::new(false);
+    let s = std::thread::scope(|scope| {
+        let daemon = scope.spawn(|| daemon::run(&cfg, &stop));
+        let hang = Instant::now() + Duration::from_secs(60);
+        let s = loop {
+            if let Ok(c) = Consumer::open(&ring) {
+                let s = c.status().expect("status");
+                if s.health != Health::Starting || Instant::now() > hang {
+                    break s;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        stop.store(true, Ordering::Relaxed);
+        daemon.join().expect("daemon thread").expect("daemon ran");
+        s
+    });
+    assert_eq!((s.health, s.health_alarms), (Health::Ok, 0), "{s:?}");
+}
+
+#[test]
 fn a_full_ring_is_not_a_stall() {
     // No consumer: the ring fills and the daemon stops reading. The card is not silent, the
     // daemon is just not asking; no alarm may follow, however long that lasts.

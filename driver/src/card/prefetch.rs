@@ -119,7 +119,8 @@ impl Prefetch {
     }
 
     /// How long the card has delivered nothing: the summed duration of the reads returned since
-    /// the last batch with bytes (or error, start or stop), all of which came back empty.
+    /// the last batch with bytes (or error, start or stop), all of which came back empty without
+    /// the card layer taking any bytes (a warm-up discard or an overflow is delivery).
     pub fn empty_for(&self) -> Duration {
         self.empty_for
     }
@@ -171,11 +172,13 @@ impl Prefetch {
         self.in_flight -= 1;
         match self.recv() {
             Reply::Read(buf, r, counters, took) => {
+                // Bytes the card layer took and threw away (chip cards' warm-up, a FIFO emptied
+                // after an overflow) show a card that delivers: only a read that found nothing at
+                // all counts as silence.
+                let lost = |c: &CardCounters| c.bytes_discarded + c.bytes_dropped;
+                let silent = matches!(r, Ok(0)) && lost(&counters) == lost(&self.counters);
                 self.counters = counters;
-                self.empty_for = match r {
-                    Ok(0) => self.empty_for + took,
-                    _ => Duration::ZERO,
-                };
+                self.empty_for = if silent { self.empty_for + took } else { Duration::ZERO };
                 (buf, r)
             }
             Reply::Done(..) => unreachable!("a read is in flight"),
