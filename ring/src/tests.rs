@@ -513,3 +513,21 @@ fn reason_code_is_the_serialized_name_for_every_wire_value() {
     assert_eq!(Reason::from_code(10), Some(Reason::NoData));
     assert_eq!(Reason::NoData.code(), "no-data");
 }
+
+#[test]
+fn identity_fields_added_later_read_as_unknown_when_a_producer_leaves_them_zero() {
+    // A producer that predates modules_present, family and chip_mode never writes them: the
+    // reserved bytes stay zero, which a reader must take as "unknown".
+    let dir = tempfile::tempdir().unwrap();
+    let path = ring_path(&dir);
+    let mut p = Producer::open(&path, &opts(4096)).unwrap();
+    p.set_identity(&Identity { model: "pcie-16m".into(), modules: 0xf, ..Identity::default() });
+    let s = Consumer::open(&path).unwrap().status().unwrap();
+    assert_eq!(s.identity.modules, 0xf);
+    assert_eq!(
+        (s.identity.modules_present, s.identity.family, s.identity.chip_mode),
+        (0, None, None)
+    );
+    assert_eq!(CardFamily::from_code(3), None);
+    assert_eq!(ChipMode::from_code(0), None);
+}
