@@ -48,6 +48,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         simulated: true,
         extractor: "none".into(),
         board_version: 0,
+        ..Identity::default()
     });
     p.set_health_params(&HealthParams {
         min_entropy_milli: 0,

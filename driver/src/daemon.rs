@@ -9,6 +9,9 @@
 //!
 //! Publishing is fail-closed: a batch that raised an alarm is never written, and after any alarm
 //! or card error nothing is written until a fresh start-up test has passed (see docs/entropy.md).
+//! A card that delivers nothing for longer than its data watchdog allows ([`no_data_limit`])
+//! raises the `no-data` alarm and is reset like any other. The counters obey the invariant in
+//! docs/ring-abi.md ("Counters").
 //! The status line (health, counters, heartbeat) is kept current; under systemd the daemon sends
 //! READY once the ring is published and feeds the watchdog with the heartbeat.
 
@@ -33,6 +36,32 @@ pub struct Config {
     pub max_recoveries: u32,
     /// How often the heartbeat, counters and watchdog are refreshed.
     pub heartbeat: Duration,
+    /// Data watchdog: the `no-data` alarm is raised after this many [`WATCHDOG_UNIT`] intervals
+    /// without a byte (see [`no_data_limit`]); 0 turns the watchdog off.
+    pub no_data_intervals: u32,
+}
+
+/// The data watchdog's unit: the time the card needs, at its nominal rate, to deliver 4 KiB
+/// (a module card's FIFO, one chip-card DMA buffer).
+pub const WATCHDOG_UNIT: u64 = 4096;
+
+/// Default of [`Config::no_data_intervals`]. Modelling deliveries of [`WATCHDOG_UNIT`] bytes as a
+/// Poisson process with mean interval T (far burstier than a card whose every 4 KiB sums tens of
+/// thousands of photon detections), a gap of N·T follows a delivery with probability e^−N, so
+/// false alarms come at (1 year / T)·e^−N a year. The fastest card (PCIe-240M, 30 MB/s:
+/// T = 137 µs, 2.3·10^11 intervals a year) gives 1.0·10^−6 a year at N = 40; every slower card
+/// gives fewer. See docs/entropy.md ("Data watchdog").
+pub const DEFAULT_NO_DATA_INTERVALS: u32 = 40;
+
+/// How long a card may deliver nothing before the `no-data` alarm: `intervals` × the time it
+/// needs for [`WATCHDOG_UNIT`] bytes at `rate_bytes_per_s`. `None` if the watchdog is off or the
+/// rate is unknown.
+pub fn no_data_limit(intervals: u32, rate_bytes_per_s: u64) -> Option<Duration> {
+    if intervals == 0 || rate_bytes_per_s == 0 {
+        return None;
+    }
+    let unit = WATCHDOG_UNIT as f64 / rate_bytes_per_s as f64;
+    Some(Duration::from_secs_f64(f64::from(intervals) * unit))
 }
 
 /// Errors that stop the daemon before or while it runs.
@@ -110,9 +139,6 @@ pub fn run(cfg: &Config, stop: &AtomicBool) -> Result<Exit> {
     };
     match exit {
         Exit::Shutdown => {
-            if let Err(e) = card.stop() {
-                tracing::warn!(error = %e, "failed to stop the card cleanly");
-            }
             ring.set_health(Health::Stopped, Reason::Shutdown);
             tracing::info!("stopped: card shut down, ring marked STOPPED");
         }
@@ -140,6 +166,15 @@ fn identity(info: &card::CardInfo, gate: &Gate) -> Identity {
         simulated: info.simulated,
         extractor: gate.extractor_name().to_owned(),
         board_version: info.version_raw,
+        modules_present: info.modules_present,
+        family: Some(match info.family {
+            card::Family::Module => ring::CardFamily::Module,
+            card::Family::Chip => ring::CardFamily::Chip,
+        }),
+        chip_mode: info.chip_mode.map(|m| match m {
+            card::ChipMode::Rng => ring::ChipMode::Rng,
+            card::ChipMode::Sample => ring::ChipMode::Sample,
+        }),
     }
 }
 
@@ -152,8 +187,10 @@ struct Pump<'a> {
     health: Health,
     /// Failed recoveries since the source was last OK.
     failures: u32,
-    /// Card counters already added to the ring's.
+    /// Card-layer losses (overflow, warm-up, read-ahead thrown away) already added to the ring.
     card_dropped_seen: u64,
+    /// Start-up samples withheld by the gate, already added to the ring.
+    startup_seen: u64,
     last_beat: Instant,
     ready_sent: bool,
     watchdog: Option<Duration>,
@@ -174,6 +211,7 @@ impl<'a> Pump<'a> {
             health: Health::Starting,
             failures: 0,
             card_dropped_seen: 0,
+            startup_seen: 0,
             last_beat: Instant::now(),
             ready_sent: false,
             watchdog: sd_notify::watchdog_enabled(),
@@ -185,14 +223,38 @@ impl<'a> Pump<'a> {
         let mut pending = 0..0;
         let started = self.card.start();
         self.ring.set_identity(&identity(self.card.info(), self.gate));
+        self.gate.restart();
+        self.notify_ready();
         if let Err(e) = started {
             if e.is_device_gone() {
                 return Ok(Exit::DeviceGone);
             }
             self.alarm(e.reason(), &e.to_string());
+            if let Some(exit) = self.recover(stop) {
+                return Ok(exit);
+            }
         }
-        self.gate.restart();
-        self.notify_ready();
+        let exit = self.pump(stop, &mut out, &mut pending)?;
+        // Everything taken from the card is accounted for before the counters are left.
+        if exit == Exit::Shutdown {
+            if let Err(e) = self.card.stop() {
+                tracing::warn!(error = %e, "failed to stop the card cleanly");
+            }
+        }
+        self.sync_counters();
+        if self.gate.extractor_name() == "none" {
+            // Tested bytes the ring had no room for: raw bytes, never published.
+            self.ring.add_counters(0, 0, pending.len() as u64);
+        }
+        Ok(exit)
+    }
+
+    fn pump(
+        &mut self,
+        stop: &AtomicBool,
+        out: &mut Vec<u8>,
+        pending: &mut std::ops::Range<usize>,
+    ) -> Result<Exit> {
         while !stop.load(Ordering::Relaxed) {
             self.tick();
             if self.health == Health::Failed && self.failures > self.cfg.max_recoveries {
@@ -203,10 +265,10 @@ impl<'a> Pump<'a> {
             // Publish what is waiting before reading more. When the ring is full, pause reading:
             // the card then overflows (counted by the card layer) rather than us testing bytes
             // only to throw them away.
-            if !pending.is_empty() {
+            if pending.start < pending.end {
                 let n = self.ring.write(&out[pending.clone()])?;
                 pending.start += n;
-                if !pending.is_empty() {
+                if pending.start < pending.end {
                     std::thread::sleep(Duration::from_millis(2));
                 }
                 continue;
@@ -216,30 +278,54 @@ impl<'a> Pump<'a> {
                 Err(e) if e.is_device_gone() => return Ok(Exit::DeviceGone),
                 Err(e) => {
                     self.alarm(e.reason(), &e.to_string());
-                    self.recover(stop);
+                    if let Some(exit) = self.recover(stop) {
+                        return Ok(exit);
+                    }
                     continue;
                 }
             };
             let n = raw.len();
             if n == 0 {
+                let limit =
+                    no_data_limit(self.cfg.no_data_intervals, self.card.info().rate_bytes_per_s);
+                let empty = self.card.empty_for();
+                if let Some(limit) = limit.filter(|l| empty >= *l) {
+                    let detail = format!(
+                        "no bytes for {} ms (limit {} ms: {} × the time for {WATCHDOG_UNIT} bytes at {} bytes/s)",
+                        empty.as_millis(),
+                        limit.as_millis(),
+                        self.cfg.no_data_intervals,
+                        self.card.info().rate_bytes_per_s
+                    );
+                    self.alarm(Reason::NoData, &detail);
+                    if let Some(exit) = self.recover(stop) {
+                        return Ok(exit);
+                    }
+                }
                 continue;
             }
             self.ring.add_counters(n as u64, 0, 0);
             out.clear();
-            match self.gate.process(raw, &mut out) {
+            match self.gate.process(raw, out) {
                 Ok(()) => {
+                    // Start-up samples passed the tests but are withheld, never published.
+                    let withheld = self.gate.startup_withheld();
+                    self.ring.add_counters(0, 0, withheld - self.startup_seen);
+                    self.startup_seen = withheld;
                     if self.gate.started() && self.health != Health::Ok {
                         self.set_health(Health::Ok, Reason::None);
                         self.failures = 0;
                         tracing::info!("start-up tests passed: publishing");
                     }
-                    pending = 0..out.len();
+                    *pending = 0..out.len();
                 }
                 Err(alarm) => {
                     // The failing batch is dropped whole (it is never copied to the ring).
                     self.ring.add_counters(0, 0, n as u64);
                     self.alarm(alarm.reason, &alarm.detail);
-                    self.recover(stop);
+                    if let Some(exit) = self.recover(stop) {
+                        return Ok(exit);
+                    }
                 }
             }
         }
@@ -257,37 +343,57 @@ impl<'a> Pump<'a> {
         tracing::error!(%reason, detail, failures = self.failures, "health alarm: publishing stopped");
     }
 
-    /// Resets the card and the tests after an alarm; gives up after `max_recoveries` in a row.
-    fn recover(&mut self, stop: &AtomicBool) {
-        self.failures += 1;
-        if self.failures > self.cfg.max_recoveries {
-            self.set_health(Health::Failed, Reason::RecoveryExhausted);
-            tracing::error!(
-                attempts = self.cfg.max_recoveries,
-                "recovery attempts exhausted: the source stays FAILED until the driver is restarted"
-            );
-            let _ = self.card.stop();
-            return;
-        }
-        // Back off a little more after each consecutive failure (100 ms, 200 ms, … up to 5 s).
-        let backoff =
-            Duration::from_millis(100u64 << (self.failures - 1).min(6)).min(Duration::from_secs(5));
-        let until = Instant::now() + backoff;
-        while Instant::now() < until && !stop.load(Ordering::Relaxed) {
-            self.tick();
-            std::thread::sleep(Duration::from_millis(20).min(backoff));
-        }
-        tracing::warn!(attempt = self.failures, "resetting the card and re-running start-up tests");
-        let restarted = self.card.stop().and_then(|()| self.card.start());
-        // Modules or chips may have changed (a failed one is left off by the next start).
-        self.ring.set_identity(&identity(self.card.info(), self.gate));
-        self.gate.restart();
-        if let Err(e) = restarted {
-            if !e.is_device_gone() {
-                self.alarm(e.reason(), &e.to_string());
+    /// Resets the card and the tests after an alarm, until a restart succeeds (the start-up test
+    /// then decides) or `max_recoveries` attempts in a row have failed. A restart that fails is
+    /// one more alarm, with the restart's own reason; the card is not read until a restart
+    /// succeeds. Returns the exit if the card went away meanwhile.
+    fn recover(&mut self, stop: &AtomicBool) -> Option<Exit> {
+        loop {
+            self.failures += 1;
+            if self.failures > self.cfg.max_recoveries {
+                self.set_health(Health::Failed, Reason::RecoveryExhausted);
+                tracing::error!(
+                    attempts = self.cfg.max_recoveries,
+                    "recovery attempts exhausted: the source stays FAILED until the driver is restarted"
+                );
+                let _ = self.card.stop();
+                return None;
             }
-            // A gone device is noticed by the next read.
+            // Back off a little more after each consecutive failure (100 ms, 200 ms, … up to 5 s).
+            let backoff = Duration::from_millis(100u64 << (self.failures - 1).min(6))
+                .min(Duration::from_secs(5));
+            let until = Instant::now() + backoff;
+            while Instant::now() < until && !stop.load(Ordering::Relaxed) {
+                self.tick();
+                std::thread::sleep(Duration::from_millis(20).min(backoff));
+            }
+            if stop.load(Ordering::Relaxed) {
+                return None;
+            }
+            tracing::warn!(
+                attempt = self.failures,
+                "resetting the card and re-running start-up tests"
+            );
+            let restarted = self.card.stop().and_then(|()| self.card.start());
+            // Modules or chips may have changed (a failed one is left off by the next start).
+            self.ring.set_identity(&identity(self.card.info(), self.gate));
+            self.gate.restart();
+            match restarted {
+                Ok(()) => return None,
+                Err(e) if e.is_device_gone() => return Some(Exit::DeviceGone),
+                Err(e) => self.alarm(e.reason(), &e.to_string()),
+            }
         }
+    }
+
+    /// Adds the card layer's losses since the last call to the ring: bytes taken from the card
+    /// (read, or flushed out of its FIFO) and thrown away before the gate saw them.
+    fn sync_counters(&mut self) {
+        let c = self.card.counters();
+        let lost = c.bytes_dropped + c.bytes_discarded;
+        let delta = lost.saturating_sub(self.card_dropped_seen);
+        self.ring.add_counters(delta, 0, delta);
+        self.card_dropped_seen = lost;
     }
 
     /// Heartbeat, counters and watchdog, at most every `cfg.heartbeat`.
@@ -296,10 +402,7 @@ impl<'a> Pump<'a> {
             return;
         }
         self.last_beat = Instant::now();
-        let c = self.card.counters();
-        let dropped = c.bytes_dropped + c.bytes_discarded;
-        self.ring.add_counters(0, 0, dropped.saturating_sub(self.card_dropped_seen));
-        self.card_dropped_seen = dropped;
+        self.sync_counters();
         self.ring.heartbeat();
         if self.watchdog.is_some() {
             let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);

@@ -122,6 +122,11 @@ struct RunArgs {
     /// Heartbeat (and watchdog) period in milliseconds.
     #[arg(long, default_value_t = 250)]
     heartbeat_ms: u64,
+    /// Data watchdog: raise the no-data alarm after this many times the time the card needs for
+    /// 4 KiB at its nominal rate without a byte (0: off). The default allows about one false
+    /// alarm in a million years on the fastest card (docs/entropy.md, "Data watchdog").
+    #[arg(long, default_value_t = daemon::DEFAULT_NO_DATA_INTERVALS)]
+    no_data_intervals: u32,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -390,6 +395,7 @@ fn run(args: RunArgs) -> Result<()> {
         entropy,
         max_recoveries: args.max_recoveries,
         heartbeat: Duration::from_millis(args.heartbeat_ms.max(10)),
+        no_data_intervals: args.no_data_intervals,
     };
     let stop = daemon::install_signal_handlers().context("failed to install signal handlers")?;
     match daemon::run(&cfg, stop)? {

@@ -66,7 +66,11 @@ pub const OFF_MODEL: u64 = OFF_STATUS + 0x58; // [u8; 32], NUL-padded UTF-8
 pub const OFF_SERIAL: u64 = OFF_STATUS + 0x78; // [u8; 32]
 pub const OFF_EXTRACTOR: u64 = OFF_STATUS + 0x98; // [u8; 32]
 pub const OFF_BOARD_VERSION: u64 = OFF_STATUS + 0xB8; // u32: CV_SR / version register, 0 = unknown
-pub const STATUS_END: u64 = OFF_STATUS + 0xBC;
+                                                      // Later additions inside the identity block (zero = unknown, so older producers stay readable).
+pub const OFF_MODULES_PRESENT: u64 = OFF_STATUS + 0xBC; // u32 module mask (HEN), 0 = unknown
+pub const OFF_FAMILY: u64 = OFF_STATUS + 0xC0; // u32: 1 module card, 2 chip card, 0 = unknown
+pub const OFF_CHIP_MODE: u64 = OFF_STATUS + 0xC4; // u32: 1 RNG, 2 SAMPLE, 0 = unknown / module card
+pub const STATUS_END: u64 = OFF_STATUS + 0xC8;
 pub const TEXT_LEN: usize = 32;
 
 pub const FLAG_SIMULATED: u32 = 1;
@@ -86,6 +90,7 @@ const _: () = {
     assert!(OFF_SERIAL - OFF_MODEL == TEXT_LEN as u64);
     assert!(OFF_EXTRACTOR - OFF_SERIAL == TEXT_LEN as u64);
     assert!(OFF_BOARD_VERSION - OFF_EXTRACTOR == TEXT_LEN as u64);
+    assert!(OFF_MODULES_PRESENT == OFF_BOARD_VERSION + 4 && OFF_CHIP_MODE + 4 == STATUS_END);
     assert!(STATUS_END <= HEADER_LEN);
     assert!(DATA_OFFSET.is_multiple_of(4096));
     assert!(DEFAULT_CAPACITY.is_power_of_two() && MIN_CAPACITY.is_power_of_two());

@@ -184,6 +184,9 @@ pub enum Reason {
     DeviceGone = 7,
     RecoveryExhausted = 8,
     Shutdown = 9,
+    /// The card delivered no bytes for longer than its data watchdog allows, with no error
+    /// reported (a stalled FIFO or an idle DMA engine).
+    NoData = 10,
     Other = 255,
 }
 
@@ -214,6 +217,7 @@ impl Reason {
             Reason::DeviceGone => "device-gone",
             Reason::RecoveryExhausted => "recovery-exhausted",
             Reason::Shutdown => "shutdown",
+            Reason::NoData => "no-data",
             Reason::Other => "other",
         }
     }
@@ -231,6 +235,7 @@ impl Reason {
             7 => DeviceGone,
             8 => RecoveryExhausted,
             9 => Shutdown,
+            10 => NoData,
             255 => Other,
             _ => return Option::None,
         })
@@ -261,6 +266,7 @@ impl fmt::Display for Reason {
             Reason::DeviceGone => "device gone",
             Reason::RecoveryExhausted => "recovery attempts exhausted",
             Reason::Shutdown => "shut down",
+            Reason::NoData => "no data from the card",
             Reason::Other => "other",
         })
     }
@@ -280,6 +286,55 @@ pub struct Identity {
     /// The card's raw version register (module cards: CV_SR; chip cards: the version register),
     /// as IDQ's GET_BOARD_VERSION ioctl reports it; 0 = unknown.
     pub board_version: u32,
+    /// Bit i set: module (or chip) i is present, working or not (IDQ's GET_MODULES_MASK: the
+    /// HEN bits); 0 = unknown (a producer that predates the field).
+    pub modules_present: u32,
+    /// Module card or chip card; `None` = unknown.
+    pub family: Option<CardFamily>,
+    /// Chip cards: the output mode the card runs in; `None` for module cards or unknown.
+    pub chip_mode: Option<ChipMode>,
+}
+
+/// The two Quantis card families (wire values in the identity block: 0 = unknown).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+#[repr(u32)]
+pub enum CardFamily {
+    /// Module cards (PIO from a FIFO): Quantis PCI, PCIe-4M, PCIe-16M.
+    Module = 1,
+    /// Chip cards (XDMA): PCIe-40M, PCIe-240M.
+    Chip = 2,
+}
+
+/// A chip card's output mode (wire values in the identity block: 0 = unknown or module card).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+#[repr(u32)]
+pub enum ChipMode {
+    /// Post-processed by the card (IDQ's QRNG mode 0).
+    Rng = 1,
+    /// Raw samples (IDQ's QRNG mode 1).
+    Sample = 2,
+}
+
+impl CardFamily {
+    pub fn from_code(code: u32) -> Option<CardFamily> {
+        match code {
+            1 => Some(CardFamily::Module),
+            2 => Some(CardFamily::Chip),
+            _ => None,
+        }
+    }
+}
+
+impl ChipMode {
+    pub fn from_code(code: u32) -> Option<ChipMode> {
+        match code {
+            1 => Some(ChipMode::Rng),
+            2 => Some(ChipMode::Sample),
+            _ => None,
+        }
+    }
 }
 
 /// The health-test parameters in force.
@@ -570,6 +625,9 @@ impl Attached {
                     simulated: s.load32(OFF_FLAGS, Ordering::Relaxed) & FLAG_SIMULATED != 0,
                     extractor: self.text(OFF_EXTRACTOR),
                     board_version: s.load32(OFF_BOARD_VERSION, Ordering::Relaxed),
+                    modules_present: s.load32(OFF_MODULES_PRESENT, Ordering::Relaxed),
+                    family: CardFamily::from_code(s.load32(OFF_FAMILY, Ordering::Relaxed)),
+                    chip_mode: ChipMode::from_code(s.load32(OFF_CHIP_MODE, Ordering::Relaxed)),
                 },
                 HealthParams {
                     min_entropy_milli: s.load32(OFF_MIN_ENTROPY, Ordering::Relaxed),

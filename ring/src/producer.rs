@@ -162,6 +162,9 @@ impl Producer {
             write_text(s, OFF_EXTRACTOR, &id.extractor);
             s.store32(OFF_MODULES, id.modules, Ordering::Relaxed);
             s.store32(OFF_BOARD_VERSION, id.board_version, Ordering::Relaxed);
+            s.store32(OFF_MODULES_PRESENT, id.modules_present, Ordering::Relaxed);
+            s.store32(OFF_FAMILY, id.family.map_or(0, |f| f as u32), Ordering::Relaxed);
+            s.store32(OFF_CHIP_MODE, id.chip_mode.map_or(0, |m| m as u32), Ordering::Relaxed);
             s.store32(OFF_FLAGS, if id.simulated { FLAG_SIMULATED } else { 0 }, Ordering::Relaxed);
         });
     }

@@ -304,6 +304,9 @@ fn ring_status_round_trips_identity_params_counters() {
         simulated: true,
         extractor: "toeplitz".into(),
         board_version: 0x0205_0203,
+        modules_present: 0xfff,
+        family: Some(CardFamily::Chip),
+        chip_mode: Some(ChipMode::Sample),
     };
     p.set_identity(&id);
     let params =
@@ -320,6 +323,9 @@ fn ring_status_round_trips_identity_params_counters() {
     assert_eq!((s.identity.modules, s.identity.simulated), (0xfff, true));
     assert_eq!(s.identity.extractor, "toeplitz");
     assert_eq!(s.identity.board_version, 0x0205_0203);
+    assert_eq!(s.identity.modules_present, 0xfff);
+    assert_eq!(s.identity.family, Some(CardFamily::Chip));
+    assert_eq!(s.identity.chip_mode, Some(ChipMode::Sample));
     assert_eq!(s.params, params);
     assert_eq!((s.health, s.reason), (Health::Failed, Reason::AdaptiveProportion));
     assert_eq!((s.raw_bytes_read, s.health_alarms, s.bytes_dropped), (15, 1, 3));
@@ -503,5 +509,25 @@ fn reason_code_is_the_serialized_name_for_every_wire_value() {
         let serialized = serde_json::to_value(reason).unwrap();
         assert_eq!(serialized.as_str(), Some(reason.code()), "{reason:?}");
     }
-    assert!(seen >= 11, "every defined reason was checked ({seen})");
+    assert!(seen >= 12, "every defined reason was checked ({seen})");
+    assert_eq!(Reason::from_code(10), Some(Reason::NoData));
+    assert_eq!(Reason::NoData.code(), "no-data");
+}
+
+#[test]
+fn identity_fields_added_later_read_as_unknown_when_a_producer_leaves_them_zero() {
+    // A producer that predates modules_present, family and chip_mode never writes them: the
+    // reserved bytes stay zero, which a reader must take as "unknown".
+    let dir = tempfile::tempdir().unwrap();
+    let path = ring_path(&dir);
+    let mut p = Producer::open(&path, &opts(4096)).unwrap();
+    p.set_identity(&Identity { model: "pcie-16m".into(), modules: 0xf, ..Identity::default() });
+    let s = Consumer::open(&path).unwrap().status().unwrap();
+    assert_eq!(s.identity.modules, 0xf);
+    assert_eq!(
+        (s.identity.modules_present, s.identity.family, s.identity.chip_mode),
+        (0, None, None)
+    );
+    assert_eq!(CardFamily::from_code(3), None);
+    assert_eq!(ChipMode::from_code(0), None);
 }

@@ -39,6 +39,9 @@ impl MemoryRing {
                     simulated,
                     extractor: "none".to_owned(),
                     board_version: 0x0005_0203,
+                    modules_present: 0b1111,
+                    family: Some(ring::CardFamily::Module),
+                    chip_mode: None,
                 },
                 params: HealthParams::default(),
                 raw_bytes_read: 0,
@@ -77,6 +80,11 @@ impl MemoryRing {
         let mut m = lock(&self.0);
         m.status.health = health;
         m.status.reason = reason;
+    }
+
+    /// Changes the status line (identity fields, counters) as a producer would.
+    pub fn edit_status(&self, f: impl FnOnce(&mut StatusSnapshot)) {
+        f(&mut lock(&self.0).status);
     }
 
     /// The producer beats now.

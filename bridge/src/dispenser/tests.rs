@@ -451,6 +451,7 @@ mod real_ring {
             simulated: false,
             extractor: "none".into(),
             board_version: 0x0005_0203,
+            ..Identity::default()
         });
         p.heartbeat();
         p.set_health(Health::Ok, Reason::None);

@@ -137,6 +137,12 @@ pub struct DeviceStatus {
     pub modules: u32,
     /// The card's raw version register (IDQ's GET_BOARD_VERSION); 0 = unknown.
     pub board_version: u32,
+    /// Modules/chips present, working or not; 0 = unknown.
+    pub modules_present: u32,
+    /// `module` or `chip`; null = unknown.
+    pub family: Option<ring::CardFamily>,
+    /// Chip cards' output mode (`rng`, `sample`); null for module cards or unknown.
+    pub chip_mode: Option<ring::ChipMode>,
     pub simulated: bool,
     pub extractor: String,
     pub epoch: u64,

@@ -365,8 +365,11 @@ impl Filesystem for QrngFs {
         };
         match ioctl::answer(cmd, in_data, out_size, ctx) {
             Ok(out) => {
-                if let ioctl::Request::Control(c) =
-                    ioctl::decode(cmd).unwrap_or(ioctl::Request::DriverVersion)
+                if let ioctl::Request::Control(c) = ioctl::decode(
+                    cmd,
+                    facts.as_ref().is_some_and(|f| f.family == Some(qrng_ring::CardFamily::Chip)),
+                )
+                .unwrap_or(ioctl::Request::DriverVersion)
                 {
                     tracing::info!(ioctl = ?c, "control ioctl accepted without effect (the driver owns the card)");
                 }

@@ -6,6 +6,12 @@
 //! interface"). A FUSE file system only sees "restricted" ioctls, whose size and direction the
 //! kernel decodes from the number itself; every IDQ number is of that kind, so the kernel copies the
 //! 4-byte (or 256-byte) answers back to the caller for us.
+//!
+//! Each card family answers as IDQ's driver for it does (see docs/fuse.md, "IDQ ioctls"): module
+//! cards as `quantis_pci` (MOD: `leifj/quantispci`, `linux/quantis_pci_linux.c`, whose unknown
+//! command is `ENOTTY`), chip cards as the PCIe-40M/240M driver (CHIP: `xdma-core.c`,
+//! `char_sgdma_ioctl`, whose unknown command, like its declared but unhandled 5, 6, 9, 10 and 11,
+//! is `EINVAL`; it alone has the QRNG-mode ioctls 13–15).
 
 /// Magic byte of IDQ's ioctls (`'q'`).
 pub const IDQ_MAGIC: u8 = b'q';
@@ -26,8 +32,31 @@ pub const ENABLE_MODULE: u32 = 0x4004_7105;
 pub const DISABLE_MODULE: u32 = 0x4004_7106;
 /// `QUANTIS_IOCTL_GET_MODULES_STATUS`: `_IOR('q', 8, unsigned int)`.
 pub const GET_MODULES_STATUS: u32 = 0x8004_7108;
+/// `QUANTIS_IOCTL_GET_PCI_BUS_DEVICE_ID`: `_IOR('q', 9, unsigned int)`. Never answered: IDQ's
+/// chip driver does not handle it (`EINVAL`), the module driver v2.4 does not define it
+/// (`ENOTTY`), and no public source gives its encoding.
+pub const GET_PCI_BUS_DEVICE_ID: u32 = 0x8004_7109;
+/// `QUANTIS_IOCTL_GET_AIS31_STARTUP_TESTS_REQUEST_FLAG`: `_IOR('q', 10, unsigned int)`. Never
+/// answered, like IDQ's drivers (semantics on PCI unknown).
+pub const GET_AIS31_STARTUP_TESTS_REQUEST_FLAG: u32 = 0x8004_710A;
+/// `QUANTIS_IOCTL_CLEAR_AIS31_STARTUP_TESTS_REQUEST_FLAG`: `_IOW('q', 11, unsigned int)`. Never
+/// answered, like IDQ's drivers.
+pub const CLEAR_AIS31_STARTUP_TESTS_REQUEST_FLAG: u32 = 0x4004_710B;
 /// `QUANTIS_IOCTL_GET_SERIAL`: `_IOR('q', 12, char[256])`.
 pub const GET_SERIAL: u32 = 0x8100_710C;
+/// Chip cards: `QUANTIS_IOCTL_SET_QRNG_MODE`, `_IOW('q', 13, unsigned int)`: 0 RNG, 1 SAMPLE.
+pub const SET_QRNG_MODE: u32 = 0x4004_710D;
+/// Chip cards: `QUANTIS_IOCTL_GET_QRNG_MODE`, `_IOR('q', 14, unsigned int)`: the mode the next
+/// reset would use.
+pub const GET_QRNG_MODE: u32 = 0x8004_710E;
+/// Chip cards: `QUANTIS_IOCTL_GET_CURRENT_QRNG_MODE`, `_IOR('q', 15, unsigned int)`: the mode
+/// in effect.
+pub const GET_CURRENT_QRNG_MODE: u32 = 0x8004_710F;
+
+/// IDQ's QRNG mode values (CHIP `quantis_ioctl.h`).
+pub const QRNG_MODE_RNG: u32 = 0;
+/// Raw samples.
+pub const QRNG_MODE_SAMPLE: u32 = 1;
 
 /// The driver version IDQ's kernel driver reports (2.02); software compares against it.
 pub const IDQ_DRIVER_VERSION: u32 = 202;
@@ -38,14 +67,25 @@ pub const SERIAL_LEN: usize = 256;
 /// What the file system knows about one card when it answers an ioctl.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct CardFacts {
-    /// Modules (module cards) or chips (chip cards) present, one bit each.
+    /// Modules (module cards) or chips (chip cards) present, working or not, one bit each
+    /// (IDQ's module driver: the HEN bits).
     pub modules_mask: u32,
     /// Modules currently working (IDQ: SEN and HST both set); 0 while the card is failed or gone.
     pub modules_status: u32,
     /// Board version (CV_SR) if the ring publishes it, else 0.
     pub board_version: u32,
-    /// Card serial number as the ring publishes it.
+    /// Card serial number as the ring publishes it; "simulated" for the simulator.
     pub serial: String,
+    /// Module or chip card; `None` (a producer that does not say) answers as a module card.
+    pub family: Option<qrng_ring::CardFamily>,
+    /// Chip cards' mode as the driver runs the card; `None` if unknown.
+    pub chip_mode: Option<qrng_ring::ChipMode>,
+}
+
+impl CardFacts {
+    fn is_chip(&self) -> bool {
+        self.family == Some(qrng_ring::CardFamily::Chip)
+    }
 }
 
 /// A decoded request.
@@ -63,7 +103,11 @@ pub enum Request {
     ModulesStatus,
     /// The serial as a NUL-terminated string in a 256-byte buffer.
     Serial,
-    /// A control request (reset/enable/disable) that would change the card.
+    /// Chip cards: the mode the next reset uses (the driver's: it owns the mode).
+    QrngMode,
+    /// Chip cards: the mode in effect.
+    CurrentQrngMode,
+    /// A control request (reset/enable/disable/set mode) that would change the card.
     Control(Control),
 }
 
@@ -76,14 +120,28 @@ pub enum Control {
     Enable,
     /// `DISABLE_MODULE` with its mask argument.
     Disable,
+    /// `SET_QRNG_MODE` with its mode argument (chip cards).
+    SetMode,
 }
 
 /// Why an ioctl got no answer; the FUSE layer turns it into an errno.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum IoctlError {
-    /// Not one of IDQ's numbers (ENOTTY, as a kernel driver would answer).
+    /// Not one IDQ's module-card driver answers (ENOTTY, as it does).
     #[error("unknown ioctl {0:#010x}")]
     Unknown(u32),
+    /// Not one IDQ's chip-card driver answers (EINVAL, as it does: its `default:` case).
+    #[error("ioctl {0:#010x} is not handled for chip cards")]
+    NotForChipCards(u32),
+    /// The mode argument of `SET_QRNG_MODE` is not 0 (RNG) or 1 (SAMPLE), or the card's mode is
+    /// unknown (EINVAL).
+    #[error("ioctl {cmd:#010x}: QRNG mode {mode:?} is not 0 (RNG) or 1 (SAMPLE)")]
+    BadMode {
+        /// The ioctl number.
+        cmd: u32,
+        /// The value given or found, if any.
+        mode: Option<u32>,
+    },
     /// The caller's buffer is smaller than the answer (EINVAL).
     #[error("ioctl {cmd:#010x}: output buffer of {got} bytes, {need} needed")]
     ShortBuffer {
@@ -120,6 +178,7 @@ impl IoctlError {
     pub fn errno(self) -> i32 {
         match self {
             IoctlError::Unknown(_) => libc::ENOTTY,
+            IoctlError::NotForChipCards(_) | IoctlError::BadMode { .. } => libc::EINVAL,
             IoctlError::ShortBuffer { .. }
             | IoctlError::BadMask { .. }
             | IoctlError::MissingArgument(_) => libc::EINVAL,
@@ -129,8 +188,10 @@ impl IoctlError {
     }
 }
 
-/// Decodes an ioctl number.
-pub fn decode(cmd: u32) -> Result<Request, IoctlError> {
+/// Decodes an ioctl number as IDQ's driver for the family does: module cards (and cards of
+/// unknown family) as `quantis_pci`, chip cards as the PCIe-40M/240M driver.
+pub fn decode(cmd: u32, chip: bool) -> Result<Request, IoctlError> {
+    let unknown = if chip { IoctlError::NotForChipCards(cmd) } else { IoctlError::Unknown(cmd) };
     Ok(match cmd {
         GET_DRIVER_VERSION => Request::DriverVersion,
         GET_CARD_COUNT => Request::CardCount,
@@ -139,10 +200,31 @@ pub fn decode(cmd: u32) -> Result<Request, IoctlError> {
         GET_MODULES_STATUS => Request::ModulesStatus,
         GET_SERIAL => Request::Serial,
         RESET_BOARD => Request::Control(Control::Reset),
-        ENABLE_MODULE => Request::Control(Control::Enable),
-        DISABLE_MODULE => Request::Control(Control::Disable),
-        other => return Err(IoctlError::Unknown(other)),
+        ENABLE_MODULE if !chip => Request::Control(Control::Enable),
+        DISABLE_MODULE if !chip => Request::Control(Control::Disable),
+        SET_QRNG_MODE if chip => Request::Control(Control::SetMode),
+        GET_QRNG_MODE if chip => Request::QrngMode,
+        GET_CURRENT_QRNG_MODE if chip => Request::CurrentQrngMode,
+        _ => return Err(unknown),
     })
+}
+
+/// The mode a chip card reports, as IDQ's value.
+fn mode_value(cmd: u32, card: &CardFacts) -> Result<u32, IoctlError> {
+    match card.chip_mode {
+        Some(qrng_ring::ChipMode::Rng) => Ok(QRNG_MODE_RNG),
+        Some(qrng_ring::ChipMode::Sample) => Ok(QRNG_MODE_SAMPLE),
+        None => Err(IoctlError::BadMode { cmd, mode: None }),
+    }
+}
+
+/// The 4-byte argument of a write ioctl.
+fn argument(in_data: &[u8], control: Control) -> Result<u32, IoctlError> {
+    in_data
+        .get(..4)
+        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        .map(u32::from_ne_bytes)
+        .ok_or(IoctlError::MissingArgument(control))
 }
 
 /// Everything needed to answer one ioctl.
@@ -163,7 +245,7 @@ pub fn answer(
     out_size: u32,
     ctx: Context<'_>,
 ) -> Result<Vec<u8>, IoctlError> {
-    let req = decode(cmd)?;
+    let req = decode(cmd, ctx.card.is_some_and(CardFacts::is_chip))?;
     let need = match req {
         Request::Serial => SERIAL_LEN as u32,
         Request::Control(_) => 0,
@@ -179,6 +261,10 @@ pub fn answer(
         Request::ModulesMask => word(ctx.card.ok_or(IoctlError::Gone)?.modules_mask),
         Request::BoardVersion => word(ctx.card.ok_or(IoctlError::Gone)?.board_version),
         Request::ModulesStatus => word(ctx.card.ok_or(IoctlError::Gone)?.modules_status),
+        Request::QrngMode | Request::CurrentQrngMode => {
+            // The driver owns the mode (`--chip-mode`): the next reset uses the one in effect.
+            word(mode_value(cmd, ctx.card.ok_or(IoctlError::Gone)?)?)
+        }
         Request::Serial => {
             let card = ctx.card.ok_or(IoctlError::Gone)?;
             let mut buf = vec![0u8; SERIAL_LEN];
@@ -193,14 +279,23 @@ pub fn answer(
                 return Err(IoctlError::ControlRefused(control));
             }
             let card = ctx.card.ok_or(IoctlError::Gone)?;
-            if control != Control::Reset {
-                let mask = in_data
-                    .get(..4)
-                    .and_then(|b| <[u8; 4]>::try_from(b).ok())
-                    .map(u32::from_ne_bytes)
-                    .ok_or(IoctlError::MissingArgument(control))?;
-                if mask & !card.modules_mask != 0 {
-                    return Err(IoctlError::BadMask { control, mask, present: card.modules_mask });
+            match control {
+                Control::Reset => {}
+                Control::SetMode => {
+                    let mode = argument(in_data, control)?;
+                    if mode != QRNG_MODE_RNG && mode != QRNG_MODE_SAMPLE {
+                        return Err(IoctlError::BadMode { cmd, mode: Some(mode) });
+                    }
+                }
+                Control::Enable | Control::Disable => {
+                    let mask = argument(in_data, control)?;
+                    if mask & !card.modules_mask != 0 {
+                        return Err(IoctlError::BadMask {
+                            control,
+                            mask,
+                            present: card.modules_mask,
+                        });
+                    }
                 }
             }
             // The bridge has no device access: the driver owns the card and resets it itself
@@ -232,6 +327,73 @@ mod tests {
         assert_eq!(DISABLE_MODULE, ioc(WRITE, 6, 4));
         assert_eq!(GET_MODULES_STATUS, ioc(READ, 8, 4));
         assert_eq!(GET_SERIAL, ioc(READ, 12, 256));
+        assert_eq!(GET_PCI_BUS_DEVICE_ID, ioc(READ, 9, 4));
+        assert_eq!(GET_AIS31_STARTUP_TESTS_REQUEST_FLAG, ioc(READ, 10, 4));
+        assert_eq!(CLEAR_AIS31_STARTUP_TESTS_REQUEST_FLAG, ioc(WRITE, 11, 4));
+        assert_eq!(SET_QRNG_MODE, ioc(WRITE, 13, 4));
+        assert_eq!(GET_QRNG_MODE, ioc(READ, 14, 4));
+        assert_eq!(GET_CURRENT_QRNG_MODE, ioc(READ, 15, 4));
+    }
+
+    #[test]
+    fn chip_cards_answer_their_mode_and_refuse_setting_it_unless_allowed() {
+        use qrng_ring::ChipMode;
+        for (mode, want) in [(ChipMode::Rng, QRNG_MODE_RNG), (ChipMode::Sample, QRNG_MODE_SAMPLE)] {
+            let c = chip_card(Some(mode));
+            for cmd in [GET_QRNG_MODE, GET_CURRENT_QRNG_MODE] {
+                let out = answer(cmd, &[], 4, ctx(Some(&c), false)).expect("mode");
+                assert_eq!(as_u32(&out), want, "{cmd:#x} {mode:?}");
+            }
+            let set = answer(SET_QRNG_MODE, &1u32.to_ne_bytes(), 0, ctx(Some(&c), false));
+            assert_eq!(set, Err(IoctlError::ControlRefused(Control::SetMode)));
+            assert_eq!(
+                answer(SET_QRNG_MODE, &1u32.to_ne_bytes(), 0, ctx(Some(&c), true)),
+                Ok(vec![])
+            );
+            let bad = answer(SET_QRNG_MODE, &2u32.to_ne_bytes(), 0, ctx(Some(&c), true));
+            assert_eq!(
+                bad.map_err(IoctlError::errno),
+                Err(libc::EINVAL),
+                "IDQ accepts 0 or 1 only"
+            );
+        }
+        let unknown = chip_card(None);
+        let err = answer(GET_CURRENT_QRNG_MODE, &[], 4, ctx(Some(&unknown), false));
+        assert_eq!(err.map_err(IoctlError::errno), Err(libc::EINVAL));
+    }
+
+    #[test]
+    fn unknown_ioctls_fail_as_each_idq_driver_fails_them() {
+        let module = card();
+        let chip = chip_card(Some(qrng_ring::ChipMode::Rng));
+        // Unknown numbers, the declared-but-unanswered 9/10/11, and the other family's ioctls.
+        for cmd in [
+            0x8004_71ff,
+            GET_PCI_BUS_DEVICE_ID,
+            GET_AIS31_STARTUP_TESTS_REQUEST_FLAG,
+            CLEAR_AIS31_STARTUP_TESTS_REQUEST_FLAG,
+            GET_QRNG_MODE,
+            GET_CURRENT_QRNG_MODE,
+            SET_QRNG_MODE,
+        ] {
+            let err =
+                answer(cmd, &0u32.to_ne_bytes(), 4, ctx(Some(&module), true)).expect_err("module");
+            assert_eq!(err.errno(), libc::ENOTTY, "module card {cmd:#x}");
+        }
+        for cmd in [
+            0x8004_71ff,
+            GET_PCI_BUS_DEVICE_ID,
+            GET_AIS31_STARTUP_TESTS_REQUEST_FLAG,
+            CLEAR_AIS31_STARTUP_TESTS_REQUEST_FLAG,
+            ENABLE_MODULE,
+            DISABLE_MODULE,
+        ] {
+            let err =
+                answer(cmd, &0u32.to_ne_bytes(), 4, ctx(Some(&chip), true)).expect_err("chip");
+            assert_eq!(err.errno(), libc::EINVAL, "chip card {cmd:#x}");
+        }
+        // The queries both drivers answer stay answered on chip cards.
+        assert!(answer(GET_MODULES_STATUS, &[], 4, ctx(Some(&chip), false)).is_ok());
     }
 
     fn card() -> CardFacts {
@@ -240,6 +402,18 @@ mod tests {
             modules_status: 0b0101,
             board_version: 0x1234,
             serial: "SIM-0001".into(),
+            family: Some(qrng_ring::CardFamily::Module),
+            chip_mode: None,
+        }
+    }
+
+    fn chip_card(mode: Option<qrng_ring::ChipMode>) -> CardFacts {
+        CardFacts {
+            modules_mask: 0b11,
+            modules_status: 0b01,
+            family: Some(qrng_ring::CardFamily::Chip),
+            chip_mode: mode,
+            ..card()
         }
     }
 

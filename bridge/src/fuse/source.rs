@@ -123,10 +123,15 @@ impl Source for crate::dispenser::Dispenser {
         // passed its start-up tests yet has none.
         let working = matches!(d.health, DeviceState::Ok | DeviceState::Degraded);
         Some(CardFacts {
-            modules_mask: d.modules,
+            // IDQ: the modules present (HEN); a producer that does not publish them (0) gives
+            // the working ones, the best it knows.
+            modules_mask: if d.modules_present != 0 { d.modules_present } else { d.modules },
             modules_status: if working { d.modules } else { 0 },
             board_version: d.board_version,
-            serial: d.serial,
+            // "simulated" for the simulator (the card's own serial otherwise).
+            serial: d.source,
+            family: d.family,
+            chip_mode: d.chip_mode,
         })
     }
 
@@ -154,5 +159,59 @@ fn from_dispense(e: crate::dispenser::DispenseError) -> ReadError {
             ReadError::Unhealthy { device, reason }
         }
         other => ReadError::Unhealthy { device: String::new(), reason: other.to_string() },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dispenser::memory::MemoryRing;
+    use crate::dispenser::{Dispenser, DispenserConfig};
+
+    fn dispenser(ring: &MemoryRing) -> Dispenser {
+        let d = Dispenser::new(DispenserConfig {
+            heartbeat_timeout: Duration::from_secs(3600),
+            status_interval: Duration::from_millis(2),
+        });
+        d.attach_source("qrng0", None, ring.source()).expect("attach");
+        d
+    }
+
+    /// Waits (bounded: a hang, not a timing assertion) until the dispenser has read `pred`.
+    fn facts_when(d: &Dispenser, pred: impl Fn(&CardFacts) -> bool) -> CardFacts {
+        let guard = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(f) = d.card_facts("qrng0").filter(|f| pred(f)) {
+                return f;
+            }
+            assert!(std::time::Instant::now() < guard, "facts never matched");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn facts_give_modules_present_as_the_mask_and_working_ones_as_the_status() {
+        let ring = MemoryRing::new("2024SIM240M", true, 4096);
+        ring.edit_status(|s| {
+            s.identity.modules_present = 0b1111;
+            s.identity.modules = 0b0101;
+            s.identity.family = Some(qrng_ring::CardFamily::Chip);
+            s.identity.chip_mode = Some(qrng_ring::ChipMode::Sample);
+        });
+        let d = dispenser(&ring);
+        let f = facts_when(&d, |f| f.modules_status != 0);
+        assert_eq!((f.modules_mask, f.modules_status), (0b1111, 0b0101));
+        assert_eq!(f.serial, "simulated", "GET_SERIAL of a simulated card says so");
+        assert_eq!(f.family, Some(qrng_ring::CardFamily::Chip));
+        assert_eq!(f.chip_mode, Some(qrng_ring::ChipMode::Sample));
+        ring.set_health(qrng_ring::Health::Failed, qrng_ring::Reason::NoData);
+        let f = facts_when(&d, |f| f.modules_status == 0);
+        assert_eq!(f.modules_mask, 0b1111, "a failed card still has its modules present");
+        // A producer that does not publish modules_present: the mask falls back to the working.
+        ring.edit_status(|s| s.identity.modules_present = 0);
+        ring.set_health(qrng_ring::Health::Ok, qrng_ring::Reason::None);
+        let f = facts_when(&d, |f| f.modules_status != 0);
+        assert_eq!(f.modules_mask, 0b0101);
+        d.shutdown();
     }
 }

@@ -49,7 +49,13 @@ impl Drop for AbortOnDrop {
 }
 
 fn facts(serial: &str) -> CardFacts {
-    CardFacts { modules_mask: 0b11, modules_status: 0b01, board_version: 7, serial: serial.into() }
+    CardFacts {
+        modules_mask: 0b11,
+        modules_status: 0b01,
+        board_version: 7,
+        serial: serial.into(),
+        ..CardFacts::default()
+    }
 }
 
 fn fixture(devices: &[(&str, u64)]) -> Option<Fixture> {
@@ -234,6 +240,46 @@ fn idq_ioctls_answer_like_the_kernel_driver() {
     assert_eq!(err.raw_os_error(), Some(libc::EPERM));
     let err = idq::ioctl_u32(&f, 0x8004_71ff).expect_err("unknown");
     assert_eq!(err.raw_os_error(), Some(libc::ENOTTY));
+}
+
+#[test]
+fn chip_card_ioctls_answer_like_idqs_chip_driver() {
+    let Some(fx) = fixture(&[]) else { return };
+    let chip = CardFacts {
+        family: Some(qrng_ring::CardFamily::Chip),
+        chip_mode: Some(qrng_ring::ChipMode::Sample),
+        ..facts("2024SIM240M")
+    };
+    fx.src.add("qrng0", 0, chip);
+    fx.mount.add_device("qrng0").expect("add device");
+    let f = fx.open("qrng0");
+    assert_eq!(idq::ioctl_u32(&f, ioctl::GET_QRNG_MODE).expect("mode"), ioctl::QRNG_MODE_SAMPLE);
+    assert_eq!(
+        idq::ioctl_u32(&f, ioctl::GET_CURRENT_QRNG_MODE).expect("current mode"),
+        ioctl::QRNG_MODE_SAMPLE
+    );
+    let err =
+        idq::ioctl_buf(&f, ioctl::SET_QRNG_MODE, &mut 0u32.to_ne_bytes()).expect_err("set refused");
+    assert_eq!(err.raw_os_error(), Some(libc::EPERM));
+    for cmd in
+        [0x8004_71ff, ioctl::GET_PCI_BUS_DEVICE_ID, ioctl::GET_AIS31_STARTUP_TESTS_REQUEST_FLAG]
+    {
+        let err = idq::ioctl_u32(&f, cmd).expect_err("not a chip-card ioctl");
+        assert_eq!(err.raw_os_error(), Some(libc::EINVAL), "{cmd:#x}");
+    }
+    let err = idq::ioctl_buf(&f, ioctl::ENABLE_MODULE, &mut 1u32.to_ne_bytes())
+        .expect_err("IDQ's chip driver has no ENABLE_MODULE");
+    assert_eq!(err.raw_os_error(), Some(libc::EINVAL));
+}
+
+#[test]
+fn module_cards_know_no_qrng_mode_ioctls() {
+    let Some(fx) = fixture(&[("qrng0", 0)]) else { return };
+    let f = fx.open("qrng0");
+    for cmd in [ioctl::GET_QRNG_MODE, ioctl::GET_PCI_BUS_DEVICE_ID] {
+        let err = idq::ioctl_u32(&f, cmd).expect_err("unknown to the module driver");
+        assert_eq!(err.raw_os_error(), Some(libc::ENOTTY), "{cmd:#x}");
+    }
 }
 
 #[test]

@@ -1083,6 +1083,7 @@ mod lending {
             simulated: false,
             extractor: "none".into(),
             board_version: 0,
+            ..Identity::default()
         });
         producer.heartbeat();
         producer.set_health(Health::Ok, Reason::None);

@@ -141,14 +141,15 @@ pub struct CardCounters {
     /// Bytes returned by read().
     pub bytes_read: u64,
     /// Module cards: bytes read from the FIFO and thrown away unreturned: the word read just
-    /// before an overflow was seen, the bytes of a read() that ends in an error, read-ahead
-    /// dropped at a start or stop. With `bytes_read` they add up to every byte read from FD_RR;
-    /// bytes lost inside the FIFO, or flushed unread with it, are never read and not counted.
+    /// before an overflow was seen, the bytes of a read() that ends in an error. With
+    /// `bytes_read` and `bytes_discarded` they add up to every byte read from FD_RR; bytes lost
+    /// inside the FIFO, or flushed unread with it, are never read and not counted.
     pub bytes_dropped: u64,
     /// FIFO overflows seen (each one flushes the FIFO).
     pub overflows: u64,
-    /// Bytes discarded around a reset: chip cards' post-reset warm-up, and the batch read ahead
-    /// that [`prefetch::Prefetch`] throws away at a start or stop.
+    /// Bytes discarded around a reset: chip cards' post-reset warm-up, module cards' checked
+    /// bytes read but not yet returned at a start or stop, and the batches read ahead that
+    /// [`prefetch::Prefetch`] throws away at a start or stop.
     pub bytes_discarded: u64,
 }
 

@@ -319,7 +319,8 @@ impl PioCard {
 
     /// Throws away checked bytes not yet returned (at a start or stop), counting them.
     fn discard_spill(&mut self) {
-        self.counters.bytes_dropped += (self.spill.len() - self.spill_pos) as u64;
+        // Checked bytes read but not returned belong to the run being reset.
+        self.counters.bytes_discarded += (self.spill.len() - self.spill_pos) as u64;
         self.spill.clear();
         self.spill_pos = 0;
     }

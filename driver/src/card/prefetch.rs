@@ -8,10 +8,15 @@
 //! 2 ms of data). [`Prefetch::start`] and [`Prefetch::stop`] first wait for the reads ahead and
 //! throw them away untested (they belong to the run being reset), counting them in
 //! [`CardCounters::bytes_discarded`], so nothing read before a reset is ever returned after.
+//!
+//! [`Prefetch::empty_for`] is what the daemon's data watchdog measures: the time the card spent
+//! in reads that found nothing, back to back. Time the reader waits for the caller (a full ring)
+//! is not counted, so only the card's own silence can raise the `no-data` alarm.
 
 use super::{Card, CardCounters, CardInfo, Result};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 /// Reads queued ahead of the batch the caller holds.
 pub const DEPTH: usize = 2;
@@ -23,7 +28,8 @@ enum Cmd {
 }
 
 enum Reply {
-    Read(Vec<u8>, Result<usize>, CardCounters),
+    /// The buffer, the result, the counters after it, and how long the read took.
+    Read(Vec<u8>, Result<usize>, CardCounters, Duration),
     Done(Result<()>, CardCounters, Box<CardInfo>),
 }
 
@@ -42,6 +48,9 @@ pub struct Prefetch {
     current: Vec<u8>,
     /// Buffers free for the next reads.
     spare: Vec<Vec<u8>>,
+    /// Time spent in the reads that returned nothing since the last one that returned bytes,
+    /// failed, or since the last start or stop.
+    empty_for: Duration,
 }
 
 impl std::fmt::Debug for Prefetch {
@@ -65,8 +74,9 @@ impl Prefetch {
             for cmd in cmd_rx {
                 let reply = match cmd {
                     Cmd::Read(mut buf) => {
+                        let t = Instant::now();
                         let r = card.read(&mut buf);
-                        Reply::Read(buf, r, card.counters())
+                        Reply::Read(buf, r, card.counters(), t.elapsed())
                     }
                     Cmd::Start => {
                         let r = card.start();
@@ -93,6 +103,7 @@ impl Prefetch {
             in_flight: 0,
             current: vec![0; batch],
             spare: (0..DEPTH).map(|_| vec![0; batch]).collect(),
+            empty_for: Duration::ZERO,
         })
     }
 
@@ -105,6 +116,13 @@ impl Prefetch {
         let mut c = self.counters;
         c.bytes_discarded += self.discarded;
         c
+    }
+
+    /// How long the card has delivered nothing: the summed duration of the reads returned since
+    /// the last batch with bytes (or error, start or stop), all of which came back empty without
+    /// the card layer taking any bytes (a warm-up discard or an overflow is delivery).
+    pub fn empty_for(&self) -> Duration {
+        self.empty_for
     }
 
     /// The next batch of raw bytes (as [`Card::read`]: empty when the read timed out). The
@@ -131,6 +149,7 @@ impl Prefetch {
     }
 
     fn control(&mut self, cmd: Cmd) -> Result<()> {
+        self.empty_for = Duration::ZERO;
         while self.in_flight > 0 {
             let (buf, r) = self.wait_read();
             // An error of an abandoned read is the card's state before the reset; the reset
@@ -152,8 +171,14 @@ impl Prefetch {
     fn wait_read(&mut self) -> (Vec<u8>, Result<usize>) {
         self.in_flight -= 1;
         match self.recv() {
-            Reply::Read(buf, r, counters) => {
+            Reply::Read(buf, r, counters, took) => {
+                // Bytes the card layer took and threw away (chip cards' warm-up, a FIFO emptied
+                // after an overflow) show a card that delivers: only a read that found nothing at
+                // all counts as silence.
+                let lost = |c: &CardCounters| c.bytes_discarded + c.bytes_dropped;
+                let silent = matches!(r, Ok(0)) && lost(&counters) == lost(&self.counters);
                 self.counters = counters;
+                self.empty_for = if silent { self.empty_for + took } else { Duration::ZERO };
                 (buf, r)
             }
             Reply::Done(..) => unreachable!("a read is in flight"),

@@ -232,6 +232,8 @@ pub struct Gate {
     tester: health::HealthTester,
     cond: Conditioner,
     name: String,
+    /// Raw bytes that passed the tests as start-up samples and were withheld (never published).
+    withheld: u64,
 }
 
 impl Gate {
@@ -258,7 +260,7 @@ impl Gate {
                 (Conditioner::Toeplitz(extract::Blocked::new(t)), name)
             }
         };
-        Ok(Gate { tester: health::HealthTester::new(params), cond, name })
+        Ok(Gate { tester: health::HealthTester::new(params), cond, name, withheld: 0 })
     }
 
     /// Call after every card start or reset: the start-up test must pass again, and any
@@ -282,8 +284,15 @@ impl Gate {
         let startup_bytes = p.startup_bytes();
         let seen_bytes = before * u64::from(p.width.bits()) / 8;
         let skip = startup_bytes.saturating_sub(seen_bytes).min(raw.len() as u64) as usize;
+        self.withheld += skip as u64;
         self.cond.feed(&raw[skip..], out);
         Ok(())
+    }
+
+    /// Raw bytes withheld as start-up samples since the gate was made (they passed the tests and
+    /// are never published).
+    pub fn startup_withheld(&self) -> u64 {
+        self.withheld
     }
 
     /// True once the start-up test has passed since the last restart.

@@ -63,9 +63,10 @@ impl Stream {
             return 0;
         }
         if self.pace.unlimited() {
-            return u64::MAX;
+            return if self.noise.deliverable(CHUNK as u64) > 0 { u64::MAX } else { 0 };
         }
-        self.backlog = self.backlog.saturating_add(self.pace.due()).min(CARD_BUFFER_BYTES);
+        let due = self.noise.deliverable(self.pace.due());
+        self.backlog = self.backlog.saturating_add(due).min(CARD_BUFFER_BYTES);
         self.backlog
     }
 
@@ -438,9 +439,7 @@ impl ChipCard {
                 running: false,
                 warmup_left: 0,
                 backlog: 0,
-                // dma-error's fault-for counts lost bytes, not a window of the stream.
-                noise: Noise::new(seed, spec.bias, spec.fault, spec.fault_after)
-                    .lasting(spec.fault_for.filter(|_| spec.fault != Some(Fault::DmaError))),
+                noise: Noise::for_spec(spec, seed),
                 pace: Pace::new(spec.unit_bytes_per_s()),
                 unit_bytes_per_s: spec.unit_bytes_per_s(),
                 bias: spec.bias,

@@ -95,6 +95,14 @@ pub enum Fault {
     Repeat,
     /// P(1) jumps to 0.5 + [`noise::FAULT_BIAS`].
     Bias,
+    /// One module (chip) of several goes stuck at 0 while its status bit stays good: the words
+    /// it contributes (the stream is dealt out round-robin, one 32-bit word per unit) read 0.
+    ModuleStuck,
+    /// One bit lane stuck at 1: bit 0 of every 32-bit word (bit 0 of bytes 0, 4, 8, …).
+    StuckBit,
+    /// P(1) drifts up linearly from 0.5 + bias by [`noise::FAULT_BIAS`] over
+    /// [`noise::DRIFT_SPAN`] bytes, then stays there.
+    Drift,
     /// Module cards: the FIFO overflows on every fill (error bit in FS_RR).
     FifoOverflow,
     /// Module 0's HST bit clears and it stops producing (module cards); chip 0's packet-error
@@ -105,6 +113,10 @@ pub enum Fault {
     DmaError,
     /// Surprise removal: every register reads all-ones, writes vanish, DMA stops.
     Unplug,
+    /// The source stops producing and nothing reports it: module cards' FIFO stays empty with
+    /// every status bit good; chip cards' engine stays busy with no descriptor completing and
+    /// no error bit. Bytes already buffered on the card are still delivered.
+    Stall,
 }
 
 impl Fault {
@@ -114,10 +126,14 @@ impl Fault {
             "stuck1" => Fault::Stuck1,
             "repeat" => Fault::Repeat,
             "bias" => Fault::Bias,
+            "module-stuck" => Fault::ModuleStuck,
+            "stuck-bit" => Fault::StuckBit,
+            "drift" => Fault::Drift,
             "fifo-overflow" => Fault::FifoOverflow,
             "module-fail" => Fault::ModuleFail,
             "dma-error" => Fault::DmaError,
             "unplug" => Fault::Unplug,
+            "stall" => Fault::Stall,
             _ => return None,
         })
     }
@@ -138,8 +154,9 @@ pub struct SimSpec {
     pub fault: Option<Fault>,
     /// Bytes of noise produced before the fault starts.
     pub fault_after: u64,
-    /// Data faults only: bytes of noise the fault lasts before the source is healthy again (an
-    /// intermittent fault); `None` = it never clears.
+    /// Data faults and `stall` only: bytes of noise the fault lasts before the source is healthy
+    /// again (an intermittent fault; a stall lasts as long as the source would have taken to
+    /// produce that many bytes); `None` = it never clears.
     pub fault_for: Option<u64>,
     /// Module cards: mask of modules present (default: all of the model's).
     pub modules: Option<u32>,
@@ -308,7 +325,7 @@ impl FromStr for SimSpec {
                 "seed" => spec.seed = Some(parse_int(v).ok_or_else(|| badv("an unsigned 64-bit integer"))?),
                 "fault" => {
                     spec.fault = Some(Fault::parse(v).ok_or_else(|| {
-                        badv("stuck0, stuck1, repeat, bias, fifo-overflow, module-fail, dma-error or unplug")
+                        badv("stuck0, stuck1, repeat, bias, module-stuck, stuck-bit, drift, fifo-overflow, module-fail, dma-error, unplug or stall")
                     })?)
                 }
                 "fault-after" => spec.fault_after = parse_int(v).ok_or_else(|| badv("a byte count"))?,
@@ -353,6 +370,11 @@ impl FromStr for SimSpec {
             Some(Fault::DmaError) if model.is_module_card() => {
                 return Err(bad(format!("fault=dma-error applies to chip cards only, not {model}")))
             }
+            Some(Fault::ModuleStuck) if noise::units_of(&spec) < 2 => {
+                return Err(bad(format!(
+                    "fault=module-stuck needs two or more modules; sim:{s} has one"
+                )))
+            }
             _ => {}
         }
         if spec.fault.is_none() && seen.contains(&"fault-after") {
@@ -361,12 +383,12 @@ impl FromStr for SimSpec {
         if spec.fault_for.is_some()
             && !matches!(
                 spec.fault,
-                Some(Fault::Stuck0 | Fault::Stuck1 | Fault::Repeat | Fault::Bias | Fault::DmaError)
+                Some(Fault::Stuck0 | Fault::Stuck1 | Fault::Repeat | Fault::Bias | Fault::Stall)
+                    | Some(Fault::ModuleStuck | Fault::StuckBit | Fault::Drift | Fault::DmaError)
             )
         {
             return Err(bad(
-                "fault-for= applies to the data faults stuck0, stuck1, repeat and bias and to dma-error only"
-                    .into(),
+                "fault-for= applies to the data faults (stuck0, stuck1, repeat, bias, module-stuck, stuck-bit, drift), to stall and to dma-error only".into(),
             ));
         }
         Ok(spec)

@@ -62,8 +62,7 @@ impl ModuleCard {
             head: 0,
             len: 0,
             overflow: false,
-            noise: Noise::new(seed, spec.bias, spec.fault, spec.fault_after)
-                .lasting(spec.fault_for),
+            noise: Noise::for_spec(spec, seed),
             pace: Pace::new(spec.unit_bytes_per_s()),
             unit_bytes_per_s: spec.unit_bytes_per_s(),
             owed: 0,
@@ -137,9 +136,9 @@ impl ModuleCard {
         }
         let space = FIFO_WORDS - self.len;
         let words = if self.pace.unlimited() {
-            space
+            usize::try_from(self.noise.deliverable(space as u64 * 4) / 4).unwrap_or(space)
         } else {
-            let due = self.pace.due().saturating_add(self.owed);
+            let due = self.noise.deliverable(self.pace.due()).saturating_add(self.owed);
             self.owed = due % 4;
             let w = usize::try_from(due / 4).unwrap_or(usize::MAX);
             if w > space {
