@@ -2,56 +2,19 @@
 //! status line kept current, faults fail closed, an unplugged card stops the daemon cleanly,
 //! SIGTERM marks the ring STOPPED, a second producer is refused and a restart keeps unread bytes.
 
+use qrng_e2e::Proc;
 use qrng_ring::{Consumer, Health, Reason, StatusSnapshot};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_quantis-driver");
 
-struct Driver {
-    child: Child,
-}
-
-impl Driver {
-    fn start(device: &str, ring: &Path, extra: &[&str]) -> Driver {
-        let child = Command::new(BIN)
-            .args(["--device", device, "--ring"])
-            .arg(ring)
-            .args(["--heartbeat-ms", "50"])
-            .args(extra)
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start quantis-driver");
-        Driver { child }
-    }
-
-    fn terminate(self) -> Output {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        self.wait()
-    }
-
-    fn wait(mut self) -> Output {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        std::mem::replace(&mut self.child, Command::new("true").spawn().unwrap())
-            .wait_with_output()
-            .unwrap()
-    }
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Starts the driver binary on `device` and `ring` (log next to the ring; killed if dropped running).
+fn start(device: &str, ring: &Path, extra: &[&str]) -> Proc {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["--device", device, "--ring"]).arg(ring).args(["--heartbeat-ms", "50"]).args(extra);
+    Proc::spawn("quantis-driver", cmd, ring.with_extension("driver.log"))
 }
 
 /// Opens the ring as soon as the driver has created it.
@@ -113,11 +76,7 @@ fn daemon_every_model_publishes_tested_bytes_and_stops_cleanly() {
     for (model, seed) in [("pcie-4m", 1), ("pcie-16m", 2), ("pcie-40m", 3), ("pcie-240m", 4)] {
         let dir = tempfile::tempdir().unwrap();
         let ring = ring_in(&dir);
-        let d = Driver::start(
-            &format!("sim:{model}?rate=0&seed={seed}"),
-            &ring,
-            &["--ring-size", "1M"],
-        );
+        let d = start(&format!("sim:{model}?rate=0&seed={seed}"), &ring, &["--ring-size", "1M"]);
         let mut c = attach(&ring);
         let s = wait_status(&c, "health OK", |s| s.health == Health::Ok);
         assert_eq!(s.identity.model, model);
@@ -147,7 +106,7 @@ fn daemon_every_model_publishes_tested_bytes_and_stops_cleanly() {
             s.bytes_published
         );
         assert_eq!(s.health_alarms, 0, "{model}: a healthy source raised an alarm");
-        let out = d.terminate();
+        let out = d.terminate_output();
         assert!(
             out.status.success(),
             "{model}: exit {:?}: {}",
@@ -164,7 +123,7 @@ fn daemon_stuck_source_fails_closed_and_gives_up_after_max_recoveries() {
     let dir = tempfile::tempdir().unwrap();
     let ring = ring_in(&dir);
     let fault_after = 300_000u64;
-    let d = Driver::start(
+    let d = start(
         &format!("sim:pcie-16m?rate=0&seed=5&fault=stuck0&fault-after={fault_after}"),
         &ring,
         &["--max-recoveries", "2", "--ring-size", "1M"],
@@ -185,14 +144,14 @@ fn daemon_stuck_source_fails_closed_and_gives_up_after_max_recoveries() {
     // Still alive and beating while FAILED, so clients can tell a failed source from a dead one.
     let beat = c.status().unwrap().heartbeat_ns;
     wait_status(&c, "a later heartbeat", |s| s.heartbeat_ns > beat);
-    assert!(d.terminate().status.success());
+    assert!(d.terminate_output().status.success());
 }
 
 #[test]
 fn daemon_intermittent_fault_fails_then_recovers_to_ok() {
     let dir = tempfile::tempdir().unwrap();
     let ring = ring_in(&dir);
-    let d = Driver::start(
+    let d = start(
         "sim:pcie-16m?rate=0&seed=9&fault=stuck1&fault-after=400000&fault-for=20000",
         &ring,
         &["--ring-size", "64K"],
@@ -217,7 +176,7 @@ fn daemon_intermittent_fault_fails_then_recovers_to_ok() {
     assert_eq!(failed_with, Some(Reason::RepetitionCount), "a stuck source trips the RCT first");
     assert_eq!(s.health_alarms, 1);
     assert_eq!(s.reason, Reason::None);
-    assert!(d.terminate().status.success());
+    assert!(d.terminate_output().status.success());
 }
 
 #[test]
@@ -234,7 +193,7 @@ fn daemon_chip_recovers_with_idq_startup_and_shutdown_delays() {
 fn chip_dma_error_once(extra: &str) {
     let dir = tempfile::tempdir().unwrap();
     let ring = ring_in(&dir);
-    let d = Driver::start(
+    let d = start(
         &format!(
             "sim:pcie-240m?rate=0&seed=10&fault=dma-error&fault-after=4194304&fault-for=1{extra}"
         ),
@@ -264,7 +223,7 @@ fn chip_dma_error_once(extra: &str) {
     assert_eq!(failed_with, Some(Reason::DmaError), "{extra}");
     assert_eq!(s.health_alarms, 1, "{extra}: one error, one alarm");
     assert_eq!(s.reason, Reason::None);
-    let out = d.terminate();
+    let out = d.terminate_output();
     assert!(out.status.success(), "{extra}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
@@ -273,13 +232,13 @@ fn daemon_unplugged_card_stops_with_device_gone() {
     for model in ["pcie-4m", "pcie-240m"] {
         let dir = tempfile::tempdir().unwrap();
         let ring = ring_in(&dir);
-        let d = Driver::start(
+        let d = start(
             &format!("sim:{model}?rate=0&seed=6&fault=unplug&fault-after=2000000"),
             &ring,
             &[],
         );
         let c = attach(&ring);
-        let out = d.wait();
+        let out = d.wait_output();
         assert!(out.status.success(), "{model}: unplug is a clean exit: {:?}", out.status);
         let log = String::from_utf8_lossy(&out.stderr);
         assert!(log.contains("gone"), "{model}: the log says the card is gone: {log}");
@@ -292,7 +251,7 @@ fn daemon_unplugged_card_stops_with_device_gone() {
 fn daemon_second_producer_is_refused_and_restart_keeps_unread_bytes() {
     let dir = tempfile::tempdir().unwrap();
     let ring = ring_in(&dir);
-    let first = Driver::start("sim:pcie-4m?rate=0&seed=7", &ring, &["--ring-size", "64K"]);
+    let first = start("sim:pcie-4m?rate=0&seed=7", &ring, &["--ring-size", "64K"]);
     let c = attach(&ring);
     let s = wait_status(&c, "a full ring", |s| s.health == Health::Ok && s.fill() == s.capacity);
     let epoch = s.epoch;
@@ -304,16 +263,16 @@ fn daemon_second_producer_is_refused_and_restart_keeps_unread_bytes() {
     assert!(!second.status.success());
     let msg = String::from_utf8_lossy(&second.stderr);
     assert!(msg.contains("another producer is attached"), "clear refusal: {msg}");
-    assert!(first.terminate().status.success());
+    assert!(first.terminate_output().status.success());
     let before = c.status().unwrap();
     drop(c);
-    let again = Driver::start("sim:pcie-4m?rate=0&seed=8", &ring, &[]);
+    let again = start("sim:pcie-4m?rate=0&seed=8", &ring, &[]);
     let c = attach(&ring);
     let s = wait_status(&c, "the restarted producer", |s| s.epoch == epoch + 1);
     assert_eq!(s.capacity, 64 << 10, "the file's capacity is kept");
     assert_eq!(s.head, before.head, "nothing was consumed or dropped by the restart");
     assert!(s.tail >= before.tail, "unread bytes kept");
-    assert!(again.terminate().status.success());
+    assert!(again.terminate_output().status.success());
 }
 
 #[test]
@@ -321,12 +280,12 @@ fn daemon_ring_truncated_under_it_exits_with_an_error_not_sigbus() {
     use std::os::unix::process::ExitStatusExt;
     let dir = tempfile::tempdir().unwrap();
     let ring = ring_in(&dir);
-    let d = Driver::start("sim:pcie-4m?rate=0&seed=9", &ring, &["--ring-size", "64K"]);
+    let d = start("sim:pcie-4m?rate=0&seed=9", &ring, &["--ring-size", "64K"]);
     let c = attach(&ring);
     wait_status(&c, "publishing", |s| s.health == Health::Ok);
     drop(c);
     std::fs::OpenOptions::new().write(true).open(&ring).unwrap().set_len(0).unwrap();
-    let out = d.wait();
+    let out = d.wait_output();
     let log = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.signal(), None, "killed by a signal: {:?}\n{log}", out.status);
     assert!(!out.status.success(), "a broken ring is an error exit: {log}");

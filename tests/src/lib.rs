@@ -86,7 +86,8 @@ pub struct Proc {
 }
 
 impl Proc {
-    fn spawn(name: &str, mut cmd: Command, log: PathBuf) -> Proc {
+    /// Starts `cmd` with stdout and stderr going to the file `log` (`RUST_LOG=info`).
+    pub fn spawn(name: &str, mut cmd: Command, log: PathBuf) -> Proc {
         let out = std::fs::File::create(&log).expect("log file");
         let err = out.try_clone().expect("log file");
         let child = cmd
@@ -112,14 +113,31 @@ impl Proc {
     /// Sends SIGTERM and waits for a clean exit; returns whether it exited with status 0.
     pub fn terminate(&mut self) -> bool {
         let _ = nix::sys::signal::kill(self.pid(), nix::sys::signal::SIGTERM);
+        self.wait_status("exit after SIGTERM").success()
+    }
+
+    /// Waits (at most [`PATIENCE`]) for the process to exit and returns its status.
+    pub fn wait_status(&mut self, what: &str) -> std::process::ExitStatus {
         let end = Instant::now() + PATIENCE;
         loop {
             if let Some(status) = self.child.try_wait().expect("wait") {
-                return status.success();
+                return status;
             }
-            assert!(Instant::now() < end, "{} ignored SIGTERM; log:\n{}", self.name, self.log());
+            assert!(Instant::now() < end, "{}: no {what}; log:\n{}", self.name, self.log());
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Sends SIGTERM, waits for the exit, and returns its status with the log as stderr.
+    pub fn terminate_output(self) -> std::process::Output {
+        let _ = nix::sys::signal::kill(self.pid(), nix::sys::signal::SIGTERM);
+        self.wait_output()
+    }
+
+    /// Waits for the process to exit by itself and returns its status with the log as stderr.
+    pub fn wait_output(mut self) -> std::process::Output {
+        let status = self.wait_status("exit");
+        std::process::Output { status, stdout: Vec::new(), stderr: self.log().into_bytes() }
     }
 
     /// Kills with SIGKILL (a crash) and reaps.
