@@ -1,6 +1,11 @@
 //! One HTTP worker: a thread with a single-threaded tokio runtime that serves every connection it
 //! is handed, from its first byte to its last, and runs the lent-answer watchdog
 //! ([`super::super::lent`]) for them.
+//!
+//! A connection's life: its first request head is read under the header timeout ([`head`]), then
+//! hyper serves it, with the idle timeout as hyper's header-read timeout (the timer starts again
+//! after each answer, so it bounds the idle wait plus the next head) and its buffers bounded by
+//! the head limit. Its admission slot ([`Slot`]) is held to the end.
 
 use std::convert::Infallible;
 use std::io;
@@ -10,10 +15,11 @@ use std::sync::Arc;
 
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::Watcher;
 use tokio::sync::mpsc;
 
+use super::head::{self, Prefixed};
+use super::limits::{ConnLimits, Slot};
 use super::placement::pin_current_thread;
 use crate::http::lent::{self, Closer};
 use crate::http::Entry;
@@ -23,6 +29,19 @@ pub(super) struct Handoff {
     pub(super) stream: std::net::TcpStream,
     pub(super) peer: SocketAddr,
     pub(super) watcher: Watcher,
+    /// Its admission slot, freed when the connection ends.
+    pub(super) slot: Slot,
+    /// Changes (closes) when the server stops accepting: a connection still reading its first
+    /// head then closes, as hyper closes an idle one.
+    pub(super) stop: tokio::sync::watch::Receiver<()>,
+}
+
+/// What every connection of a worker shares.
+struct Shared {
+    app: Entry,
+    http: hyper::server::conn::http1::Builder,
+    limits: ConnLimits,
+    connect_info: bool,
 }
 
 pub(super) struct Worker {
@@ -50,13 +69,27 @@ pub fn worker_count(requested: usize) -> usize {
     std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
 }
 
+/// hyper's settings for a connection under `limits` (see the module docs).
+fn http1(limits: &ConnLimits) -> hyper::server::conn::http1::Builder {
+    let mut b = hyper::server::conn::http1::Builder::new();
+    b.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.idle_timeout)
+        .max_header_size(limits.max_header_bytes)
+        // hyper's smallest allowed; it bounds the read buffer while a head is incomplete.
+        .max_buf_size(limits.max_header_bytes.max(8192));
+    b
+}
+
 pub(super) fn start_worker(
     index: usize,
     app: Entry,
     open: Arc<AtomicUsize>,
     connect_info: bool,
+    limits: &ConnLimits,
     cpu: Option<usize>,
 ) -> io::Result<Worker> {
+    let shared =
+        Arc::new(Shared { app, http: http1(limits), limits: limits.clone(), connect_info });
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let (tx, mut rx) = mpsc::unbounded_channel::<Handoff>();
     let counter = Arc::clone(&open);
@@ -82,8 +115,7 @@ pub(super) fn start_worker(
                 while let Some(h) = rx.recv().await {
                     let guard = OpenGuard(Arc::clone(&counter));
                     let closer = Closer::default();
-                    let conn =
-                        serve_connection(h, app.clone(), connect_info, guard, closer.clone());
+                    let conn = serve_connection(h, Arc::clone(&shared), guard, closer.clone());
                     let _ = closer.set(tokio::spawn(conn).abort_handle());
                 }
                 lent_checks.abort();
@@ -96,13 +128,7 @@ pub(super) fn start_worker(
     Ok(Worker { tx, open, thread, cpu })
 }
 
-async fn serve_connection(
-    h: Handoff,
-    app: Entry,
-    connect_info: bool,
-    _guard: OpenGuard,
-    closer: Closer,
-) {
+async fn serve_connection(mut h: Handoff, shared: Arc<Shared>, _guard: OpenGuard, closer: Closer) {
     let stream = match tokio::net::TcpStream::from_std(h.stream) {
         Ok(s) => s,
         Err(e) => {
@@ -111,19 +137,55 @@ async fn serve_connection(
         }
     };
     let peer = h.peer;
+    let limits = &shared.limits;
+    let first = tokio::time::timeout(
+        limits.header_timeout,
+        head::first_head(&stream, limits.max_header_bytes),
+    );
+    let head = tokio::select! {
+        biased;
+        _ = h.stop.changed() => return,
+        read = first => match read {
+            Ok(Ok(Some(head))) => head,
+            Ok(Ok(None)) => return,
+            Ok(Err(e)) => {
+                tracing::debug!(peer = %peer, error = %e, "connection failed before its first request");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(peer = %peer, "no complete request head within the header timeout; closing");
+                return;
+            }
+        },
+    };
+    // Boxed: the hyper connection's state is allocated only now, not for every connection still
+    // sending its first head.
+    Box::pin(serve_http(Prefixed::new(head, stream), peer, h.watcher, shared, closer)).await;
+    drop(h.slot);
+}
+
+async fn serve_http(
+    io: Prefixed,
+    peer: SocketAddr,
+    watcher: Watcher,
+    shared: Arc<Shared>,
+    closer: Closer,
+) {
+    let app = shared.app.clone();
+    let connect_info = shared.connect_info;
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-        // The peer address is only needed by the rate limiter; recording it costs an allocation
-        // in every request's extensions, so it is only recorded when a limit is configured.
+        // The peer address is only needed by the rate limiter and the failed-authentication
+        // throttle; recording it costs an allocation in every request's extensions, so it is only
+        // recorded when one of them is configured.
         if connect_info {
             req.extensions_mut().insert(ConnectInfo(peer));
         }
         let app = app.clone();
         async move { Ok::<_, Infallible>(app.handle(req).await) }
     });
-    let conn =
-        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+    let conn = shared.http.serve_connection(io, service);
     // The watchdog may abort this task (see `lent::watch`); that drops the connection here.
-    if let Err(e) = lent::scope(closer, h.watcher.watch(conn)).await {
+    if let Err(e) = lent::scope(closer, watcher.watch(conn)).await {
         // A client that hangs up mid-request is routine: not an error of the server.
         tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
     }
