@@ -11,12 +11,12 @@
 //! let guesses from behind a shared address go on). Memory is bounded like the rate limiter's.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -114,9 +114,7 @@ pub(super) fn bearer_token(value: &str) -> Option<&str> {
 pub(super) async fn auth(State(s): State<AppState>, req: Request, next: Next) -> Response {
     let Some(tokens) = &s.0.cfg.tokens else { return next.run(req).await };
     let throttle = s.0.auth_throttle.as_ref();
-    let client = throttle.and_then(|_| {
-        req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| client_key(c.0.ip()))
-    });
+    let client = throttle.and_then(|_| super::peer(&req)).map(|p| client_key(p.ip()));
     if let Some(t) = throttle {
         if let Some(retry_after) = t.blocked(client, Instant::now()) {
             s.0.server.auth_throttled.fetch_add(1, Ordering::Relaxed);
@@ -144,6 +142,84 @@ pub(super) async fn auth(State(s): State<AppState>, req: Request, next: Next) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::body::Body;
+    use axum::extract::connect_info::MockConnectInfo;
+    use axum::http::StatusCode;
+    use std::net::SocketAddr;
+    use tower::ServiceExt as _;
+
+    use crate::dispenser::{Dispenser, DispenserConfig};
+    use crate::http::{router, HttpConfig};
+
+    /// The API with one token and `limit`, no devices (`/api/v1/devices` answers 200 when
+    /// authorized).
+    fn state(limit: Option<FailureLimit>) -> AppState {
+        let cfg = HttpConfig {
+            tokens: Some(vec!["s3cret".into()]),
+            auth_failures: limit,
+            ..HttpConfig::default()
+        };
+        AppState::new(Dispenser::new(DispenserConfig::default()), cfg).expect("state")
+    }
+
+    /// `GET /api/v1/devices` from `client` with `authorization`: status, Retry-After, error code.
+    async fn devices(
+        s: &AppState,
+        client: [u8; 4],
+        authorization: Option<&str>,
+    ) -> (StatusCode, Option<String>, String) {
+        let app = router(s.clone()).layer(MockConnectInfo(SocketAddr::from((client, 1234))));
+        let mut req = axum::http::Request::get("/api/v1/devices");
+        if let Some(a) = authorization {
+            req = req.header("authorization", a);
+        }
+        let resp =
+            app.oneshot(req.body(Body::empty()).expect("request")).await.expect("infallible");
+        let status = resp.status();
+        let retry =
+            resp.headers().get("retry-after").map(|v| v.to_str().expect("ascii").to_owned());
+        let body = axum::body::to_bytes(resp.into_body(), usize::MAX).await.expect("body");
+        let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        (status, retry, v["error"]["code"].as_str().unwrap_or_default().to_owned())
+    }
+
+    #[tokio::test]
+    async fn any_case_of_the_bearer_scheme_is_accepted() {
+        let s = state(None);
+        for a in ["Bearer s3cret", "bearer s3cret", "BEARER s3cret", "Bearer   s3cret"] {
+            assert_eq!(devices(&s, [192, 0, 2, 1], Some(a)).await.0, StatusCode::OK, "{a:?}");
+        }
+        for a in ["Basic s3cret", "bearer other", "bearers3cret"] {
+            assert_eq!(devices(&s, [192, 0, 2, 1], Some(a)).await.0, StatusCode::UNAUTHORIZED);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_client_that_fails_too_often_gets_429_without_a_token_check() {
+        let s = state(Some(FailureLimit { max: 3, window: Duration::from_secs(60) }));
+        let guesser = [192, 0, 2, 1];
+        for guess in ["Bearer a", "Bearer b", "Bearer c"] {
+            let (status, _, code) = devices(&s, guesser, Some(guess)).await;
+            assert_eq!((status, code.as_str()), (StatusCode::UNAUTHORIZED, "unauthorized"));
+        }
+        // Now even the right token is not looked at.
+        let (status, retry, code) = devices(&s, guesser, Some("Bearer s3cret")).await;
+        assert_eq!(
+            (status, code.as_str()),
+            (StatusCode::TOO_MANY_REQUESTS, "too_many_auth_failures")
+        );
+        let retry: u64 = retry.expect("retry-after").parse().expect("seconds");
+        assert!((1..=60).contains(&retry), "{retry}");
+        // Another client is not affected.
+        assert_eq!(devices(&s, [192, 0, 2, 2], Some("Bearer s3cret")).await.0, StatusCode::OK);
+        assert_eq!(s.0.server.auth_throttled.load(Ordering::Relaxed), 1);
+        // Without a limit, failures are never throttled.
+        let s = state(None);
+        for _ in 0..20 {
+            assert_eq!(devices(&s, guesser, Some("Bearer x")).await.0, StatusCode::UNAUTHORIZED);
+        }
+        assert_eq!(devices(&s, guesser, Some("Bearer s3cret")).await.0, StatusCode::OK);
+    }
 
     #[test]
     fn the_scheme_is_case_insensitive_and_spaces_follow_rfc_9110() {

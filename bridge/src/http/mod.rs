@@ -314,10 +314,22 @@ async fn track(
     resp
 }
 
+/// The client's address, recorded by the server when a per-client limit is configured (or by
+/// `MockConnectInfo` in router tests).
+fn peer(req: &Request) -> Option<SocketAddr> {
+    let e = req.extensions();
+    let recorded = e.get::<axum::extract::ConnectInfo<SocketAddr>>().map(|c| c.0);
+    #[cfg(test)]
+    let recorded = recorded.or_else(|| {
+        e.get::<axum::extract::connect_info::MockConnectInfo<SocketAddr>>().map(|m| m.0)
+    });
+    recorded
+}
+
 /// Applies the per-client rate limit when configured.
 async fn rate_limit(State(s): State<AppState>, req: Request, next: Next) -> Response {
     if let Some(l) = &s.0.limiter {
-        let ip = req.extensions().get::<axum::extract::ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+        let ip = peer(&req).map(|p| p.ip());
         if let Err(retry_after) = l.check(ip) {
             return ApiError::RateLimited { retry_after }.into_response();
         }

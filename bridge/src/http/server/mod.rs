@@ -248,3 +248,6 @@ pub async fn run(
     .map_err(|e| HttpError::Serve(io::Error::other(e)))?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;
