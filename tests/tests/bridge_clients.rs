@@ -202,3 +202,31 @@ fn e2e_the_connection_cap_is_fitted_to_the_open_file_limit() {
     assert!(soft >= 4096 + 256, "soft limit raised for the default cap: {soft}");
     assert!(soft < hard, "and no further than needed: {soft}");
 }
+
+/// The shipped unit's `LimitNOFILE=` holds the default connection cap with its reserve: a bridge
+/// under that limit keeps the default cap instead of lowering it.
+#[test]
+fn e2e_the_units_open_file_limit_holds_the_default_cap() {
+    let _one = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let unit =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../systemd/qrng-bridge.service");
+    let text = std::fs::read_to_string(&unit).expect("unit");
+    let n: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("LimitNOFILE="))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("qrng-bridge.service sets LimitNOFILE= to a number");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let b = Bridge::start_with_nofile(
+        tmp.path(),
+        &tmp.path().join("dev"),
+        &["--no-fuse", "--no-watch"],
+        Some((n, n)),
+    );
+    let log = b.proc.log();
+    assert!(log.contains("HTTP connection limits"), "{log}");
+    assert!(
+        !log.contains("cap lowered"),
+        "LimitNOFILE={n} is too small for the default cap: {log}"
+    );
+}
