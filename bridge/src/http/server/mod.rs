@@ -32,10 +32,11 @@
 //! head limit are applied per connection (`worker`, `head`).
 //!
 //! Layout: this file (the acceptor), `worker` (a worker thread and its connections), `head` (a
-//! connection's first request head), `limits` (caps, descriptors, timeouts), `placement` (CPU
-//! pinning and the choice of worker).
+//! connection's first request head), `idle` (the idle timeout), `limits` (caps, descriptors,
+//! timeouts), `placement` (CPU pinning and the choice of worker).
 
 mod head;
+mod idle;
 pub mod limits;
 mod placement;
 mod worker;

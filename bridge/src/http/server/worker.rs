@@ -3,9 +3,9 @@
 //! ([`super::super::lent`]) for them.
 //!
 //! A connection's life: its first request head is read under the header timeout ([`head`]), then
-//! hyper serves it, with the idle timeout as hyper's header-read timeout (the timer starts again
-//! after each answer, so it bounds the idle wait plus the next head) and its buffers bounded by
-//! the head limit. Its admission slot ([`Slot`]) is held to the end.
+//! hyper serves it, its buffers bounded by the head limit, under the idle timeout ([`idle`]: once
+//! a second the worker closes connections idle that long). Its admission slot ([`Slot`]) is held
+//! to the end.
 
 use std::convert::Infallible;
 use std::io;
@@ -19,6 +19,7 @@ use hyper_util::server::graceful::Watcher;
 use tokio::sync::mpsc;
 
 use super::head::{self, Prefixed};
+use super::idle::{self, Activity};
 use super::limits::{ConnLimits, Slot};
 use super::placement::pin_current_thread;
 use crate::http::lent::{self, Closer};
@@ -69,12 +70,11 @@ pub fn worker_count(requested: usize) -> usize {
     std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
 }
 
-/// hyper's settings for a connection under `limits` (see the module docs).
+/// hyper's settings for a connection under `limits` (see the module docs). No timer: the
+/// timeouts are `head`'s and `idle`'s.
 fn http1(limits: &ConnLimits) -> hyper::server::conn::http1::Builder {
     let mut b = hyper::server::conn::http1::Builder::new();
-    b.timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(limits.idle_timeout)
-        .max_header_size(limits.max_header_bytes)
+    b.max_header_size(limits.max_header_bytes)
         // hyper's smallest allowed; it bounds the read buffer while a head is incomplete.
         .max_buf_size(limits.max_header_bytes.max(8192));
     b
@@ -90,6 +90,7 @@ pub(super) fn start_worker(
 ) -> io::Result<Worker> {
     let shared =
         Arc::new(Shared { app, http: http1(limits), limits: limits.clone(), connect_info });
+    let idle_timeout = limits.idle_timeout;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let (tx, mut rx) = mpsc::unbounded_channel::<Handoff>();
     let counter = Arc::clone(&open);
@@ -105,11 +106,15 @@ pub(super) fn start_worker(
             });
             let _ = pinned_tx.send(pinned);
             runtime.block_on(async move {
-                let lent_checks = tokio::spawn(async {
+                let lent_checks = tokio::spawn(async move {
                     let mut tick = tokio::time::interval(lent::LEND_CHECK);
                     loop {
                         tick.tick().await;
                         lent::check();
+                        let closed = idle::sweep(idle_timeout);
+                        if closed > 0 {
+                            tracing::debug!(closed, "closed idle connections");
+                        }
                     }
                 });
                 while let Some(h) = rx.recv().await {
@@ -173,7 +178,10 @@ async fn serve_http(
 ) {
     let app = shared.app.clone();
     let connect_info = shared.connect_info;
+    let activity = Activity::new();
+    idle::watch(&activity, &closer);
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+        let request = activity.begin();
         // The peer address is only needed by the rate limiter and the failed-authentication
         // throttle; recording it costs an allocation in every request's extensions, so it is only
         // recorded when one of them is configured.
@@ -181,10 +189,14 @@ async fn serve_http(
             req.extensions_mut().insert(ConnectInfo(peer));
         }
         let app = app.clone();
-        async move { Ok::<_, Infallible>(app.handle(req).await) }
+        async move {
+            let resp = app.handle(req).await;
+            Ok::<_, Infallible>(resp.map(|body| idle::Tracked::new(body, request)))
+        }
     });
     let conn = shared.http.serve_connection(io, service);
-    // The watchdog may abort this task (see `lent::watch`); that drops the connection here.
+    // The lent-answer watchdog (`lent::watch`) and the idle check (`idle::sweep`) may abort this
+    // task; that drops the connection here.
     if let Err(e) = lent::scope(closer, watcher.watch(conn)).await {
         // A client that hangs up mid-request is routine: not an error of the server.
         tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
