@@ -142,6 +142,13 @@ pub struct Config {
               .range(limits::MIN_HEADER_BYTES as u64..=(1 << 20)))]
     pub http_max_header_bytes: usize,
 
+    /// Connections the kernel queues completed until they are accepted (listen backlog; capped by
+    /// net.core.somaxconn). At the connection cap new clients wait here.
+    #[arg(long, value_name = "N", default_value_t = limits::DEFAULT_LISTEN_BACKLOG,
+          env = "QRNG_HTTP_LISTEN_BACKLOG",
+          value_parser = clap::value_parser!(u32).range(1..=(i32::MAX as i64)))]
+    pub http_listen_backlog: u32,
+
     /// File descriptors kept free for everything but HTTP connections (rings, FUSE, files read
     /// briefly), beyond those open at start-up.
     #[arg(long, value_name = "N", default_value_t = limits::DEFAULT_RESERVED_FDS,
@@ -241,6 +248,7 @@ mod tests {
         assert!(h.pin, "CPU placement is on by default");
         assert_eq!(h.threads, 0);
         assert_eq!(h.conn, ConnLimits::default());
+        assert_eq!(c.http_listen_backlog, limits::DEFAULT_LISTEN_BACKLOG);
         assert_eq!(h.auth_failures, Some(FailureLimit::default()));
     }
 
@@ -295,6 +303,7 @@ mod tests {
             ["--http-idle-timeout-ms", "0"],
             ["--http-max-header-bytes", "100"],
             ["--auth-failure-window-secs", "0"],
+            ["--http-listen-backlog", "0"],
         ] {
             assert!(Config::try_parse_from(["qrng-bridge", bad[0], bad[1]]).is_err(), "{bad:?}");
         }

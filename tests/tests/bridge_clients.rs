@@ -132,9 +132,14 @@ fn e2e_at_the_connection_cap_the_bridge_waits_instead_of_running_out_of_descript
     allow_own_descriptors(4096);
     let s =
         setup(&["--http-max-connections-per-client", "0", "--http-header-timeout-ms", "2000"], LOW);
+    let t0 = Instant::now();
     let held = half_sent(s.bridge.addr, 1500);
+    let opened = t0.elapsed();
     let normal = get_from(s.bridge.addr, [127, 0, 0, 2], RANDOM);
-    eprintln!("{} half-sent connections opened; a request behind them: {normal:?}", held.len());
+    eprintln!(
+        "{} half-sent connections opened in {opened:?}; a request behind them: {normal:?}",
+        held.len()
+    );
     assert!(matches!(normal, Ok((200, _))), "starved: {normal:?}");
     drop(held);
     let log = s.bridge.proc.log();

@@ -47,6 +47,11 @@ pub const DEFAULT_MAX_HEADER_BYTES: usize = 8 << 10;
 /// hot-plug (one descriptor each while attached), the FUSE waiting readers' brief reads of
 /// `/proc/<tid>/status` (up to 64 at once), the ring directory's rescans, log and metric files.
 pub const DEFAULT_RESERVED_FDS: usize = 256;
+/// Connections the kernel holds completed but not yet accepted (`listen(2)`'s backlog; the kernel
+/// caps it at `net.core.somaxconn`, 4096 by default). At the cap new clients wait here, so it is
+/// larger than the 128 of Rust's and tokio's `bind`, with which a burst beyond 128 waiting clients
+/// has its SYNs dropped and retried after 1 s, 3 s, ...
+pub const DEFAULT_LISTEN_BACKLOG: u32 = 1024;
 /// The fewest connections a lowered default cap may come to before start-up is refused.
 pub const MIN_CONNECTIONS: usize = 16;
 /// Smallest `--http-max-header-bytes`: a request line with a short path.
@@ -130,6 +135,18 @@ pub fn plan_descriptors(
         None if room < MIN_CONNECTIONS => Err(too_few()),
         None => Ok(FdPlan { max_connections: wanted.min(room), soft, lowered: room < wanted }),
     }
+}
+
+/// A listening socket on `addr` with the given backlog (and `SO_REUSEADDR`, as tokio's `bind`).
+/// Call inside the tokio runtime.
+pub fn bind(addr: std::net::SocketAddr, backlog: u32) -> std::io::Result<tokio::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
+    tokio::net::TcpListener::from_std(socket.into())
 }
 
 /// Descriptors this process has open (`/proc/self/fd`, less the one reading it).
@@ -339,6 +356,30 @@ mod tests {
             client_key("2001:db8:1:2::1".parse().expect("ip")),
             client_key("2001:db8:1:3::1".parse().expect("ip"))
         );
+    }
+
+    #[tokio::test]
+    async fn the_listen_backlog_is_what_was_asked_for() {
+        // Completed connections the kernel queues without an accept: backlog + 1 on Linux.
+        let queued = |backlog| async move {
+            let l = bind("127.0.0.1:0".parse().expect("addr"), backlog).expect("bind");
+            let addr = l.local_addr().expect("addr");
+            let mut held = Vec::new();
+            for _ in 0..16 {
+                let c = tokio::time::timeout(
+                    Duration::from_millis(300),
+                    tokio::net::TcpStream::connect(addr),
+                )
+                .await;
+                match c {
+                    Ok(Ok(s)) => held.push(s),
+                    _ => break,
+                }
+            }
+            held.len()
+        };
+        assert!(queued(2).await <= 3);
+        assert_eq!(queued(64).await, 16);
     }
 
     #[tokio::test]
