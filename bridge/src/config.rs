@@ -8,7 +8,8 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 
 use crate::dispenser::DispenserConfig;
-use crate::http::{HttpConfig, HttpError, RateLimit};
+use crate::http::server::limits::{self, ConnLimits};
+use crate::http::{FailureLimit, HttpConfig, HttpError, RateLimit};
 
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -106,6 +107,60 @@ pub struct Config {
     #[arg(long, value_name = "PATH", env = "QRNG_TOKENS_FILE")]
     pub tokens_file: Option<PathBuf>,
 
+    /// Failed token checks a client address may make per window before it gets 429 without a
+    /// check until the window ends; 0 = no limit.
+    #[arg(long, default_value_t = 10, env = "QRNG_AUTH_MAX_FAILURES")]
+    pub auth_max_failures: u32,
+
+    /// The window of --auth-max-failures, in seconds, from a client's first failure.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..),
+          env = "QRNG_AUTH_FAILURE_WINDOW_SECS")]
+    pub auth_failure_window_secs: u64,
+
+    /// Most open HTTP connections; at the cap, new ones wait in the listen backlog. Without it:
+    /// 4096, lowered to fit the open-file limit; with it, start-up fails if the limit cannot hold
+    /// it (with --http-reserved-fds and the descriptors already open).
+    #[arg(long, value_name = "N", env = "QRNG_HTTP_MAX_CONNECTIONS",
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub http_max_connections: Option<usize>,
+
+    /// Most open HTTP connections per client address (an IPv6 client's /64); more get 429 and
+    /// are closed. 0 = no per-client cap.
+    #[arg(long, value_name = "N", default_value_t = limits::DEFAULT_PER_CLIENT,
+          env = "QRNG_HTTP_MAX_CONNECTIONS_PER_CLIENT")]
+    pub http_max_connections_per_client: usize,
+
+    /// Milliseconds from connecting until the first request head is complete; then the
+    /// connection is closed.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..),
+          env = "QRNG_HTTP_HEADER_TIMEOUT_MS")]
+    pub http_header_timeout_ms: u64,
+
+    /// Milliseconds a kept-alive connection may take, after an answer, until its next request
+    /// head is complete; then it is closed.
+    #[arg(long, default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..),
+          env = "QRNG_HTTP_IDLE_TIMEOUT_MS")]
+    pub http_idle_timeout_ms: u64,
+
+    /// Largest request head (request line and headers) in bytes; larger gets 431.
+    #[arg(long, default_value_t = limits::DEFAULT_MAX_HEADER_BYTES, env = "QRNG_HTTP_MAX_HEADER_BYTES",
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new()
+              .range(limits::MIN_HEADER_BYTES as u64..=(1 << 20)))]
+    pub http_max_header_bytes: usize,
+
+    /// Connections the kernel queues completed until they are accepted (listen backlog; capped by
+    /// net.core.somaxconn). At the connection cap new clients wait here.
+    #[arg(long, value_name = "N", default_value_t = limits::DEFAULT_LISTEN_BACKLOG,
+          env = "QRNG_HTTP_LISTEN_BACKLOG",
+          value_parser = clap::value_parser!(u32).range(1..=(i32::MAX as i64)))]
+    pub http_listen_backlog: u32,
+
+    /// File descriptors kept free for everything but HTTP connections (rings, FUSE, files read
+    /// briefly), beyond those open at start-up.
+    #[arg(long, value_name = "N", default_value_t = limits::DEFAULT_RESERVED_FDS,
+          env = "QRNG_HTTP_RESERVED_FDS")]
+    pub http_reserved_fds: usize,
+
     /// A producer heartbeat older than this (ms) marks the device degraded.
     #[arg(long, default_value_t = 3000, env = "QRNG_HEARTBEAT_TIMEOUT_MS")]
     pub heartbeat_timeout_ms: u64,
@@ -182,6 +237,18 @@ impl Config {
             rate_limit: (self.rate_limit > 0.0)
                 .then_some(RateLimit { per_second: self.rate_limit, burst: self.rate_burst }),
             tokens,
+            auth_failures: (self.auth_max_failures > 0).then(|| FailureLimit {
+                max: self.auth_max_failures,
+                window: Duration::from_secs(self.auth_failure_window_secs),
+            }),
+            conn: ConnLimits {
+                max_connections: self.http_max_connections,
+                per_client: self.http_max_connections_per_client,
+                header_timeout: Duration::from_millis(self.http_header_timeout_ms),
+                idle_timeout: Duration::from_millis(self.http_idle_timeout_ms),
+                max_header_bytes: self.http_max_header_bytes,
+                reserved_fds: self.http_reserved_fds,
+            },
             threads: self.http_threads,
             pin: self.http_cpu_affinity == CpuAffinity::Auto,
             drain: crate::http::server::DRAIN_LIMIT,
@@ -217,6 +284,66 @@ mod tests {
         assert!(h.pin, "CPU placement is on by default");
         assert!(c.ring_owner.is_none());
         assert_eq!(h.threads, 0);
+        assert_eq!(h.conn, ConnLimits::default());
+        assert_eq!(c.http_listen_backlog, limits::DEFAULT_LISTEN_BACKLOG);
+        assert_eq!(h.auth_failures, Some(FailureLimit::default()));
+    }
+
+    #[test]
+    fn connection_limits_and_the_auth_throttle_are_configurable() {
+        let c = Config::try_parse_from([
+            "qrng-bridge",
+            "--http-max-connections",
+            "700",
+            "--http-max-connections-per-client",
+            "0",
+            "--http-header-timeout-ms",
+            "1500",
+            "--http-idle-timeout-ms",
+            "2500",
+            "--http-max-header-bytes",
+            "4096",
+            "--http-reserved-fds",
+            "64",
+            "--auth-max-failures",
+            "0",
+        ])
+        .expect("parse");
+        let h = c.http().expect("http");
+        assert_eq!(
+            h.conn,
+            ConnLimits {
+                max_connections: Some(700),
+                per_client: 0,
+                header_timeout: Duration::from_millis(1500),
+                idle_timeout: Duration::from_millis(2500),
+                max_header_bytes: 4096,
+                reserved_fds: 64,
+            }
+        );
+        assert_eq!(h.auth_failures, None);
+        let c = Config::try_parse_from([
+            "qrng-bridge",
+            "--auth-max-failures",
+            "3",
+            "--auth-failure-window-secs",
+            "5",
+        ])
+        .expect("parse");
+        assert_eq!(
+            c.http().expect("http").auth_failures,
+            Some(FailureLimit { max: 3, window: Duration::from_secs(5) })
+        );
+        for bad in [
+            ["--http-max-connections", "0"],
+            ["--http-header-timeout-ms", "0"],
+            ["--http-idle-timeout-ms", "0"],
+            ["--http-max-header-bytes", "100"],
+            ["--auth-failure-window-secs", "0"],
+            ["--http-listen-backlog", "0"],
+        ] {
+            assert!(Config::try_parse_from(["qrng-bridge", bad[0], bad[1]]).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -125,8 +125,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         Ok(())
     } else {
         let state = AppState::new(dispenser.clone(), cfg.http()?).context("configure HTTP")?;
-        let listener = tokio::net::TcpListener::bind(cfg.listen)
-            .await
+        let listener = http::server::limits::bind(cfg.listen, cfg.http_listen_backlog)
             .with_context(|| format!("listen on {}", cfg.listen))?;
         tracing::info!(listen = %cfg.listen, "serving HTTP");
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);

@@ -146,6 +146,18 @@ impl Proc {
         let _ = self.child.wait();
     }
 
+    /// Waits for the process to exit by itself (failing the test after [`PATIENCE`]).
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let end = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(Instant::now() < end, "{} did not exit; log:\n{}", self.name, self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Whether the process has exited (reaps it if so).
     pub fn exited(&mut self) -> bool {
         self.child.try_wait().expect("wait").is_some()
@@ -190,25 +202,62 @@ pub struct Bridge {
     pub mount: PathBuf,
 }
 
+/// Starts `qrng-bridge` watching `ring_dir`, mounting at `mount`, listening on `addr`, with extra
+/// `args` and, if given, the open-file limit `nofile` (soft, hard); does not wait for it.
+pub fn spawn_bridge(
+    ring_dir: &Path,
+    mount: &Path,
+    addr: SocketAddr,
+    args: &[&str],
+    nofile: Option<(u64, u64)>,
+) -> Proc {
+    let mut cmd = Command::new(&binaries().bridge);
+    cmd.arg("--ring-dir")
+        .arg(ring_dir)
+        .arg("--mount")
+        .arg(mount)
+        .arg("--listen")
+        .arg(addr.to_string());
+    // The rings the tests make are the test's own: trust its user (root is always trusted).
+    if !args.contains(&"--ring-owner") {
+        cmd.arg("--ring-owner").arg(nix::unistd::geteuid().as_raw().to_string());
+    }
+    cmd.args(args);
+    if let Some((soft, hard)) = nofile {
+        use std::os::unix::process::CommandExt as _;
+        // SAFETY: the closure runs in the forked child before exec and only makes the
+        // setrlimit(2) system call (async-signal-safe; no allocation, no lock).
+        unsafe {
+            cmd.pre_exec(move || {
+                nix::sys::resource::setrlimit(
+                    nix::sys::resource::Resource::RLIMIT_NOFILE,
+                    soft,
+                    hard,
+                )
+                .map_err(std::io::Error::from)
+            });
+        }
+    }
+    let log = ring_dir.join(format!("bridge-{}.log", unique()));
+    Proc::spawn("qrng-bridge", cmd, log)
+}
+
 impl Bridge {
     /// Starts `qrng-bridge` watching `ring_dir`, mounting at `mount`, with extra `args`; waits
     /// until it answers HTTP.
     pub fn start(ring_dir: &Path, mount: &Path, args: &[&str]) -> Bridge {
+        Self::start_with_nofile(ring_dir, mount, args, None)
+    }
+
+    /// [`Bridge::start`] with the open-file limit `nofile` (soft, hard), if given.
+    pub fn start_with_nofile(
+        ring_dir: &Path,
+        mount: &Path,
+        args: &[&str],
+        nofile: Option<(u64, u64)>,
+    ) -> Bridge {
         let addr = free_addr();
-        let mut cmd = Command::new(&binaries().bridge);
-        cmd.arg("--ring-dir")
-            .arg(ring_dir)
-            .arg("--mount")
-            .arg(mount)
-            .arg("--listen")
-            .arg(addr.to_string());
-        // The rings the tests make are the test's own: trust its user (root is always trusted).
-        if !args.contains(&"--ring-owner") {
-            cmd.arg("--ring-owner").arg(nix::unistd::geteuid().as_raw().to_string());
-        }
-        cmd.args(args);
-        let log = ring_dir.join(format!("bridge-{}.log", unique()));
-        let mut proc = Proc::spawn("qrng-bridge", cmd, log);
+        let mut proc = spawn_bridge(ring_dir, mount, addr, args, nofile);
         wait_until("bridge answers HTTP", || {
             assert!(!proc.exited(), "qrng-bridge exited at start; log:\n{}", proc.log());
             get(addr, "/health").ok()

@@ -27,6 +27,9 @@ pub enum ApiError {
     /// 429: the per-client rate limit was hit.
     #[error("rate limit exceeded; retry in {retry_after} s")]
     RateLimited { retry_after: u64 },
+    /// 429: this client failed authentication too often; its token is not checked now.
+    #[error("too many failed authentication attempts; retry in {retry_after} s")]
+    AuthThrottled { retry_after: u64 },
     /// 503: no entropy could be served (source failed, stopped, stale or too slow).
     #[error("{message}")]
     Unavailable { code: &'static str, message: String, retry_after: u64 },
@@ -53,7 +56,7 @@ impl ApiError {
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::NotFound { .. } => StatusCode::NOT_FOUND,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
-            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::RateLimited { .. } | Self::AuthThrottled { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -67,15 +70,16 @@ impl ApiError {
             Self::NotFound { code, .. } | Self::Unavailable { code, .. } => code,
             Self::Unauthorized => "unauthorized",
             Self::RateLimited { .. } => "rate_limited",
+            Self::AuthThrottled { .. } => "too_many_auth_failures",
             Self::Internal => "internal",
         }
     }
 
     fn retry_after(&self) -> Option<u64> {
         match self {
-            Self::RateLimited { retry_after } | Self::Unavailable { retry_after, .. } => {
-                Some(*retry_after)
-            }
+            Self::RateLimited { retry_after }
+            | Self::AuthThrottled { retry_after }
+            | Self::Unavailable { retry_after, .. } => Some(*retry_after),
             _ => None,
         }
     }

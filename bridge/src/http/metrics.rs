@@ -31,6 +31,16 @@ pub struct ServerMetrics {
     /// Connections given to the least loaded worker (`placement="balanced"`): workers not
     /// pinned, the CPU unknown or not a worker's, or that worker too far ahead.
     pub balanced: AtomicU64,
+    /// The global connection cap in force (`qrng_http_connections_max`).
+    pub max_connections: AtomicUsize,
+    /// Times the acceptor found every slot taken and waited (`qrng_http_connection_cap_reached_total`).
+    pub cap_reached: AtomicU64,
+    /// Connections refused because their client was at its cap
+    /// (`qrng_http_connections_refused_total{reason="client_cap"}`).
+    pub client_cap: AtomicU64,
+    /// Requests refused unchecked after too many failed authentications
+    /// (`qrng_http_auth_throttled_total`).
+    pub auth_throttled: AtomicU64,
 }
 
 impl ServerMetrics {
@@ -206,6 +216,17 @@ impl HttpMetrics {
             );
             r.register_counter(&key, &m).absolute(n.load(Ordering::Relaxed));
         }
+        r.register_gauge(&Key::from_name("qrng_http_connections_max"), &m)
+            .set(server.max_connections.load(Ordering::Relaxed) as f64);
+        r.register_counter(&Key::from_name("qrng_http_connection_cap_reached_total"), &m)
+            .absolute(server.cap_reached.load(Ordering::Relaxed));
+        let key = Key::from_parts(
+            "qrng_http_connections_refused_total",
+            vec![Label::new("reason", "client_cap")],
+        );
+        r.register_counter(&key, &m).absolute(server.client_cap.load(Ordering::Relaxed));
+        r.register_counter(&Key::from_name("qrng_http_auth_throttled_total"), &m)
+            .absolute(server.auth_throttled.load(Ordering::Relaxed));
         r.register_gauge(&Key::from_name("qrng_uptime_seconds"), &m).set(uptime.as_secs_f64());
         self.handle.render()
     }
@@ -277,6 +298,22 @@ fn describe(r: &PrometheusRecorder) {
         "Accepted HTTP connections by placement: local = the worker pinned to the CPU the \
          connection's packets arrive on, balanced = the least loaded worker."
             .into(),
+    );
+    g("qrng_http_connections_max", None, "The global HTTP connection cap in force.");
+    c(
+        "qrng_http_connection_cap_reached_total",
+        None,
+        "Times every connection slot was taken and accepting paused until one closed.",
+    );
+    c(
+        "qrng_http_connections_refused_total",
+        None,
+        "Connections refused by reason: client_cap = their client address was at its cap.",
+    );
+    c(
+        "qrng_http_auth_throttled_total",
+        None,
+        "Requests answered 429 without a token check: their client failed authentication too often.",
     );
     g("qrng_uptime_seconds", Some(Unit::Seconds), "Seconds since the bridge started.");
     r.describe_histogram(

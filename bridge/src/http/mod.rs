@@ -5,6 +5,7 @@
 //! Endpoints, parameters, limits and error codes: docs/api.md (and `/api/v1/openapi.json`).
 //! Random bytes never reach a log: request logs carry the method, path, query and status only.
 
+mod auth;
 mod error;
 mod lent;
 mod limit;
@@ -28,6 +29,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
+pub use auth::FailureLimit;
 pub use error::ApiError;
 pub use limit::RateLimit;
 pub use random::{hex_encode, unit_float, uuid_v4, IntRange, DEVICE_HEADER, SOURCE_HEADER};
@@ -49,6 +51,20 @@ pub enum HttpError {
     Metrics(String),
     #[error("failed to serve HTTP")]
     Serve(#[source] std::io::Error),
+    #[error(
+        "{connections} HTTP connections (--http-max-connections) + {reserved} reserved \
+         descriptors (--http-reserved-fds) + {open} already open need an open-file limit of \
+         {need}, but RLIMIT_NOFILE is {soft} (hard {hard}): raise LimitNOFILE= in the systemd \
+         unit (or ulimit -n), or lower --http-max-connections"
+    )]
+    Descriptors {
+        connections: usize,
+        reserved: usize,
+        open: usize,
+        need: u64,
+        soft: u64,
+        hard: u64,
+    },
 }
 
 /// HTTP settings (from the command line, see `Config`).
@@ -66,6 +82,10 @@ pub struct HttpConfig {
     pub rate_limit: Option<RateLimit>,
     /// Accepted bearer tokens; None = no authentication.
     pub tokens: Option<Vec<String>>,
+    /// Failed token checks allowed per client and window before 429; None = no throttle.
+    pub auth_failures: Option<FailureLimit>,
+    /// Connection caps, timeouts and the head limit (see [`server::limits`]).
+    pub conn: server::ConnLimits,
     /// HTTP worker threads (0 = one per CPU); see [`server`].
     pub threads: usize,
     /// Pin the workers to CPUs and give each connection to the worker on its CPU, when there is
@@ -84,6 +104,8 @@ impl Default for HttpConfig {
             retry_after: 1,
             rate_limit: None,
             tokens: None,
+            auth_failures: Some(FailureLimit::default()),
+            conn: server::ConnLimits::default(),
             threads: 0,
             pin: true,
             drain: server::DRAIN_LIMIT,
@@ -129,6 +151,8 @@ struct Inner {
     started: Instant,
     metrics: metrics::HttpMetrics,
     limiter: Option<limit::Limiter>,
+    /// Failed-authentication throttle (with tokens and a failure limit configured).
+    auth_throttle: Option<auth::Throttle>,
     /// Open connections per HTTP worker and connection placement (see [`server`]).
     server: Arc<metrics::ServerMetrics>,
 }
@@ -148,6 +172,7 @@ impl AppState {
     pub fn new(dispenser: Dispenser, cfg: HttpConfig) -> Result<Self, HttpError> {
         let metrics = metrics::HttpMetrics::new()?;
         let limiter = cfg.rate_limit.map(limit::Limiter::new);
+        let auth_throttle = cfg.tokens.as_ref().and(cfg.auth_failures).map(auth::Throttle::new);
         let server = Arc::new(metrics::ServerMetrics::new(server::worker_count(cfg.threads)));
         Ok(Self(Arc::new(Inner {
             dispenser,
@@ -155,6 +180,7 @@ impl AppState {
             started: Instant::now(),
             metrics,
             limiter,
+            auth_throttle,
             server,
         })))
     }
@@ -199,6 +225,9 @@ impl AppState {
         self.0.metrics.run_upkeep();
         if let Some(l) = &self.0.limiter {
             l.purge();
+        }
+        if let Some(t) = &self.0.auth_throttle {
+            t.purge();
         }
     }
 }
@@ -285,32 +314,22 @@ async fn track(
     resp
 }
 
-/// Checks `Authorization: Bearer <token>` when tokens are configured.
-async fn auth(State(s): State<AppState>, req: Request, next: Next) -> Response {
-    if let Some(tokens) = &s.0.cfg.tokens {
-        let presented = req
-            .headers()
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
-        let ok = presented.is_some_and(|p| {
-            // Compare against every token without early exit, so timing does not reveal a prefix.
-            tokens
-                .iter()
-                .fold(false, |acc, t| acc | limit::constant_time_eq(t.as_bytes(), p.as_bytes()))
-        });
-        if !ok {
-            return ApiError::Unauthorized.into_response();
-        }
-    }
-    next.run(req).await
+/// The client's address, recorded by the server when a per-client limit is configured (or by
+/// `MockConnectInfo` in router tests).
+fn peer(req: &Request) -> Option<SocketAddr> {
+    let e = req.extensions();
+    let recorded = e.get::<axum::extract::ConnectInfo<SocketAddr>>().map(|c| c.0);
+    #[cfg(test)]
+    let recorded = recorded.or_else(|| {
+        e.get::<axum::extract::connect_info::MockConnectInfo<SocketAddr>>().map(|m| m.0)
+    });
+    recorded
 }
 
 /// Applies the per-client rate limit when configured.
 async fn rate_limit(State(s): State<AppState>, req: Request, next: Next) -> Response {
     if let Some(l) = &s.0.limiter {
-        let ip = req.extensions().get::<axum::extract::ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+        let ip = peer(&req).map(|p| p.ip());
         if let Err(retry_after) = l.check(ip) {
             return ApiError::RateLimited { retry_after }.into_response();
         }
@@ -336,7 +355,7 @@ pub fn router(state: AppState) -> Router {
     }
     random = random.route("/api/v1/devices", get(ops::devices));
     if state.0.cfg.tokens.is_some() {
-        random = random.layer(middleware::from_fn_with_state(state.clone(), auth));
+        random = random.layer(middleware::from_fn_with_state(state.clone(), auth::auth));
     }
     Router::new()
         .merge(random)
@@ -414,9 +433,10 @@ pub async fn serve(
         }
     });
     let opts = server::RunOptions {
-        connect_info: state.0.limiter.is_some(),
+        connect_info: state.0.limiter.is_some() || state.0.auth_throttle.is_some(),
         drain: state.0.cfg.drain,
         pin: state.0.cfg.pin,
+        limits: state.0.cfg.conn.clone(),
     };
     let stats = Arc::clone(&state.0.server);
     let result = server::run(listener, Entry::new(state), stats, opts, shutdown).await;

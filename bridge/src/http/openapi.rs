@@ -61,7 +61,8 @@ fn random_op(summary: &str, params: Vec<Value>, ok: Value) -> Value {
             "401": err("Bearer token required (only when tokens are configured)."),
             "404": err("Unknown device."),
             "413": err("More than the configured limit."),
-            "429": err_retry("Per-client rate limit (only when configured)."),
+            "429": err_retry("Per-client rate limit (only when configured), too many failed token \
+                              checks from this client, or too many open connections from it."),
             "503": err_retry("No entropy within the wait limit, or the device failed/stopped.")
         }
     }})
@@ -91,7 +92,8 @@ pub fn build(max_bytes: usize, max_count: usize) -> Value {
                 "type": "object", "required": ["code", "message"],
                 "properties": {"code": {"type": "string", "enum": [
                     "invalid_parameter", "too_large", "unknown_device", "not_found", "unauthorized",
-                    "rate_limited", "no_healthy_device", "device_failed", "device_stopped",
+                    "rate_limited", "too_many_auth_failures", "too_many_connections",
+                    "no_healthy_device", "device_failed", "device_stopped",
                     "entropy_unavailable", "internal"]},
                     "message": {"type": "string"}}}}}}
         },

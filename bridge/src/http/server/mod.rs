@@ -26,9 +26,18 @@
 //! (`HttpConfig::drain`, default [`DRAIN_LIMIT`]), then stop the workers, which drops whatever is
 //! left (a client that never finishes sending its request cannot hold shutdown up).
 //!
-//! Layout: this file (the acceptor), `worker` (a worker thread and its connections), `placement`
-//! (CPU pinning and the choice of worker).
+//! Admission (`limits`): the acceptor takes a slot of the global connection cap before each
+//! `accept` and waits while there is none, and refuses a connection whose client address is at its
+//! own cap; every connection holds its slot until it ends. The header and idle timeouts and the
+//! head limit are applied per connection (`worker`, `head`).
+//!
+//! Layout: this file (the acceptor), `worker` (a worker thread and its connections), `head` (a
+//! connection's first request head), `idle` (the idle timeout), `limits` (caps, descriptors,
+//! timeouts), `placement` (CPU pinning and the choice of worker).
 
+mod head;
+mod idle;
+pub mod limits;
 mod placement;
 mod worker;
 
@@ -41,6 +50,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 
 use super::metrics::ServerMetrics;
 use super::{Entry, HttpError};
+pub use limits::ConnLimits;
 pub use placement::{allowed_cpus, choose_worker, least_loaded, pin_plan, STEER_SLACK};
 pub use worker::worker_count;
 use worker::{start_worker, Handoff};
@@ -52,6 +62,9 @@ pub const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 /// full descriptor table does not turn into a busy loop; connections already open keep working.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
+/// At most one "cap reached" warning per this interval (the metric counts every time).
+const CAP_WARN_EVERY: Duration = Duration::from_secs(10);
+
 /// How [`run`] serves.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -61,6 +74,8 @@ pub struct RunOptions {
     pub drain: Duration,
     /// Pin workers to CPUs and steer connections to the worker on their CPU (module docs).
     pub pin: bool,
+    /// Connection caps, timeouts and the head limit.
+    pub limits: ConnLimits,
 }
 
 /// True for accept errors that concern only the connection being accepted.
@@ -92,7 +107,8 @@ pub async fn run(
     let mut workers = Vec::with_capacity(n);
     for (i, open) in stats.open.iter().enumerate() {
         let cpu = plan.as_ref().and_then(|p| p.get(i).copied());
-        let w = start_worker(i, app.clone(), Arc::clone(open), opts.connect_info, cpu);
+        let w =
+            start_worker(i, app.clone(), Arc::clone(open), opts.connect_info, &opts.limits, cpu);
         workers.push(w.map_err(HttpError::Serve)?);
     }
     // CPU number -> the worker pinned to it.
@@ -117,9 +133,43 @@ pub async fn run(
     } else {
         tracing::debug!(workers = n, "HTTP workers started, not pinned");
     }
+    // With the listener and the workers' runtimes open, what is left of the open-file limit.
+    let max_connections = limits::fit_descriptors(&opts.limits)?;
+    let admission = limits::Admission::new(max_connections, opts.limits.per_client);
+    tracing::info!(
+        max_connections,
+        per_client = opts.limits.per_client,
+        header_timeout = ?opts.limits.header_timeout,
+        idle_timeout = ?opts.limits.idle_timeout,
+        "HTTP connection limits"
+    );
     let graceful = GracefulShutdown::new();
+    let (stop, stopped) = tokio::sync::watch::channel(());
+    stats.max_connections.store(max_connections, Ordering::Relaxed);
+    let mut last_cap_warning = None;
     tokio::pin!(shutdown);
     loop {
+        let permit = match admission.try_slot() {
+            Some(p) => p,
+            None => {
+                // At the cap: no accept until a connection ends (module docs of `limits`).
+                stats.cap_reached.fetch_add(1, Ordering::Relaxed);
+                if last_cap_warning
+                    .is_none_or(|t: std::time::Instant| t.elapsed() >= CAP_WARN_EVERY)
+                {
+                    last_cap_warning = Some(std::time::Instant::now());
+                    tracing::warn!(
+                        max_connections,
+                        "HTTP connection cap reached; new connections wait in the listen backlog"
+                    );
+                }
+                tokio::select! {
+                    biased;
+                    () = &mut shutdown => break,
+                    p = admission.slot() => p,
+                }
+            }
+        };
         let (stream, peer) = tokio::select! {
             biased;
             () = &mut shutdown => break,
@@ -132,6 +182,13 @@ pub async fn run(
                     continue;
                 }
             },
+        };
+        let Some(slot) = admission.admit(permit, peer.ip()) else {
+            stats.client_cap.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(peer = %peer, "client at its connection cap; refused");
+            // Best effort: one non-blocking write, then the connection is closed.
+            let _ = stream.try_write(limits::over_client_cap_answer());
+            continue;
         };
         // No Nagle: a response's last partial segment must not wait for the client's delayed ACK.
         if let Err(e) = stream.set_nodelay(true) {
@@ -157,7 +214,9 @@ pub async fn run(
         let w = &workers[w];
         if is_local { &stats.local } else { &stats.balanced }.fetch_add(1, Ordering::Relaxed);
         w.open.fetch_add(1, Ordering::Relaxed);
-        if w.tx.send(Handoff { stream, peer, watcher: graceful.watcher() }).is_err() {
+        let handoff =
+            Handoff { stream, peer, watcher: graceful.watcher(), slot, stop: stopped.clone() };
+        if w.tx.send(handoff).is_err() {
             // Only if the worker thread died (a panic outside any request): the connection is
             // dropped, and the worker's count is set out of reach so it gets no more.
             tracing::error!("an HTTP worker is gone; connection dropped");
@@ -165,6 +224,7 @@ pub async fn run(
         }
     }
     drop(listener);
+    drop(stop);
     let open: usize = workers.iter().map(|w| w.open.load(Ordering::Relaxed)).sum();
     tracing::info!(connections = open, "HTTP: no longer accepting; draining open connections");
     if tokio::time::timeout(opts.drain, graceful.shutdown()).await.is_err() {
@@ -189,3 +249,6 @@ pub async fn run(
     .map_err(|e| HttpError::Serve(io::Error::other(e)))?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;
