@@ -20,15 +20,16 @@ pub(super) const RATE_WINDOW: Duration = Duration::from_secs(1);
 
 pub(super) fn consumer_loop(dev: Arc<Device>, cfg: DispenserConfig) {
     let mut backoff = MIN_BACKOFF;
-    let mut last_status: Option<Instant> = None;
+    // `attach` read the status just before starting this thread.
+    let mut last_status = Instant::now();
     while !dev.stop.load(Ordering::Acquire) {
         let mut done = Vec::new();
         let mut callbacks = Vec::new();
         let busy = {
             let mut st = lock(&dev.state);
-            if last_status.is_none_or(|t| t.elapsed() >= cfg.status_interval) {
+            if last_status.elapsed() >= cfg.status_interval {
                 st.refresh(&dev, &cfg, &mut done);
-                last_status = Some(Instant::now());
+                last_status = Instant::now();
             }
             st.dispatch(&dev, &mut done);
             if !st.ready_callbacks.is_empty() {
