@@ -1,14 +1,22 @@
 //! Command-line and environment configuration of `qrng-bridge` (clap derive; every flag also has an
 //! environment variable).
+//!
+//! This file is compiled twice: into the library, and by `build.rs`, which renders the man page
+//! qrng-bridge(8) and the bash, zsh and fish completions from [`Config`] so that they never drift
+//! from `--help`. Outside `lib_only!` it may name only std, clap and `crate::fuse::DevLink` (for
+//! which build.rs has a stand-in); what needs the rest of the crate goes inside `lib_only!`, which
+//! the build script drops.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
+lib_only! {
+use std::time::Duration;
 use crate::dispenser::DispenserConfig;
 use crate::http::{HttpConfig, HttpError, RateLimit};
+}
 
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -127,6 +135,7 @@ fn parse_mode(s: &str) -> Result<u16, String> {
         .ok_or_else(|| format!("{s:?}: expected octal permission bits such as 444 or 440"))
 }
 
+lib_only! {
 impl Config {
     pub fn dispenser(&self) -> DispenserConfig {
         DispenserConfig {
@@ -151,6 +160,7 @@ impl Config {
             drain: crate::http::server::DRAIN_LIMIT,
         })
     }
+}
 }
 
 #[cfg(test)]
