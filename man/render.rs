@@ -16,7 +16,8 @@ const SECTION: &str = "8";
 
 /// Renders everything for `cmd`; returns the directory the pages and completions were copied to.
 pub fn render(cmd: clap::Command) -> io::Result<PathBuf> {
-    let out = PathBuf::from(std::env::var_os("OUT_DIR").ok_or_else(|| io::Error::other("no OUT_DIR"))?);
+    let out =
+        PathBuf::from(std::env::var_os("OUT_DIR").ok_or_else(|| io::Error::other("no OUT_DIR"))?);
     // OUT_DIR = <target>/<profile>/build/<package>-<hash>/out
     let profile_dir = out
         .ancestors()
@@ -32,7 +33,8 @@ pub fn render(cmd: clap::Command) -> io::Result<PathBuf> {
     cmd.build();
     man_pages(&cmd, &man_out)?;
     let name = cmd.get_name().to_owned();
-    for shell in [clap_complete::Shell::Bash, clap_complete::Shell::Zsh, clap_complete::Shell::Fish] {
+    for shell in [clap_complete::Shell::Bash, clap_complete::Shell::Zsh, clap_complete::Shell::Fish]
+    {
         clap_complete::generate_to(shell, &mut cmd, &name, &completions_out)?;
     }
 

@@ -219,4 +219,3 @@ fn run(args: RunArgs) -> Result<()> {
         Exit::Shutdown | Exit::DeviceGone => Ok(()),
     }
 }
-
