@@ -43,7 +43,8 @@ pub fn render(cmd: clap::Command) -> io::Result<PathBuf> {
     Ok(profile_dir)
 }
 
-/// One page per command, named after its full name (`quantis-driver-probe.8`).
+/// One page per command, named after its full name (`quantis-driver-probe.8`), and the same
+/// gzipped at the highest level without a time stamp (`.8.gz`, Debian policy 12.1).
 fn man_pages(cmd: &clap::Command, dir: &Path) -> io::Result<()> {
     for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
         man_pages(sub, dir)?;
@@ -51,7 +52,13 @@ fn man_pages(cmd: &clap::Command, dir: &Path) -> io::Result<()> {
     let man = clap_mangen::Man::new(cmd.clone()).section(SECTION);
     let mut page = Vec::new();
     man.render(&mut page)?;
-    fs::write(dir.join(man.get_filename()), page)
+    let name = man.get_filename();
+    let mut gz = flate2::GzBuilder::new()
+        .mtime(0)
+        .write(fs::File::create(dir.join(format!("{name}.gz")))?, flate2::Compression::best());
+    io::Write::write_all(&mut gz, &page)?;
+    gz.finish()?;
+    fs::write(dir.join(name), page)
 }
 
 fn copy_dir(from: &Path, to: &Path) -> io::Result<()> {
