@@ -1,15 +1,26 @@
 //! Command-line and environment configuration of `qrng-bridge` (clap derive; every flag also has an
 //! environment variable).
+//!
+//! This file is compiled twice: into the library, and by `build.rs`, which renders the man page
+//! qrng-bridge(8) and the bash, zsh and fish completions from [`Config`] so that they never drift
+//! from `--help`. Outside `lib_only!` it may name only std, clap, `crate::fuse::DevLink` (for
+//! which build.rs has a stand-in) and the connection limits' defaults (`http/server/defaults.rs`,
+//! which build.rs includes); what needs the rest of the crate goes inside `lib_only!`, which the
+//! build script drops.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
+use crate::http::server::limits;
+
+lib_only! {
+use std::time::Duration;
 use crate::dispenser::DispenserConfig;
-use crate::http::server::limits::{self, ConnLimits};
+use crate::http::server::limits::ConnLimits;
 use crate::http::{FailureLimit, HttpConfig, HttpError, RateLimit};
+}
 
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -191,6 +202,7 @@ fn parse_mode(s: &str) -> Result<u16, String> {
 /// The packaged driver user (systemd/quantis-qrng.sysusers).
 pub const DEFAULT_RING_OWNER: &str = "qrng";
 
+lib_only! {
 impl Config {
     pub fn dispenser(&self) -> DispenserConfig {
         DispenserConfig {
@@ -254,6 +266,7 @@ impl Config {
             drain: crate::http::server::DRAIN_LIMIT,
         })
     }
+}
 }
 
 #[cfg(test)]

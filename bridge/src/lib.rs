@@ -7,6 +7,12 @@
 //! - [`watch`]: hot-plug: attaches and detaches rings as they appear in the ring directory.
 #![forbid(unsafe_code)]
 
+/// Items of `config.rs` that need the rest of the crate: kept here, dropped by `build.rs`, which
+/// compiles `config.rs` on its own to render the man page and completions.
+macro_rules! lib_only {
+    ($($item:item)*) => { $($item)* };
+}
+
 pub mod config;
 pub mod dispenser;
 pub mod fuse;

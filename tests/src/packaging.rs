@@ -400,6 +400,12 @@ pub fn wait_for<T>(limit: std::time::Duration, mut check: impl FnMut() -> Option
 /// Builds the `quantis-qrng` .deb with cargo-deb into `out_dir` from the binaries the tests use
 /// (`cargo deb --no-build --profile <the test profile>`); returns its path.
 pub fn build_deb(out_dir: &Path) -> io::Result<PathBuf> {
+    build_deb_version(out_dir, None)
+}
+
+/// [`build_deb`] with the package version set to `version` (`cargo deb --deb-version`), e.g. a
+/// later one to test upgrades. `out_dir` must not hold another .deb.
+pub fn build_deb_version(out_dir: &Path, version: Option<&str>) -> io::Result<PathBuf> {
     let bins = build_binaries()?;
     let profile = match bins.file_name().and_then(|n| n.to_str()) {
         Some("debug") | None => "dev".to_owned(),
@@ -417,8 +423,9 @@ pub fn build_deb(out_dir: &Path) -> io::Result<PathBuf> {
             "--fast",
             "--profile",
             &profile,
-            "-o",
         ])
+        .args(version.map(|v| ["--deb-version", v]).into_iter().flatten())
+        .arg("-o")
         .arg(out_dir)
         .output()?;
     let (stdout, stderr) = output_text(&out);

@@ -3,9 +3,12 @@
 //! on a tmpfs) inside a private mount namespace, with its own /dev, /run and /tmp. There is no
 //! systemd as PID 1 and no udevd there, which is also what the maintainer scripts must tolerate.
 //! The installed units are checked again with `systemd-analyze verify` and `security` in place.
+//! The package is then upgraded to a later version of itself, removed and purged; and Debian's own
+//! checker, lintian, must report no error and no warning on it.
 
 use qrng_e2e::packaging::{
-    build_deb, missing_prerequisites, output_text, parse_exposure, run_in_mount_namespace, skip,
+    build_deb, build_deb_version, missing_prerequisites, output_text, parse_exposure,
+    run_in_mount_namespace, skip,
 };
 use std::fs;
 use std::path::Path;
@@ -13,8 +16,11 @@ use std::process::Command;
 
 const PACKAGE: &str = "quantis-qrng";
 
+/// The version the upgrade test moves to (the package's own is 0.1.0-1).
+const NEXT_VERSION: &str = "0.1.1-1";
+
 /// Every file the package must install, with its mode.
-const FILES: [(&str, &str); 9] = [
+const FILES: &[(&str, &str)] = &[
     ("/usr/bin/quantis-driver", "755"),
     ("/usr/bin/qrng-bridge", "755"),
     ("/usr/libexec/quantis-qrng/quantis-vfio", "755"),
@@ -24,10 +30,38 @@ const FILES: [(&str, &str); 9] = [
     ("/usr/lib/sysusers.d/quantis-qrng.conf", "644"),
     ("/usr/lib/tmpfiles.d/quantis-qrng.conf", "644"),
     ("/usr/share/doc/quantis-qrng/deployment.md", "644"),
+    ("/usr/share/doc/quantis-qrng/changelog.Debian.gz", "644"),
+    ("/usr/share/doc/quantis-qrng/examples/prometheus/qrng.rules.yml", "644"),
+    ("/usr/share/doc/quantis-qrng/examples/grafana/qrng.json", "644"),
+    ("/usr/share/lintian/overrides/quantis-qrng", "644"),
+    ("/usr/share/man/man8/quantis-driver.8.gz", "644"),
+    ("/usr/share/man/man8/quantis-driver-probe.8.gz", "644"),
+    ("/usr/share/man/man8/quantis-driver-list.8.gz", "644"),
+    ("/usr/share/man/man8/quantis-driver-assess.8.gz", "644"),
+    ("/usr/share/man/man8/quantis-driver-make-matrix.8.gz", "644"),
+    ("/usr/share/man/man8/qrng-bridge.8.gz", "644"),
+    ("/usr/share/man/man7/qrng.7.gz", "644"),
+    ("/usr/share/bash-completion/completions/quantis-driver", "644"),
+    ("/usr/share/bash-completion/completions/qrng-bridge", "644"),
+    ("/usr/share/zsh/vendor-completions/_quantis-driver", "644"),
+    ("/usr/share/zsh/vendor-completions/_qrng-bridge", "644"),
+    ("/usr/share/fish/vendor_completions.d/quantis-driver.fish", "644"),
+    ("/usr/share/fish/vendor_completions.d/qrng-bridge.fish", "644"),
 ];
 
-/// The shell run in the namespace: overlay root, chroot, install, inspect, remove, purge. Every
-/// observation goes to a file in /out for the assertions below.
+/// Directories and links the package makes at run time, observed along with [`FILES`].
+const RUNTIME: [&str; 6] = [
+    "/run/qrng",
+    "/run/qrng/dev",
+    "/run/qrng/cards",
+    "/var/lib/qrng",
+    "/dev/qrng0",
+    "/etc/systemd/system/multi-user.target.wants/qrng-bridge.service",
+];
+
+/// The shell run in the namespace: overlay root, chroot, install, inspect, upgrade, remove, purge.
+/// Every observation goes to a file in /out for the assertions below; /out/paths lists the paths
+/// whose owner, group, mode and type are recorded.
 const SCRIPT: &str = r#"
 B="$WORK/ns"
 mkdir -p "$B"
@@ -46,16 +80,12 @@ mount -t tmpfs tmpfs "$R/sys"
 mkdir -p "$R/out"
 mount --bind "$WORK/out" "$R/out"
 cp "$DEB" "$R/tmp/pkg.deb"
+cp "$DEB2" "$R/tmp/pkg2.deb"
 chroot "$R" /bin/sh -c '
 facts() {
-    for p in /usr/bin/quantis-driver /usr/bin/qrng-bridge /usr/libexec/quantis-qrng/quantis-vfio \
-             /usr/lib/udev/rules.d/70-quantis-qrng.rules /usr/lib/systemd/system/quantis-driver@.service \
-             /usr/lib/systemd/system/qrng-bridge.service /usr/lib/sysusers.d/quantis-qrng.conf \
-             /usr/lib/tmpfiles.d/quantis-qrng.conf /usr/share/doc/quantis-qrng/deployment.md \
-             /run/qrng /run/qrng/dev /run/qrng/cards /var/lib/qrng /dev/qrng0 \
-             /etc/systemd/system/multi-user.target.wants/qrng-bridge.service; do
+    while read -r p; do
         if [ -e "$p" ] || [ -L "$p" ]; then stat -c "%n %U %G %a %F" "$p"; fi
-    done
+    done </out/paths
 }
 dpkg -i /tmp/pkg.deb >/out/install.log 2>&1; echo $? >/out/install.rc
 facts >/out/installed
@@ -65,6 +95,13 @@ systemd-analyze verify /usr/lib/systemd/system/quantis-driver@.service \
     /usr/lib/systemd/system/qrng-bridge.service >/out/verify.log 2>&1; echo $? >/out/verify.rc
 systemd-analyze security --offline=true quantis-driver@.service >/out/security-driver.log 2>&1 || true
 systemd-analyze security --offline=true qrng-bridge.service >/out/security-bridge.log 2>&1 || true
+echo "extractor seed" >/var/lib/qrng/upgrade-marker
+echo "unread ring bytes" >/run/qrng/upgrade-marker.ring
+dpkg -i /tmp/pkg2.deb >/out/upgrade.log 2>&1; echo $? >/out/upgrade.rc
+facts >/out/upgraded
+dpkg-query -W -f="\${Version}" quantis-qrng >/out/upgraded.version 2>&1 || true
+cat /var/lib/qrng/upgrade-marker /run/qrng/upgrade-marker.ring >/out/markers 2>&1 || true
+readlink /dev/qrng0 >/out/qrng0.upgraded || true
 dpkg -r quantis-qrng >/out/remove.log 2>&1; echo $? >/out/remove.rc
 facts >/out/removed
 dpkg -P quantis-qrng >/out/purge.log 2>&1; echo $? >/out/purge.rc
@@ -100,11 +137,13 @@ fn deb_package_installs_verifies_removes_and_purges_cleanly() {
     }
     let work = tempfile::tempdir().unwrap();
     let deb = build_deb(&work.path().join("deb")).expect("build the package");
+    let deb2 = build_deb_version(&work.path().join("deb2"), Some(NEXT_VERSION))
+        .expect("build the later package");
 
     // The archive itself: contents with modes, dependencies, maintainer scripts.
     let listing = Command::new("dpkg-deb").arg("--contents").arg(&deb).output().unwrap();
     let listing = String::from_utf8_lossy(&listing.stdout).into_owned();
-    for (path, mode) in FILES {
+    for &(path, mode) in FILES {
         let want = if mode == "755" { "-rwxr-xr-x 0/0 " } else { "-rw-r--r-- 0/0 " };
         let line = listing
             .lines()
@@ -130,9 +169,15 @@ fn deb_package_installs_verifies_removes_and_purges_cleanly() {
     // Install, inspect, remove, purge inside the throw-away root.
     let out = work.path().join("out");
     fs::create_dir(&out).unwrap();
+    let paths: Vec<&str> = FILES.iter().map(|(p, _)| *p).chain(RUNTIME).collect();
+    fs::write(out.join("paths"), paths.join("\n") + "\n").unwrap();
     let run = run_in_mount_namespace(
         SCRIPT,
-        &[("WORK", &work.path().display().to_string()), ("DEB", &deb.display().to_string())],
+        &[
+            ("WORK", &work.path().display().to_string()),
+            ("DEB", &deb.display().to_string()),
+            ("DEB2", &deb2.display().to_string()),
+        ],
     )
     .unwrap();
     let (stdout, stderr) = output_text(&run);
@@ -145,7 +190,7 @@ fn deb_package_installs_verifies_removes_and_purges_cleanly() {
         read(&out, "install.log")
     );
     let installed = facts(&read(&out, "installed"));
-    for (path, mode) in FILES {
+    for &(path, mode) in FILES {
         let got = fact(&installed, path).unwrap_or_else(|| panic!("{path} not installed"));
         assert!(got.starts_with(&format!("root root {mode} ")), "{path}: {got}");
     }
@@ -181,6 +226,27 @@ fn deb_package_installs_verifies_removes_and_purges_cleanly() {
         assert!(level <= 4.0, "{log}: exposure {level}");
     }
 
+    // Upgrade to a later version: the same files, the user's state and a ring's unread bytes kept,
+    // the link and the enablement still there.
+    assert_eq!(
+        read(&out, "upgrade.rc").trim(),
+        "0",
+        "dpkg -i of {NEXT_VERSION} over the installed package failed:\n{}",
+        read(&out, "upgrade.log")
+    );
+    assert_eq!(read(&out, "upgraded.version"), NEXT_VERSION);
+    let upgraded = facts(&read(&out, "upgraded"));
+    for path in &paths {
+        assert_eq!(
+            fact(&upgraded, path),
+            fact(&installed, path),
+            "{path} differs after the upgrade:\n{}",
+            read(&out, "upgrade.log")
+        );
+    }
+    assert_eq!(read(&out, "markers"), "extractor seed\nunread ring bytes\n");
+    assert_eq!(read(&out, "qrng0.upgraded").trim(), "/run/qrng/dev/qrng0");
+
     // Removal: files, the /dev link and the enablement go; state stays until purge.
     assert_eq!(
         read(&out, "remove.rc").trim(),
@@ -189,7 +255,7 @@ fn deb_package_installs_verifies_removes_and_purges_cleanly() {
         read(&out, "remove.log")
     );
     let removed = facts(&read(&out, "removed"));
-    for (path, _) in FILES {
+    for &(path, _) in FILES {
         assert_eq!(fact(&removed, path), None, "{path} left after dpkg -r");
     }
     assert_eq!(fact(&removed, "/dev/qrng0"), None, "/dev/qrng0 left after dpkg -r");
@@ -203,4 +269,28 @@ fn deb_package_installs_verifies_removes_and_purges_cleanly() {
         !status.contains("installed") || status.contains("not-installed"),
         "dpkg status after purge: {status}"
     );
+}
+
+/// Debian's checker on the package as built: no error and no warning (Debian 12's lintian, default
+/// profile). Overrides live in the package with their reasons; that lintian read them shows it
+/// examined this package.
+#[test]
+fn deb_package_is_lintian_clean() {
+    let test = "deb_package_is_lintian_clean";
+    if let Some(reason) = missing_prerequisites(&["cargo-deb", "lintian"], false) {
+        return skip(test, &reason);
+    }
+    let work = tempfile::tempdir().unwrap();
+    let deb = build_deb(work.path()).expect("build the package");
+    let run = Command::new("lintian").arg("--show-overrides").arg(&deb).output().unwrap();
+    let (stdout, stderr) = output_text(&run);
+    let problems: Vec<&str> =
+        stdout.lines().filter(|l| l.starts_with("E: ") || l.starts_with("W: ")).collect();
+    assert!(problems.is_empty(), "lintian reports:\n{}\n{stderr}", problems.join("\n"));
+    assert!(
+        stdout.contains("O: quantis-qrng: initial-upload-closes-no-bugs"),
+        "lintian did not examine the package:\n{stdout}\n{stderr}"
+    );
+    // Exit status 0: no error-level tag (lintian's default --fail-on is error).
+    assert!(run.status.success(), "lintian failed:\n{stdout}\n{stderr}");
 }

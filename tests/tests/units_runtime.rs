@@ -18,14 +18,18 @@
 //!   ExecStart once it takes `--ring-dir`, until then `--ring /run/qrng/qrng0.ring`) serves that
 //!   ring over HTTP on 127.0.0.1:8080 inside the container's private network, its HTTP workers
 //!   pinned to their CPUs despite the unit's `~@resources` filter; the driver stops cleanly.
+//! - Upgrade with both running (`dpkg -i` of the same package with a later version): postinst
+//!   restarts the driver (`try-restart quantis-driver@*`) and the bridge; the ring keeps its unread
+//!   bytes (same head, same bytes, the driver re-attached with a new epoch), and the first bytes the
+//!   bridge serves afterwards are exactly those.
 //! - `dpkg -P` with systemd running stops the bridge; its mount, /run/qrng, /var/lib/qrng,
 //!   /dev/qrng0 and the units are gone.
 //!
 //! Not checkable here: the device cgroup (DeviceAllow=) is not enforced inside this container.
 
 use qrng_e2e::packaging::{
-    build_deb, missing_prerequisites, mount_fuse_like_fuser, notify_ready, output_text, skip,
-    wait_for,
+    build_deb, build_deb_version, missing_prerequisites, mount_fuse_like_fuser, notify_ready,
+    output_text, skip, wait_for,
 };
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -37,6 +41,43 @@ use std::time::Duration;
 const LIMIT: Duration = Duration::from_secs(120);
 const STANDIN: &str = "/usr/local/bin/qrng-standin";
 const STANDIN_ARGS: &str = "units_standin_child --exact --ignored --nocapture --test-threads=1";
+/// The version the package is upgraded to (its own is 0.1.0-1).
+const NEXT_VERSION: &str = "0.1.1-1";
+/// Unread ring bytes compared across the upgrade.
+const UNREAD: usize = 4096;
+
+/// A ring file's indices and its first unread bytes (layout: docs/ring-abi.md).
+#[derive(Debug)]
+struct RingSnapshot {
+    epoch: u64,
+    head: u64,
+    unread: Vec<u8>,
+}
+
+/// Reads the ring at `path` from outside both processes: the consumer's head, then the producer's
+/// tail, then up to `max` bytes from the head (committed bytes, which the producer never rewrites
+/// before the consumer has moved past them).
+fn ring_snapshot(path: &Path, max: usize) -> RingSnapshot {
+    use qrng_ring::layout::{DATA_OFFSET, OFF_CAPACITY, OFF_EPOCH, OFF_HEAD, OFF_TAIL};
+    use std::os::unix::fs::FileExt;
+    let f = fs::File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    let word = |off: u64| {
+        let mut b = [0u8; 8];
+        f.read_exact_at(&mut b, off).expect("read the ring header");
+        u64::from_ne_bytes(b)
+    };
+    let capacity = word(OFF_CAPACITY);
+    let epoch = word(OFF_EPOCH);
+    let head = word(OFF_HEAD);
+    let tail = word(OFF_TAIL);
+    let n = usize::try_from(tail.saturating_sub(head)).unwrap_or(max).min(max);
+    let mut unread = vec![0u8; n];
+    let start = head % capacity;
+    let first = n.min(usize::try_from(capacity - start).unwrap_or(n));
+    f.read_exact_at(&mut unread[..first], DATA_OFFSET + start).expect("read the ring data");
+    f.read_exact_at(&mut unread[first..], DATA_OFFSET).expect("read the ring data");
+    RingSnapshot { epoch, head, unread }
+}
 
 /// Entry point of the stand-in (not a test by itself); `QRNG_STANDIN` selects what it does.
 #[test]
@@ -327,6 +368,8 @@ fn units_run_under_systemd_in_a_container() {
     }
     let work = tempfile::tempdir().unwrap();
     let deb = build_deb(work.path()).expect("build the package");
+    let deb2 = build_deb_version(&work.path().join("next"), Some(NEXT_VERSION))
+        .expect("build the later package");
     let c = Container::boot();
 
     fs::copy(&deb, c.path("/tmp/pkg.deb")).unwrap();
@@ -434,13 +477,15 @@ fn units_run_under_systemd_in_a_container() {
     );
 
     // ---- the real binaries on the simulator, under the same sandboxes ----
-    // The driver: its unit with the card swapped for the simulator. READY means it opened the
-    // device, passed its start-up tests and published, all inside the sandbox.
+    // The driver: its unit with the card swapped for the simulator, as a local copy of the
+    // template (/etc overrides /usr/lib) so that the package's scripts act on it as on a card's.
+    // READY means it opened the device, passed its start-up tests and published, all inside the
+    // sandbox.
     c.ok(
         "systemctl stop qrng-bridge.service; rm -rf /etc/systemd/system/qrng-bridge.service.d && \
          sed -e '/^BindsTo=/d' -e 's|^ExecStart=.*|ExecStart=/usr/bin/quantis-driver --device sim:pcie-16m --ring /run/qrng/qrng0.ring|' \
-             /usr/lib/systemd/system/quantis-driver@.service > /etc/systemd/system/quantis-sim@.service && \
-         systemctl daemon-reload && systemctl start quantis-sim@0.service"
+             /usr/lib/systemd/system/quantis-driver@.service > /etc/systemd/system/quantis-driver@.service && \
+         systemctl daemon-reload && systemctl start quantis-driver@sim0.service"
     );
     let ring = c.ok("stat -c '%U %G %a' /run/qrng/qrng0.ring");
     assert_eq!(ring.trim(), "qrng qrng 640", "the driver's ring");
@@ -495,12 +540,45 @@ fn units_run_under_systemd_in_a_container() {
     } else {
         assert!(journal.contains("HTTP workers not pinned"), "{journal}");
     }
-    c.ok("systemctl stop quantis-sim@0.service");
+
+    // ---- upgrade with both running: units restart, the ring's unread bytes survive ----
+    let ring_file = c.path("/run/qrng/qrng0.ring");
+    let before = wait_for(LIMIT, || {
+        let s = ring_snapshot(&ring_file, UNREAD);
+        (s.unread.len() == UNREAD).then_some(s)
+    })
+    .expect("the driver publishes into its ring");
+    let driver_pid = c.main_pid("quantis-driver@sim0.service");
+    let bridge_pid = c.main_pid("qrng-bridge.service");
+    fs::copy(&deb2, c.path("/tmp/pkg2.deb")).unwrap();
+    let upgrade = c.sh("dpkg -i /tmp/pkg2.deb");
+    let (stdout, stderr) = output_text(&upgrade);
+    assert!(upgrade.status.success(), "upgrade with systemd as PID 1 failed:\n{stdout}\n{stderr}");
+    assert_eq!(c.ok("dpkg-query -W -f='${Version}' quantis-qrng").trim(), NEXT_VERSION);
+    c.wait_active("quantis-driver@sim0.service", driver_pid);
+    c.wait_active("qrng-bridge.service", bridge_pid);
+    assert_eq!(c.ok("systemctl is-enabled qrng-bridge.service").trim(), "enabled");
+    let after = ring_snapshot(&ring_file, UNREAD);
+    assert!(after.epoch > before.epoch, "the driver did not re-attach: {after:?}");
+    assert_eq!(after.head, before.head, "bytes were consumed or dropped across the restarts");
+    assert!(after.unread == before.unread, "the unread bytes changed across the upgrade");
+    // The restarted bridge serves exactly those bytes next (FIFO from the head).
+    wait_for(LIMIT, || get("/api/v1/devices").contains("\"health\":\"ok\"").then_some(()))
+        .expect("the restarted bridge serves the ring");
+    let served = get(&format!("/api/v1/random/bytes?length={UNREAD}&format=hex"));
+    let want: String = before.unread.iter().map(|b| format!("{b:02x}")).collect();
+    assert!(
+        served.contains(&format!("\"data\":\"{want}\"")),
+        "the first bytes served after the upgrade are not the unread ones:\n{}",
+        served.lines().next().unwrap_or("")
+    );
+
+    c.ok("systemctl stop quantis-driver@sim0.service");
     assert_eq!(
-        c.ok("systemctl show -p Result --value quantis-sim@0.service").trim(),
+        c.ok("systemctl show -p Result --value quantis-driver@sim0.service").trim(),
         "success",
         "the driver did not stop cleanly:\n{}",
-        c.journal("quantis-sim@0.service")
+        c.journal("quantis-driver@sim0.service")
     );
 
     // ---- removal with systemd running: prerm stops the bridge (and its mount goes) ----

@@ -184,6 +184,9 @@ impl HttpMetrics {
             );
             gauge("qrng_requests_waiting", d.requests_waiting as f64);
             gauge("qrng_entropy_publish_rate_bytes_per_second", d.publish_rate_bytes_per_second);
+            if let Some(rate) = nominal_raw_rate(&d.model) {
+                gauge("qrng_raw_nominal_rate_bytes_per_second", rate);
+            }
             for state in [
                 DeviceState::Ok,
                 DeviceState::Degraded,
@@ -230,6 +233,18 @@ impl HttpMetrics {
         r.register_gauge(&Key::from_name("qrng_uptime_seconds"), &m).set(uptime.as_secs_f64());
         self.handle.render()
     }
+}
+
+/// The raw rate a card model is built for, in bytes per second, or `None` for a name that does not
+/// state it. Quantis models are named after their raw rate in Mbit/s (the names the driver writes
+/// into the ring: `pcie-4m`, `pcie-16m`, `module-card-8m`, `pcie-40m`, `pcie-240m`): 4 Mbit/s =
+/// 500,000 bytes/s per module (IDQ's figure, `MODULE_BYTES_PER_S` in driver/src/regs.rs) and
+/// 20 Mbit/s = 2,500,000 bytes/s per chip (`CHIP_BYTES_PER_S`). The alert "raw rate below the
+/// model's" compares `rate(qrng_raw_read_bytes_total)` with it (deploy/prometheus/qrng.rules.yml).
+pub(super) fn nominal_raw_rate(model: &str) -> Option<f64> {
+    let (_, last) = model.rsplit_once('-')?;
+    let mbit: u32 = last.strip_suffix('m')?.parse().ok()?;
+    (mbit > 0).then(|| f64::from(mbit) * 1e6 / 8.0)
 }
 
 /// HELP texts for the metrics set at scrape time.
@@ -290,6 +305,11 @@ fn describe(r: &PrometheusRecorder) {
         None,
         "Bytes per second the driver published (last second), per device.",
     );
+    g(
+        "qrng_raw_nominal_rate_bytes_per_second",
+        None,
+        "Raw bytes per second the card model is built for (from its name), per device.",
+    );
     g("qrng_devices_attached", None, "Rings attached.");
     g("qrng_http_connections_open", None, "Open HTTP connections, per worker thread.");
     r.describe_counter(
@@ -321,4 +341,21 @@ fn describe(r: &PrometheusRecorder) {
         Some(Unit::Seconds),
         "HTTP request handling time by endpoint (until the response head).".into(),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::nominal_raw_rate;
+
+    #[test]
+    fn nominal_raw_rate_follows_the_model_name() {
+        assert_eq!(nominal_raw_rate("pcie-4m"), Some(500_000.0));
+        assert_eq!(nominal_raw_rate("pcie-16m"), Some(2_000_000.0));
+        assert_eq!(nominal_raw_rate("module-card-8m"), Some(1_000_000.0));
+        assert_eq!(nominal_raw_rate("pcie-40m"), Some(5_000_000.0));
+        assert_eq!(nominal_raw_rate("pcie-240m"), Some(30_000_000.0));
+        for other in ["", "usb", "pcie-", "pcie-0m", "pcie-xm", "pcie-16"] {
+            assert_eq!(nominal_raw_rate(other), None, "{other:?}");
+        }
+    }
 }

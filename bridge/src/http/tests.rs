@@ -505,6 +505,8 @@ async fn metrics_expose_counters_histograms_and_gauges() {
     );
     assert_eq!(value("qrng_device_state{device=\"qrng0\",state=\"ok\"}"), 1.0);
     assert_eq!(value("qrng_device_up{device=\"qrng0\"}"), 1.0);
+    // The fixture's card is a pcie-16m: 16 Mbit/s raw.
+    assert_eq!(value("qrng_raw_nominal_rate_bytes_per_second{device=\"qrng0\"}"), 2_000_000.0);
     assert!(text.contains("# HELP qrng_entropy_served_bytes_total"));
     // Every series carries the qrng_ prefix (docs/api.md, metric names).
     for line in text.lines().filter(|l| !l.is_empty()) {
