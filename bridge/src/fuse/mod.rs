@@ -16,6 +16,8 @@ mod workers;
 #[cfg(test)]
 pub(crate) mod fake;
 #[cfg(test)]
+mod race_tests;
+#[cfg(test)]
 mod tests;
 
 use std::path::{Path, PathBuf};

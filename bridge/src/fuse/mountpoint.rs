@@ -28,9 +28,13 @@ impl Mounted {
     }
 }
 
-/// Makes `dir` ready to mount on: creates it if missing and lazily unmounts a dead FUSE mount
-/// ("Transport endpoint is not connected", what a killed server leaves behind). A live qrng mount
-/// there is an error: another bridge is serving it.
+/// Makes `dir` ready to mount on: creates it if missing and lazily unmounts a dead FUSE mount. A
+/// live qrng mount there is an error: another bridge is serving it.
+///
+/// A dead mount answers the `stat` with one of two errors (see [`is_dead_mount`]): `ENOTCONN`
+/// once its connection is gone, or `ECONNABORTED` when the `stat` was already waiting for the
+/// server as the connection went down (a bridge killed while the kernel had this request out,
+/// e.g. a restart racing the previous bridge's exit).
 pub fn prepare(dir: &Path) -> Result<()> {
     // A crash loop can stack several dead mounts; each detach uncovers the next.
     for _ in 0..8 {
@@ -49,7 +53,7 @@ pub fn prepare(dir: &Path) -> Result<()> {
                     source,
                 });
             }
-            Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+            Err(e) if is_dead_mount(&e) => {
                 tracing::warn!(mountpoint = %dir.display(), "cleaning up a dead FUSE mount");
                 detach(dir)?;
             }
@@ -67,6 +71,14 @@ pub fn prepare(dir: &Path) -> Result<()> {
         path: dir.to_path_buf(),
         source: io::Error::from_raw_os_error(libc::ENOTCONN),
     })
+}
+
+/// Whether an error of a file-system call under a FUSE mount says that its server is gone:
+/// `ENOTCONN` ("Transport endpoint is not connected") for requests made after the connection went
+/// down, `ECONNABORTED` ("Software caused connection abort") for requests that were in flight
+/// when it did (the kernel's `fuse_abort_conn` ends them with that error).
+pub fn is_dead_mount(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOTCONN | libc::ECONNABORTED))
 }
 
 /// Lazily unmounts `dir`: the name disappears now, files still open keep working until closed.

@@ -16,11 +16,11 @@ use super::ioctl::{self, CardFacts};
 use super::{mountpoint, FuseConfig, FuseMount};
 
 /// Generous bound on operations that must complete; only reached if the file system hangs.
-const HANG: Duration = Duration::from_secs(60);
+pub(super) const HANG: Duration = Duration::from_secs(60);
 
-struct Fixture {
-    mount: FuseMount,
-    src: Arc<FakeSource>,
+pub(super) struct Fixture {
+    pub(super) mount: FuseMount,
+    pub(super) src: Arc<FakeSource>,
     _dir: tempfile::TempDir,
     _abort: AbortOnDrop,
 }
@@ -48,21 +48,24 @@ impl Drop for AbortOnDrop {
     }
 }
 
-fn facts(serial: &str) -> CardFacts {
+pub(super) fn facts(serial: &str) -> CardFacts {
     CardFacts { modules_mask: 0b11, modules_status: 0b01, board_version: 7, serial: serial.into() }
 }
 
-fn fixture(devices: &[(&str, u64)]) -> Option<Fixture> {
+pub(super) fn fixture(devices: &[(&str, u64)]) -> Option<Fixture> {
     fixture_with(devices, |_| {})
 }
 
 /// Whether this machine can mount (root and /dev/fuse); prints why not (a failure under
 /// `QRNG_REQUIRE_TOOLS=1`).
-fn can_mount() -> bool {
+pub(super) fn can_mount() -> bool {
     qrng_e2e::fuse_available(std::thread::current().name().unwrap_or("fuse test"))
 }
 
-fn fixture_with(devices: &[(&str, u64)], tweak: impl FnOnce(&mut FuseConfig)) -> Option<Fixture> {
+pub(super) fn fixture_with(
+    devices: &[(&str, u64)],
+    tweak: impl FnOnce(&mut FuseConfig),
+) -> Option<Fixture> {
     if !can_mount() {
         return None;
     }
@@ -80,7 +83,7 @@ fn fixture_with(devices: &[(&str, u64)], tweak: impl FnOnce(&mut FuseConfig)) ->
 }
 
 impl Fixture {
-    fn open(&self, name: &str) -> File {
+    pub(super) fn open(&self, name: &str) -> File {
         File::open(self.mount.file_path(name)).expect("open device file")
     }
 
@@ -94,7 +97,7 @@ impl Fixture {
 }
 
 /// Runs `f` on a thread and fails the test instead of hanging if it never returns.
-fn bounded<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+pub(super) fn bounded<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let _ = tx.send(f());
@@ -102,7 +105,7 @@ fn bounded<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static
     rx.recv_timeout(HANG).unwrap_or_else(|_| panic!("{what}: did not complete"))
 }
 
-fn expected(range: std::ops::Range<u64>) -> Vec<u8> {
+pub(super) fn expected(range: std::ops::Range<u64>) -> Vec<u8> {
     range.map(stream_byte).collect()
 }
 
