@@ -19,7 +19,7 @@ use fuser::{
 use super::ioctl;
 use super::poll::Pollers;
 use super::source::{ReadError, Readiness, Source};
-use super::workers::{self, Pool};
+use super::workers::{self, Pool, Run, SIGNAL_CHECK};
 
 /// Largest read (and write) request the kernel sends: 256 pages, the kernel's default
 /// `fs.fuse.max_pages_limit`; `dd bs=1M` then costs one request per block.
@@ -27,9 +27,6 @@ pub const MAX_IO: u32 = 1 << 20;
 
 /// How long lookups and attributes stay cached; hot-plug also invalidates entries explicitly.
 const TTL: Duration = Duration::from_secs(1);
-
-/// How often a waiting read looks for a pending signal of its caller.
-const SIGNAL_CHECK: Duration = Duration::from_millis(100);
 
 /// `st_blksize` of the device files: what stdio buffers. /dev/urandom reports one page too; a
 /// larger value would make `fread` of 16 bytes swallow that much entropy.
@@ -274,7 +271,10 @@ impl Filesystem for QrngFs {
         if let Some((device, reply)) = slow {
             let shared = Arc::clone(&self.0);
             let tid = req.pid();
-            self.0.workers.submit(move || finish_read(&shared, &device, need, tid, reply));
+            self.0.workers.submit(tid, move |run| match run {
+                Run::Work => finish_read(&shared, &device, need, tid, reply),
+                Run::Interrupted => reply.error(Errno::EINTR),
+            });
         }
     }
 

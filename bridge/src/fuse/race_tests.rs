@@ -4,11 +4,15 @@
 
 use std::path::Path;
 use std::sync::{mpsc, Mutex, PoisonError};
+use std::time::Duration;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 
 use fuser::{FileHandle, Filesystem, INodeNo, ReplyAttr, Request};
 
 use super::mountpoint;
-use super::tests::{bounded, can_mount, HANG};
+use super::tests::{bounded, can_mount, fixture_with, HANG};
 
 /// The FUSE control file system (fusectl) mounted on a private directory, for `abort`.
 struct Fusectl(tempfile::TempDir);
@@ -116,4 +120,64 @@ fn a_mount_aborted_under_a_pending_stat_is_cleaned_up() {
     );
     assert!(mp.is_dir(), "the directory under it is usable");
     drop(session);
+}
+
+/// Starts `head -c 100` on `path`: a reader that blocks on an empty device.
+fn blocked_reader(path: &Path) -> std::process::Child {
+    std::process::Command::new("head")
+        .args(["-c", "100"])
+        .arg(path)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start head")
+}
+
+/// Waits until `f` holds, failing the test if it never does.
+fn until(what: &str, mut f: impl FnMut() -> bool) {
+    let end = std::time::Instant::now() + HANG;
+    while !f() {
+        assert!(std::time::Instant::now() < end, "{what}: never happened");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Readers queued beyond the pool's workers (all busy with readers that keep waiting) are
+/// killable too. (Fails before the queue watcher: the queued readers wait for a worker that never
+/// frees, SIGTERM or not, and the test gives up after `HANG`.)
+#[test]
+fn readers_queued_beyond_the_worker_limit_can_be_killed() {
+    const WORKERS: usize = 4;
+    const QUEUED: usize = 100;
+    let Some(fx) = fixture_with(&[("qrng0", 0)], |c| c.max_workers = WORKERS) else { return };
+    let path = fx.mount.file_path("qrng0");
+    let pool = fx.mount.shared.workers.clone();
+    let mut holders: Vec<_> = (0..WORKERS).map(|_| blocked_reader(&path)).collect();
+    until("every worker waits for a holder", || pool.load() == (WORKERS, 0));
+    let mut queued: Vec<_> = (0..QUEUED).map(|_| blocked_reader(&path)).collect();
+    until("the other readers queue", || pool.load() == (WORKERS, QUEUED));
+
+    for c in &queued {
+        kill(Pid::from_raw(c.id() as i32), Signal::SIGTERM).expect("SIGTERM");
+    }
+    for c in &mut queued {
+        bounded_wait(c);
+        let status = c.wait().expect("wait");
+        assert!(!status.success(), "head was killed, not satisfied: {status:?}");
+    }
+    assert_eq!(pool.load(), (WORKERS, 0), "the queue is empty, the holders still wait");
+    for c in &mut holders {
+        assert!(c.try_wait().expect("try_wait").is_none(), "a holder was not signalled");
+    }
+
+    for c in &holders {
+        kill(Pid::from_raw(c.id() as i32), Signal::SIGKILL).expect("SIGKILL");
+    }
+    for c in &mut holders {
+        bounded_wait(c);
+    }
+    assert_eq!(fx.src.consumed("qrng0"), 0);
+}
+
+fn bounded_wait(c: &mut std::process::Child) {
+    until("a killed reader exits", || c.try_wait().expect("try_wait").is_some());
 }
