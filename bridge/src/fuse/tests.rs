@@ -125,7 +125,7 @@ fn a_single_read_returns_exactly_the_bytes_asked_for() {
     }
     assert_eq!(fx.src.consumed("qrng0"), pos, "nothing taken beyond what was read");
     let meta = std::fs::metadata(fx.mount.file_path("qrng0")).expect("stat");
-    assert_eq!(meta.len(), 0, "size 0, like a character device");
+    assert_eq!(meta.len(), super::fs::APPARENT_SIZE, "no length, but splice must ask us");
     assert!(meta.is_file());
 }
 
@@ -136,6 +136,31 @@ fn the_file_is_not_seekable() {
     let mut buf = [0u8; 4];
     let err = nix::sys::uio::pread(&f, &mut buf, 0).expect_err("pread on a stream");
     assert_eq!(err, nix::errno::Errno::ESPIPE);
+}
+
+/// splice(2) (and sendfile, copy_file_range) read through the page cache: they get a clear
+/// `EINVAL` and take nothing; with `O_DIRECT` the kernel splices through read(2) and they get the
+/// stream. (Fails before the files had a size: splice returned 0, end of file.)
+#[test]
+fn splice_fails_clearly_or_with_o_direct_returns_the_stream() {
+    use nix::fcntl::{splice, SpliceFFlags};
+    let Some(fx) = fixture(&[("qrng0", 1 << 20)]) else { return };
+    let (r, w) = nix::unistd::pipe().expect("pipe");
+    let f = fx.open("qrng0");
+    let err = splice(&f, None, &w, None, 64, SpliceFFlags::empty()).expect_err("splice");
+    assert_eq!(err, nix::errno::Errno::EINVAL, "not end of file, not bytes via the page cache");
+    assert_eq!(fx.src.consumed("qrng0"), 0, "the refused splice took nothing");
+
+    let direct = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(fx.mount.file_path("qrng0"))
+        .expect("open O_DIRECT");
+    assert_eq!(splice(&direct, None, &w, None, 64, SpliceFFlags::empty()), Ok(64));
+    let mut got = vec![0u8; 64];
+    assert_eq!(nix::unistd::read(&r, &mut got), Ok(64));
+    assert_eq!(got, expected(0..64));
+    assert_eq!(read_once(&mut { f }, 8).expect("read(2) still works"), expected(64..72));
 }
 
 #[test]
