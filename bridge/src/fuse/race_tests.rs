@@ -181,3 +181,60 @@ fn readers_queued_beyond_the_worker_limit_can_be_killed() {
 fn bounded_wait(c: &mut std::process::Child) {
     until("a killed reader exits", || c.try_wait().expect("try_wait").is_some());
 }
+
+/// A file system that answers `getattr` with a long attribute lifetime, so the kernel keeps
+/// answering `stat` of its root from its cache, even after the connection died.
+struct Cached;
+
+impl Filesystem for Cached {
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let t = std::time::UNIX_EPOCH;
+        reply.attr(
+            &Duration::from_secs(3600),
+            &fuser::FileAttr {
+                ino,
+                size: 0,
+                blocks: 0,
+                atime: t,
+                mtime: t,
+                ctime: t,
+                crtime: t,
+                kind: fuser::FileType::Directory,
+                perm: 0o755,
+                nlink: 2,
+                uid: 0,
+                gid: 0,
+                rdev: 0,
+                blksize: 4096,
+                flags: 0,
+            },
+        );
+    }
+}
+
+/// A restart within the attribute lifetime of a killed bridge's mount: `stat` of the dead mount
+/// succeeds from the kernel's cache, which made `prepare` take it for a live bridge ("already
+/// served by a running qrng-bridge"). (Fails before `prepare` asked `statfs`.)
+#[test]
+fn a_dead_mount_whose_attributes_are_still_cached_is_cleaned_up() {
+    if !can_mount() {
+        return;
+    }
+    let Some(ctl) = Fusectl::mount() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mp = std::fs::canonicalize(dir.path()).expect("canonical").join("dev");
+    std::fs::create_dir(&mp).expect("mount point");
+    let mut options = fuser::Config::default();
+    options.mount_options = vec![fuser::MountOption::FSName(mountpoint::FS_NAME.into())];
+    let session = fuser::Session::new(Cached, &mp, &options).expect("mount").spawn().expect("run");
+    std::fs::metadata(&mp).expect("stat: fills the attribute cache");
+    ctl.abort(connection_of(&mp));
+    std::fs::metadata(&mp).expect("a dead mount still answers stat from the cache");
+
+    mountpoint::prepare(&mp).expect("prepare detaches the dead mount");
+    assert!(
+        !mountpoint::mounted_at(&mp).expect("mountinfo").is_some_and(|m| m.is_qrng()),
+        "the dead mount is gone"
+    );
+    drop(session);
+}
