@@ -6,6 +6,8 @@
 //! Random bytes never reach a log: request logs carry the method, path, query and status only.
 
 mod error;
+#[cfg(feature = "fuzzing")]
+mod fuzz;
 mod lent;
 mod limit;
 mod metrics;
@@ -29,6 +31,8 @@ use axum::routing::get;
 use axum::Router;
 
 pub use error::ApiError;
+#[cfg(feature = "fuzzing")]
+pub use fuzz::fuzz_query;
 pub use limit::RateLimit;
 pub use random::{hex_encode, unit_float, uuid_v4, IntRange, DEVICE_HEADER, SOURCE_HEADER};
 
