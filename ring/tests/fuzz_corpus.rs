@@ -21,4 +21,5 @@ fn replay(target: &str, run: fn(&[u8])) {
 #[test]
 fn ring_attach_corpus_replays() {
     replay("ring_attach", ring_attach::run);
+    ring_attach::cleanup();
 }
