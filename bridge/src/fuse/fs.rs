@@ -19,7 +19,7 @@ use fuser::{
 use super::ioctl;
 use super::poll::Pollers;
 use super::source::{ReadError, Readiness, Source};
-use super::workers::{self, Pool};
+use super::workers::{self, Pool, Run, SIGNAL_CHECK};
 
 /// Largest read (and write) request the kernel sends: 256 pages, the kernel's default
 /// `fs.fuse.max_pages_limit`; `dd bs=1M` then costs one request per block.
@@ -28,8 +28,17 @@ pub const MAX_IO: u32 = 1 << 20;
 /// How long lookups and attributes stay cached; hot-plug also invalidates entries explicitly.
 const TTL: Duration = Duration::from_secs(1);
 
-/// How often a waiting read looks for a pending signal of its caller.
-const SIGNAL_CHECK: Duration = Duration::from_millis(100);
+/// `st_size` of the device files. Not 0, although the stream has no length: the kernel answers a
+/// `splice`/`sendfile`/`copy_file_range` from a file of size 0 with 0 bytes (end of file) without
+/// asking us, since it reads those through the page cache (`filemap_splice_read`) even for
+/// `FOPEN_DIRECT_IO` files. At size 1 it asks, and [`QrngFs::read`] refuses page-cache reads with
+/// `EINVAL`, splice's "file does not support splicing", on which Go, Python and coreutils fall
+/// back to `read(2)`.
+pub const APPARENT_SIZE: u64 = 1;
+
+/// What page-cache reads (splice, sendfile, copy_file_range, mmap) get: they would keep random
+/// bytes in the page cache, where the next splice of any reader finds them again.
+const PAGE_CACHE_READ: Errno = Errno::EINVAL;
 
 /// `st_blksize` of the device files: what stdio buffers. /dev/urandom reports one page too; a
 /// larger value would make `fread` of 16 bytes swallow that much entropy.
@@ -129,8 +138,8 @@ impl Shared {
         };
         Some(FileAttr {
             ino,
-            // Size 0, like a character device: the stream never ends and has no length.
-            size: 0,
+            // A directory has no size; a device file the smallest that makes splice ask us.
+            size: if kind == FileType::Directory { 0 } else { APPARENT_SIZE },
             blocks: 0,
             atime: self.born,
             mtime: self.born,
@@ -236,9 +245,14 @@ impl Filesystem for QrngFs {
         _offset: u64,
         size: u32,
         flags: OpenFlags,
-        _lock_owner: Option<LockOwner>,
+        lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        if lock_owner.is_none() {
+            // Every direct read(2) (`fuse_direct_io`) names the caller's file table as lock
+            // owner; page-cache reads (`fuse_read_folio`, `fuse_readahead`) do not.
+            return reply.error(PAGE_CACHE_READ);
+        }
         let Some(device) = self.0.device(ino) else {
             // The card was unplugged while the file was open.
             return reply.error(Errno::EIO);
@@ -274,7 +288,10 @@ impl Filesystem for QrngFs {
         if let Some((device, reply)) = slow {
             let shared = Arc::clone(&self.0);
             let tid = req.pid();
-            self.0.workers.submit(move || finish_read(&shared, &device, need, tid, reply));
+            self.0.workers.submit(tid, move |run| match run {
+                Run::Work => finish_read(&shared, &device, need, tid, reply),
+                Run::Interrupted => reply.error(Errno::EINTR),
+            });
         }
     }
 

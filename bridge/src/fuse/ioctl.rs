@@ -83,7 +83,8 @@ pub struct CardFacts {
 }
 
 impl CardFacts {
-    fn is_chip(&self) -> bool {
+    /// A chip card (its ioctls follow the PCIe-40M/240M driver).
+    pub fn is_chip(&self) -> bool {
         self.family == Some(qrng_ring::CardFamily::Chip)
     }
 }

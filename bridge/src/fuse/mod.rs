@@ -1,7 +1,7 @@
 //! The FUSE device files: `/run/qrng/dev/qrng0` and friends, one per attached ring.
 //!
-//! Each file behaves like a character device (see `docs/fuse.md`): size 0, no page cache, no
-//! seeking; a read returns exactly the bytes asked for, waiting while the ring refills (EAGAIN with
+//! Each file behaves like a character device (see `docs/fuse.md`): no length, no page cache (splice
+//! and mmap get `EINVAL`), no seeking; a read returns exactly the bytes asked for, waiting while the ring refills (EAGAIN with
 //! O_NONBLOCK); poll reports readiness; EIO while the card has failed or is gone; writes EPERM;
 //! IDQ's ioctls answer as IDQ's `/dev/qrandom0` does. Files come and go with [`FuseMount::add_device`]
 //! and [`FuseMount::remove_device`] (hot-plug) without remounting.
@@ -15,6 +15,8 @@ mod workers;
 
 #[cfg(test)]
 pub(crate) mod fake;
+#[cfg(test)]
+mod race_tests;
 #[cfg(test)]
 mod tests;
 

@@ -28,19 +28,30 @@ impl Mounted {
     }
 }
 
-/// Makes `dir` ready to mount on: creates it if missing and lazily unmounts a dead FUSE mount
-/// ("Transport endpoint is not connected", what a killed server leaves behind). A live qrng mount
-/// there is an error: another bridge is serving it.
+/// Makes `dir` ready to mount on: creates it if missing and lazily unmounts a dead FUSE mount. A
+/// live qrng mount there is an error: another bridge is serving it.
+///
+/// A dead mount answers with one of two errors (see [`is_dead_mount`]): `ENOTCONN` once its
+/// connection is gone, or `ECONNABORTED` when the request was already waiting for the server as
+/// the connection went down (a restart racing the previous bridge's exit). A qrng mount that
+/// answers `stat` is asked once more with `statfs`, which the kernel never answers from its
+/// cache: only a live server makes it "already mounted".
 pub fn prepare(dir: &Path) -> Result<()> {
     // A crash loop can stack several dead mounts; each detach uncovers the next.
     for _ in 0..8 {
         match std::fs::metadata(dir) {
-            Ok(m) if m.is_dir() => {
-                return match mounted_at(dir)? {
-                    Some(m) if m.is_qrng() => Err(Error::AlreadyMounted(dir.to_path_buf())),
-                    _ => Ok(()),
-                };
-            }
+            Ok(m) if m.is_dir() => match mounted_at(dir)? {
+                Some(m) if m.is_qrng() => match nix::sys::statfs::statfs(dir) {
+                    // The kernel answers `stat` of a dead mount from its attribute cache for
+                    // up to a second after the last lookup; `statfs` always asks the server.
+                    Err(e) if is_dead_mount(&io::Error::from(e)) => {
+                        tracing::warn!(mountpoint = %dir.display(), "cleaning up a dead FUSE mount");
+                        detach(dir)?;
+                    }
+                    _ => return Err(Error::AlreadyMounted(dir.to_path_buf())),
+                },
+                _ => return Ok(()),
+            },
             Ok(_) => return Err(Error::NotADirectory(dir.to_path_buf())),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 return std::fs::create_dir_all(dir).map_err(|source| Error::Io {
@@ -49,7 +60,7 @@ pub fn prepare(dir: &Path) -> Result<()> {
                     source,
                 });
             }
-            Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+            Err(e) if is_dead_mount(&e) => {
                 tracing::warn!(mountpoint = %dir.display(), "cleaning up a dead FUSE mount");
                 detach(dir)?;
             }
@@ -69,6 +80,14 @@ pub fn prepare(dir: &Path) -> Result<()> {
     })
 }
 
+/// Whether an error of a file-system call under a FUSE mount says that its server is gone:
+/// `ENOTCONN` ("Transport endpoint is not connected") for requests made after the connection went
+/// down, `ECONNABORTED` ("Software caused connection abort") for requests that were in flight
+/// when it did (the kernel's `fuse_abort_conn` ends them with that error).
+pub fn is_dead_mount(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOTCONN | libc::ECONNABORTED))
+}
+
 /// Lazily unmounts `dir`: the name disappears now, files still open keep working until closed.
 pub fn detach(dir: &Path) -> Result<()> {
     nix::mount::umount2(dir, MntFlags::MNT_DETACH).map_err(|e| Error::Io {
@@ -80,7 +99,16 @@ pub fn detach(dir: &Path) -> Result<()> {
 
 /// What is mounted exactly at `dir`, if `dir` is a mount point.
 pub fn mounted_at(dir: &Path) -> Result<Option<Mounted>> {
-    let abs = std::fs::canonicalize(dir).map_err(|source| Error::Io {
+    // Resolve the parent only: resolving `dir` itself would ask the file system mounted there,
+    // which may be dead.
+    let resolved = match (dir.parent(), dir.file_name()) {
+        (Some(parent), Some(name)) => {
+            let parent = if parent.as_os_str().is_empty() { Path::new(".") } else { parent };
+            std::fs::canonicalize(parent).map(|p| p.join(name))
+        }
+        _ => std::fs::canonicalize(dir),
+    };
+    let abs = resolved.map_err(|source| Error::Io {
         op: "resolve mount point",
         path: dir.to_path_buf(),
         source,

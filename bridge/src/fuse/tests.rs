@@ -16,11 +16,11 @@ use super::ioctl::{self, CardFacts};
 use super::{mountpoint, FuseConfig, FuseMount};
 
 /// Generous bound on operations that must complete; only reached if the file system hangs.
-const HANG: Duration = Duration::from_secs(60);
+pub(super) const HANG: Duration = Duration::from_secs(60);
 
-struct Fixture {
-    mount: FuseMount,
-    src: Arc<FakeSource>,
+pub(super) struct Fixture {
+    pub(super) mount: FuseMount,
+    pub(super) src: Arc<FakeSource>,
     _dir: tempfile::TempDir,
     _abort: AbortOnDrop,
 }
@@ -48,7 +48,7 @@ impl Drop for AbortOnDrop {
     }
 }
 
-fn facts(serial: &str) -> CardFacts {
+pub(super) fn facts(serial: &str) -> CardFacts {
     CardFacts {
         modules_mask: 0b11,
         modules_status: 0b01,
@@ -58,17 +58,20 @@ fn facts(serial: &str) -> CardFacts {
     }
 }
 
-fn fixture(devices: &[(&str, u64)]) -> Option<Fixture> {
+pub(super) fn fixture(devices: &[(&str, u64)]) -> Option<Fixture> {
     fixture_with(devices, |_| {})
 }
 
 /// Whether this machine can mount (root and /dev/fuse); prints why not (a failure under
 /// `QRNG_REQUIRE_TOOLS=1`).
-fn can_mount() -> bool {
+pub(super) fn can_mount() -> bool {
     qrng_e2e::fuse_available(std::thread::current().name().unwrap_or("fuse test"))
 }
 
-fn fixture_with(devices: &[(&str, u64)], tweak: impl FnOnce(&mut FuseConfig)) -> Option<Fixture> {
+pub(super) fn fixture_with(
+    devices: &[(&str, u64)],
+    tweak: impl FnOnce(&mut FuseConfig),
+) -> Option<Fixture> {
     if !can_mount() {
         return None;
     }
@@ -86,7 +89,7 @@ fn fixture_with(devices: &[(&str, u64)], tweak: impl FnOnce(&mut FuseConfig)) ->
 }
 
 impl Fixture {
-    fn open(&self, name: &str) -> File {
+    pub(super) fn open(&self, name: &str) -> File {
         File::open(self.mount.file_path(name)).expect("open device file")
     }
 
@@ -100,7 +103,7 @@ impl Fixture {
 }
 
 /// Runs `f` on a thread and fails the test instead of hanging if it never returns.
-fn bounded<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+pub(super) fn bounded<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let _ = tx.send(f());
@@ -108,7 +111,7 @@ fn bounded<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static
     rx.recv_timeout(HANG).unwrap_or_else(|_| panic!("{what}: did not complete"))
 }
 
-fn expected(range: std::ops::Range<u64>) -> Vec<u8> {
+pub(super) fn expected(range: std::ops::Range<u64>) -> Vec<u8> {
     range.map(stream_byte).collect()
 }
 
@@ -128,7 +131,7 @@ fn a_single_read_returns_exactly_the_bytes_asked_for() {
     }
     assert_eq!(fx.src.consumed("qrng0"), pos, "nothing taken beyond what was read");
     let meta = std::fs::metadata(fx.mount.file_path("qrng0")).expect("stat");
-    assert_eq!(meta.len(), 0, "size 0, like a character device");
+    assert_eq!(meta.len(), super::fs::APPARENT_SIZE, "no length, but splice must ask us");
     assert!(meta.is_file());
 }
 
@@ -139,6 +142,31 @@ fn the_file_is_not_seekable() {
     let mut buf = [0u8; 4];
     let err = nix::sys::uio::pread(&f, &mut buf, 0).expect_err("pread on a stream");
     assert_eq!(err, nix::errno::Errno::ESPIPE);
+}
+
+/// splice(2) (and sendfile, copy_file_range) read through the page cache: they get a clear
+/// `EINVAL` and take nothing; with `O_DIRECT` the kernel splices through read(2) and they get the
+/// stream. (Fails before the files had a size: splice returned 0, end of file.)
+#[test]
+fn splice_fails_clearly_or_with_o_direct_returns_the_stream() {
+    use nix::fcntl::{splice, SpliceFFlags};
+    let Some(fx) = fixture(&[("qrng0", 1 << 20)]) else { return };
+    let (r, w) = nix::unistd::pipe().expect("pipe");
+    let f = fx.open("qrng0");
+    let err = splice(&f, None, &w, None, 64, SpliceFFlags::empty()).expect_err("splice");
+    assert_eq!(err, nix::errno::Errno::EINVAL, "not end of file, not bytes via the page cache");
+    assert_eq!(fx.src.consumed("qrng0"), 0, "the refused splice took nothing");
+
+    let direct = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(fx.mount.file_path("qrng0"))
+        .expect("open O_DIRECT");
+    assert_eq!(splice(&direct, None, &w, None, 64, SpliceFFlags::empty()), Ok(64));
+    let mut got = vec![0u8; 64];
+    assert_eq!(nix::unistd::read(&r, &mut got), Ok(64));
+    assert_eq!(got, expected(0..64));
+    assert_eq!(read_once(&mut { f }, 8).expect("read(2) still works"), expected(64..72));
 }
 
 #[test]

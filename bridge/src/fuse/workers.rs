@@ -10,12 +10,34 @@
 //! kernel waits for the answer uninterruptibly, and fuser 0.18 does not deliver `FUSE_INTERRUPT`.
 //! So a waiting worker looks at the caller's pending signals in `/proc/<tid>/status` between short
 //! waits and answers `EINTR` when one is pending, which lets Ctrl-C and `kill` work.
+//!
+//! Reads beyond the pool's limit wait in a queue without a worker. A watcher thread, running while
+//! that queue is not empty, looks at the pending signals of every queued caller each
+//! [`SIGNAL_CHECK`] and answers those interrupted at once, so every waiting reader is killable
+//! within that period, however many there are.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Duration;
 
-type Job = Box<dyn FnOnce() + Send + 'static>;
+/// How a queued job ends: run by a worker, or withdrawn because its caller has a signal pending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Run {
+    /// A worker runs the job.
+    Work,
+    /// The caller was interrupted while the job was queued; answer `EINTR` without waiting.
+    Interrupted,
+}
+
+/// How often waiting reads and the queue watcher look for a pending signal of their callers:
+/// the bound on how long a signal takes to interrupt a waiting reader.
+pub const SIGNAL_CHECK: Duration = Duration::from_millis(100);
+
+struct Job {
+    /// Caller's thread id (0: none to watch).
+    tid: u32,
+    run: Box<dyn FnOnce(Run) + Send + 'static>,
+}
 
 /// How long an idle worker above the minimum lingers before it exits.
 const IDLE_EXIT: Duration = Duration::from_secs(30);
@@ -26,6 +48,8 @@ struct State {
     idle: usize,
     total: usize,
     shutdown: bool,
+    /// Whether the queue watcher runs.
+    watching: bool,
 }
 
 struct Inner {
@@ -73,21 +97,43 @@ impl Pool {
         self.0.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Queues a job; it runs on an idle worker, a new one, or the first to become free.
-    pub fn submit(&self, job: impl FnOnce() + Send + 'static) {
+    /// Queues a job for caller thread `tid`; it runs on an idle worker, a new one, or the first
+    /// to become free (`Run::Work`), unless `tid` has a signal pending while it is still queued
+    /// (`Run::Interrupted`, from the queue watcher).
+    pub fn submit(&self, tid: u32, job: impl FnOnce(Run) + Send + 'static) {
         let mut s = self.lock();
-        s.jobs.push_back(Box::new(job));
+        s.jobs.push_back(Job { tid, run: Box::new(job) });
         // Idle workers that were notified but have not woken yet still count as idle, so compare
         // the whole queue with them: grow whenever some queued job has no idle worker to take it.
-        let grow = s.jobs.len() > s.idle && s.total < self.0.max && !s.shutdown;
+        let short = s.jobs.len() > s.idle;
+        let grow = short && s.total < self.0.max && !s.shutdown;
         if grow {
             s.total += 1;
+        }
+        let watch = short && !grow && !s.watching;
+        if watch {
+            s.watching = true;
         }
         drop(s);
         if grow {
             self.spawn_worker();
         } else {
             self.0.cv.notify_one();
+        }
+        if watch {
+            self.spawn_watcher();
+        }
+    }
+
+    fn spawn_watcher(&self) {
+        let inner = Arc::clone(&self.0);
+        let spawned = std::thread::Builder::new()
+            .name("qrng-fuse-queue".into())
+            .spawn(move || watch_queue(&inner));
+        if let Err(e) = spawned {
+            // The next submit that finds the queue short tries again.
+            tracing::warn!(error = %e, "failed to start the FUSE queue watcher");
+            self.lock().watching = false;
         }
     }
 
@@ -114,6 +160,13 @@ impl Pool {
     pub fn threads(&self) -> usize {
         self.lock().total
     }
+
+    /// Threads running a job, and jobs queued for a thread.
+    #[cfg(test)]
+    pub fn load(&self) -> (usize, usize) {
+        let s = self.lock();
+        (s.total - s.idle, s.jobs.len())
+    }
 }
 
 fn worker(inner: &Inner) {
@@ -121,7 +174,7 @@ fn worker(inner: &Inner) {
     loop {
         if let Some(job) = s.jobs.pop_front() {
             drop(s);
-            job();
+            (job.run)(Run::Work);
             s = inner.state.lock().unwrap_or_else(PoisonError::into_inner);
             continue;
         }
@@ -137,6 +190,37 @@ fn worker(inner: &Inner) {
         if timeout.timed_out() && s.jobs.is_empty() && s.total > inner.min {
             s.total -= 1;
             return;
+        }
+    }
+}
+
+/// The queue watcher: while jobs are queued, answers those whose caller has a signal pending.
+fn watch_queue(inner: &Inner) {
+    loop {
+        std::thread::sleep(SIGNAL_CHECK);
+        let tids: Vec<u32> = {
+            let mut s = inner.state.lock().unwrap_or_else(PoisonError::into_inner);
+            if s.jobs.is_empty() || s.shutdown {
+                s.watching = false;
+                return;
+            }
+            s.jobs.iter().map(|j| j.tid).collect()
+        };
+        // Read /proc without the lock; a thread id has one job at most (its read waits for it).
+        let hit: Vec<u32> = tids.into_iter().filter(|&t| signal_pending(t)).collect();
+        if hit.is_empty() {
+            continue;
+        }
+        let withdrawn: VecDeque<Job> = {
+            let mut s = inner.state.lock().unwrap_or_else(PoisonError::into_inner);
+            let (out, keep) = std::mem::take(&mut s.jobs)
+                .into_iter()
+                .partition(|j| j.tid != 0 && hit.contains(&j.tid));
+            s.jobs = keep;
+            out
+        };
+        for job in withdrawn {
+            (job.run)(Run::Interrupted);
         }
     }
 }
@@ -182,7 +266,7 @@ mod tests {
         let (tx, rx) = mpsc::channel();
         for i in 0..3 {
             let (b, tx) = (Arc::clone(&barrier), tx.clone());
-            pool.submit(move || {
+            pool.submit(0, move |_| {
                 b.wait();
                 tx.send(i).expect("send");
             });
@@ -199,7 +283,7 @@ mod tests {
         let (tx, rx) = mpsc::channel();
         for i in 0..5 {
             let tx = tx.clone();
-            pool.submit(move || tx.send(i).expect("send"));
+            pool.submit(0, move |_| tx.send(i).expect("send"));
         }
         let got: Vec<i32> = (0..5).map(|_| rx.recv().expect("job ran")).collect();
         assert_eq!(got, vec![0, 1, 2, 3, 4], "one worker runs the queue in order");

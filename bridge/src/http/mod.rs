@@ -7,6 +7,8 @@
 
 mod auth;
 mod error;
+#[cfg(feature = "fuzzing")]
+mod fuzz;
 mod lent;
 mod limit;
 mod metrics;
@@ -31,6 +33,8 @@ use axum::Router;
 
 pub use auth::FailureLimit;
 pub use error::ApiError;
+#[cfg(feature = "fuzzing")]
+pub use fuzz::fuzz_query;
 pub use limit::RateLimit;
 pub use random::{hex_encode, unit_float, uuid_v4, IntRange, DEVICE_HEADER, SOURCE_HEADER};
 

@@ -74,7 +74,7 @@ fn json_response<T: Serialize>(
 }
 
 /// Parses an optional integer parameter in `lo..=hi` (413 above `hi` when `too_large_above`).
-fn parse_count(
+pub(super) fn parse_count(
     name: &str,
     value: Option<&str>,
     default: Option<usize>,
@@ -101,7 +101,7 @@ fn parse_count(
     Ok(n)
 }
 
-fn parse_i64(name: &str, value: Option<&str>) -> Result<i64, ApiError> {
+pub(super) fn parse_i64(name: &str, value: Option<&str>) -> Result<i64, ApiError> {
     let v = value.ok_or_else(|| ApiError::BadRequest(format!("missing parameter {name}")))?;
     v.trim().parse().map_err(|_| {
         ApiError::BadRequest(format!("{name} must be an integer from {} to {}", i64::MIN, i64::MAX))
@@ -130,7 +130,7 @@ fn hex_encode_into(out: &mut Vec<u8>, bytes: &[u8]) {
 /// The query parameters `names`, percent-decoded, borrowed from the URI when no decoding was
 /// needed (no allocation on the hot path). Unknown names are ignored, as by `Query`; a repeated
 /// name is a 400, as `Query` reports a duplicate field.
-fn query_params<'a, const N: usize>(
+pub(super) fn query_params<'a, const N: usize>(
     query: Option<&'a str>,
     names: [&str; N],
 ) -> Result<[Option<Cow<'a, str>>; N], ApiError> {
@@ -253,9 +253,9 @@ pub async fn bytes(State(s): State<AppState>, uri: Uri) -> Result<Response, ApiE
 
 #[derive(Debug, Deserialize)]
 pub struct IntegersQuery {
-    min: Option<String>,
-    max: Option<String>,
-    count: Option<String>,
+    pub(super) min: Option<String>,
+    pub(super) max: Option<String>,
+    pub(super) count: Option<String>,
     device: Option<String>,
 }
 
@@ -296,7 +296,7 @@ pub async fn integers(
 
 #[derive(Debug, Deserialize)]
 pub struct CountQuery {
-    count: Option<String>,
+    pub(super) count: Option<String>,
     device: Option<String>,
 }
 
@@ -336,10 +336,10 @@ pub async fn uuid(
 
 #[derive(Debug, Deserialize)]
 pub struct AnuQuery {
-    length: Option<String>,
+    pub(super) length: Option<String>,
     #[serde(rename = "type")]
     kind: Option<String>,
-    size: Option<String>,
+    pub(super) size: Option<String>,
 }
 
 /// The ANU answer: field order as ANU sends it (type, length, size, data, success).
