@@ -31,6 +31,8 @@ pub struct Consumer {
     releases: Arc<Releases>,
     /// Take bytes only while the producer's health word says OK or STARTING (the default).
     health_gate: bool,
+    /// Published bytes up to here were checked for holes (at attach, then by each poll).
+    holes_checked: std::sync::atomic::AtomicU64,
 }
 
 /// The head and the ranges still lent out, shared by a consumer and its leases.
@@ -166,7 +168,14 @@ impl Consumer {
             _lock: lock,
             state: Mutex::new(ReleaseState { head, pending: VecDeque::new() }),
         });
-        Ok(Consumer { ring, cursor: head, cached_tail: tail, releases, health_gate: true })
+        Ok(Consumer {
+            ring,
+            cursor: head,
+            cached_tail: tail,
+            releases,
+            health_gate: true,
+            holes_checked: std::sync::atomic::AtomicU64::new(tail),
+        })
     }
 
     /// Whether bytes are taken only while the producer's health word says OK or STARTING
@@ -338,12 +347,14 @@ impl Consumer {
     /// A validated copy of the status line: the health poll. Also checks what must not change
     /// after attach, so a file truncated, unlinked or replaced under us, or a header rewritten,
     /// is reported here ([`Error::Truncated`], [`Error::Replaced`], [`Error::HeaderChanged`])
-    /// rather than served from; and that the bytes published and not yet handed out are not holes
-    /// of the file ([`Error::Hole`]).
+    /// rather than served from; and that the bytes published since the last poll are not holes of
+    /// the file ([`Error::Hole`]; sampled, see `Attached::sample_holes`).
     pub fn status(&self) -> Result<StatusSnapshot> {
         self.ring.verify()?;
         let mut s = self.ring.status()?;
-        self.ring.check_holes(self.cursor, s.tail)?;
+        let checked = self.holes_checked.load(std::sync::atomic::Ordering::Relaxed);
+        self.ring.sample_holes(checked.max(self.cursor), s.tail)?;
+        self.holes_checked.store(s.tail, std::sync::atomic::Ordering::Relaxed);
         // Report our own cursor as the head (what was handed out): the shared copies are ours, and
         // a corrupt one must not mislead.
         s.head = self.cursor;

@@ -107,6 +107,9 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Spacing of the health poll's hole samples ([`Attached::sample_holes`]).
+const HOLE_SAMPLE: u64 = 1 << 20;
+
 impl Error {
     /// A stable kebab-case name of the error kind, for device reasons, logs and metrics labels.
     pub fn code(&self) -> &'static str {
@@ -510,20 +513,12 @@ impl Attached {
         Ok(())
     }
 
-    /// Errs if a byte published between `head` and `tail` lies in a hole of the file: the
-    /// producer advanced the tail over bytes it never wrote (they would read as zeros). Holes
-    /// are found with `SEEK_HOLE`; a file system without it reports none.
+    /// Refuses published bytes `head..tail` that lie in a hole of the file (never written):
+    /// one `SEEK_HOLE` from the first of them, which walks to the next hole (on tmpfs, page by
+    /// page). Used at attach; the health poll uses [`Self::sample_holes`].
     fn check_holes(&self, head: u64, tail: u64) -> Result<()> {
-        let cap = self.capacity;
-        let n = tail.saturating_sub(head).min(cap);
-        let at = head & (cap - 1);
-        let first = n.min(cap - at);
-        for (from, len) in [(at, first), (0, n - first)] {
-            if len == 0 {
-                continue;
-            }
-            let start = DATA_OFFSET + from;
-            let Ok(start_off) = i64::try_from(start) else { continue };
+        self.each_piece(head, tail, |start, len, from| {
+            let Ok(start_off) = i64::try_from(start) else { return Ok(()) };
             if let Ok(hole) =
                 nix::unistd::lseek(&self.file, start_off, nix::unistd::Whence::SeekHole)
             {
@@ -535,6 +530,55 @@ impl Attached {
                         to: from + len,
                     });
                 }
+            }
+            Ok(())
+        })
+    }
+
+    /// The health poll's hole check of newly published bytes `from..to`: one `SEEK_DATA` at the
+    /// first and last byte and every [`HOLE_SAMPLE`] bytes between, each answered at once for a
+    /// written block (a full `SEEK_HOLE` walk would cost milliseconds per poll on a large tmpfs
+    /// ring, under the device's lock). It catches a producer that moves its tail over space it
+    /// never wrote; one that writes zeros, or leaves holes between the samples, can publish
+    /// chosen bytes anyway (docs/ring-abi.md, Trust model).
+    fn sample_holes(&self, from: u64, to: u64) -> Result<()> {
+        self.each_piece(from, to, |start, len, at| {
+            let last = start + len - 1;
+            let samples = (start..last).step_by(HOLE_SAMPLE as usize).chain([last]);
+            for off in samples {
+                let Ok(o) = i64::try_from(off) else { continue };
+                match nix::unistd::lseek(&self.file, o, nix::unistd::Whence::SeekData) {
+                    Ok(d) if d as u64 <= off => {}
+                    // ENXIO: no data at or after `off`; EINVAL and others: no answer, no verdict.
+                    Ok(_) | Err(nix::errno::Errno::ENXIO) => {
+                        return Err(Error::Hole {
+                            path: self.path.clone(),
+                            from: off - DATA_OFFSET,
+                            to: at + len,
+                        })
+                    }
+                    Err(_) => {}
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Calls `f(file offset, length, data-area offset)` for the one or two contiguous pieces of
+    /// the data area that stream bytes `head..tail` occupy.
+    fn each_piece(
+        &self,
+        head: u64,
+        tail: u64,
+        mut f: impl FnMut(u64, u64, u64) -> Result<()>,
+    ) -> Result<()> {
+        let cap = self.capacity;
+        let n = tail.saturating_sub(head).min(cap);
+        let at = head & (cap - 1);
+        let first = n.min(cap - at);
+        for (from, len) in [(at, first), (0, n - first)] {
+            if len > 0 {
+                f(DATA_OFFSET + from, len, from)?;
             }
         }
         Ok(())
