@@ -11,7 +11,8 @@
 //! - a module in test mode is never served (IDQ ignores module status while any module is in
 //!   test mode);
 //! - instead of spinning on FS_RR up to 10,000 times the driver sleeps for the time the modules
-//!   need to put 5/8 of a FIFO in it, adapting that time to what it finds on waking.
+//!   need to put 5/8 of a FIFO in it, or less where a wake-up 1 ms late would then find it full
+//!   (PCIe-16M), adapting that time to what it finds on waking.
 
 use super::{
     rd, rd_live, wr, Card, CardCounters, CardInfo, CardOptions, Clock, Error, Family, Result, Wait,
@@ -28,6 +29,9 @@ pub const MAX_OVERFLOW_RUN: u32 = 64;
 /// Bounds of the adaptive wait between FIFO reads.
 const MIN_WAIT: Duration = Duration::from_micros(100);
 const MAX_WAIT: Duration = Duration::from_millis(20);
+/// How late a wake-up may come without the FIFO overflowing (see `start`): the scheduling
+/// delays of a loaded host or a virtual CPU, measured up to about 0.8 ms on the test VM.
+const WAKE_MARGIN: Duration = Duration::from_millis(1);
 /// How long `start()` polls MX_SR for the enabled modules' HST bit before declaring a module
 /// dead: the hardware status may lag the enable (quantis-hardware.md). No source gives the
 /// module cards' lag; this is the bound IDQ's chip-card driver gives its sensors to report
@@ -141,8 +145,12 @@ pub struct PioCard {
     spill_pos: usize,
     /// The current wait between FIFO reads, adapted to the fill rate.
     wait: Duration,
-    /// The wait the nominal rate gives (5/8 of a FIFO), set at start.
+    /// The wait the nominal rate gives (see `start`), set at start.
     nominal_wait: Duration,
+    /// How far waking to less than half a FIFO may grow the wait: [`MAX_WAIT`] where the
+    /// nominal wait brings at least half a FIFO (less means a slower card than nominal), else
+    /// the nominal wait (waking to a quarter is then what the nominal rate gives).
+    grow_cap: Duration,
 }
 
 impl std::fmt::Debug for PioCard {
@@ -176,6 +184,7 @@ impl PioCard {
             spill_pos: 0,
             wait: MAX_WAIT,
             nominal_wait: MAX_WAIT,
+            grow_cap: MAX_WAIT,
         })
     }
 
@@ -356,7 +365,7 @@ impl PioCard {
         if found >= pio::FIFO_BYTES {
             self.wait = (self.wait * 9 / 10).max(MIN_WAIT);
         } else if found < pio::FIFO_BYTES / 2 {
-            self.wait = (self.wait * 21 / 20).min(MAX_WAIT);
+            self.wait = (self.wait * 21 / 20).min(self.grow_cap);
         } else if found == pio::FIFO_BYTES / 2 && self.wait < self.nominal_wait {
             self.wait = (self.wait * 21 / 20).min(self.nominal_wait);
         }
@@ -418,12 +427,18 @@ impl Card for PioCard {
         self.info.modules_healthy = working;
         self.info.model = model_name(present);
         self.info.rate_bytes_per_s = nominal_rate(working);
-        // Time for the working modules to fill 5/8 of the FIFO: up to 1023 bytes may be left
-        // after a run (the flags count in quarters), so this wakes between 5/8 and 7/8 full.
+        // Up to 1023 bytes may be left after a run (the flags count in quarters). Sleep for the
+        // time the working modules need to fill 5/8 of the FIFO (waking between 5/8 and 7/8
+        // full), but never so long that a wake-up WAKE_MARGIN late finds it full from the worst
+        // case left: at the PCIe-16M rate that is the shorter wait (0.54 ms instead of 1.28).
         let rate = self.info.rate_bytes_per_s.max(1);
-        self.wait = Duration::from_micros((pio::FIFO_BYTES as u64 * 5 / 8) * 1_000_000 / rate)
+        let fill = |bytes: u64| Duration::from_micros(bytes * 1_000_000 / rate);
+        let fifo = pio::FIFO_BYTES as u64;
+        self.wait = fill(fifo * 5 / 8)
+            .min(fill(fifo - 1023).saturating_sub(WAKE_MARGIN))
             .clamp(MIN_WAIT, MAX_WAIT);
         self.nominal_wait = self.wait;
+        self.grow_cap = if fill(fifo / 2) <= self.wait { MAX_WAIT } else { self.wait };
         self.overflow_run = 0;
         self.level = None;
         self.started = true;
@@ -477,8 +492,9 @@ mod tests {
         let mut card = PioCard::open(dev, &CardOptions::default()).unwrap();
         card.start().unwrap();
         let nominal = card.wait;
-        // 5/8 of 4 KiB at 4 modules x 500 kB/s.
-        assert_eq!(nominal, Duration::from_micros(1280));
+        // 4 KiB less the 1023 bytes a run may leave, at 4 modules x 500 kB/s, less the 1 ms
+        // margin for late wake-ups (shorter than 5/8 of a FIFO, 1280 us, at this rate).
+        assert_eq!(nominal, Duration::from_micros(1536) - WAKE_MARGIN);
         for _ in 0..5 {
             card.adapt(pio::FIFO_BYTES);
         }
@@ -492,6 +508,16 @@ mod tests {
         );
         card.adapt(pio::FIFO_BYTES * 3 / 4);
         assert_eq!(card.wait, nominal, "three-quarters full: the wait stays");
+        for _ in 0..200 {
+            card.adapt(pio::FIFO_BYTES / 4);
+        }
+        assert_eq!(card.wait, nominal, "at this rate a quarter-full FIFO is what the wait gives");
+        // One module (500 kB/s): the nominal wait brings 5/8 of a FIFO, so waking to a quarter
+        // means a slower card than nominal, and the wait may grow to the cap.
+        let dev = crate::hw::open(&"sim:pcie-4m?seed=1".parse().expect("uri")).expect("sim");
+        let mut card = PioCard::open(dev, &CardOptions::default()).unwrap();
+        card.start().unwrap();
+        assert_eq!(card.wait, Duration::from_micros(5120));
         for _ in 0..200 {
             card.adapt(pio::FIFO_BYTES / 4);
         }
