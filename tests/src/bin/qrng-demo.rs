@@ -71,7 +71,10 @@ fn demo() -> Result<(), String> {
             .arg(&dir)
             .args(["--listen", &listen])
             .arg("--mount")
-            .arg(&mount);
+            .arg(&mount)
+            // The demo's rings are its own user's: trust that user (root is always trusted).
+            .arg("--ring-owner")
+            .arg(nix::unistd::geteuid().as_raw().to_string());
         if !fuse {
             bridge_cmd.arg("--no-fuse");
             println!("qrng-demo: not root or no /dev/fuse: serving HTTP only (run as root for the FUSE file)");
