@@ -179,8 +179,13 @@ pub fn start_driver(spec: &str, ring: &Path) -> Proc {
 
 /// [`start_driver`] with a ring of `size` (`--ring-size`, e.g. "32M").
 pub fn start_driver_sized(spec: &str, ring: &Path, size: &str) -> Proc {
+    start_driver_with(spec, ring, size, &[])
+}
+
+/// [`start_driver_sized`] with more driver arguments.
+pub fn start_driver_with(spec: &str, ring: &Path, size: &str, extra: &[&str]) -> Proc {
     let mut cmd = Command::new(&binaries().driver);
-    cmd.arg("--device").arg(spec).arg("--ring").arg(ring).args(["--ring-size", size]);
+    cmd.arg("--device").arg(spec).arg("--ring").arg(ring).args(["--ring-size", size]).args(extra);
     let log = ring.with_extension(format!("driver-{}.log", unique()));
     Proc::spawn("quantis-driver", cmd, log)
 }

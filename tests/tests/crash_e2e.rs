@@ -7,7 +7,9 @@ use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use qrng_e2e::{fuse_available, read_once, start_driver, start_driver_sized, wait_until, Bridge};
+use qrng_e2e::{
+    fuse_available, read_once, start_driver_sized, start_driver_with, wait_until, Bridge,
+};
 
 /// Bound on the time from SIGKILL to the bridge's reaping: generous (the measured figures are in
 /// `docs/fuse.md`, "Crash"); a bridge thread stuck in an uninterruptible wait exceeds it.
@@ -50,7 +52,14 @@ fn e2e_a_killed_bridge_is_reaped_promptly_and_a_restart_at_once_serves() {
     let mount = tmp.path().join("dev");
     // qrng0 runs flat out (lent answers); qrng1 trickles, so its FUSE readers wait.
     let _fast = start_driver_sized("sim:pcie-16m?rate=0&seed=5", &rings.join("qrng0.ring"), "32M");
-    let _slow = start_driver("sim:pcie-16m?rate=1k&seed=6", &rings.join("qrng1.ring"));
+    // A card 4,000 times slower than its model's rate is a stalled card to the data watchdog,
+    // which would fail it (and its readers) before the kill: off for this one.
+    let _slow = start_driver_with(
+        "sim:pcie-16m?rate=1k&seed=6",
+        &rings.join("qrng1.ring"),
+        "4M",
+        &["--no-data-intervals", "0"],
+    );
     let args = ["--max-bytes", "16777216"];
     let mut first = Bridge::start(&rings, &mount, &args);
     wait_until("a well-filled qrng0", || {
