@@ -406,6 +406,10 @@ pub fn build_deb(out_dir: &Path) -> io::Result<PathBuf> {
 /// [`build_deb`] with the package version set to `version` (`cargo deb --deb-version`), e.g. a
 /// later one to test upgrades. `out_dir` must not hold another .deb.
 pub fn build_deb_version(out_dir: &Path, version: Option<&str>) -> io::Result<PathBuf> {
+    // One cargo-deb at a time: `--strip` writes stripped copies of the binaries into the target
+    // directory, and two runs at once can package each other's half-written copies.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let bins = build_binaries()?;
     let profile = match bins.file_name().and_then(|n| n.to_str()) {
         Some("debug") | None => "dev".to_owned(),
