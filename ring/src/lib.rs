@@ -194,14 +194,12 @@ pub enum Reason {
 }
 
 impl Health {
+    /// Every health, in wire-value order.
+    pub const ALL: [Health; 4] = [Health::Starting, Health::Ok, Health::Failed, Health::Stopped];
+
+    /// The health with wire value `code`, if any.
     pub fn from_code(code: u32) -> Option<Health> {
-        Some(match code {
-            1 => Health::Starting,
-            2 => Health::Ok,
-            3 => Health::Failed,
-            4 => Health::Stopped,
-            _ => return None,
-        })
+        Health::ALL.into_iter().find(|h| *h as u32 == code)
     }
 }
 
@@ -225,23 +223,25 @@ impl Reason {
         }
     }
 
+    /// Every reason, in wire-value order.
+    pub const ALL: [Reason; 12] = [
+        Reason::None,
+        Reason::StartupTest,
+        Reason::RepetitionCount,
+        Reason::AdaptiveProportion,
+        Reason::ModuleFailure,
+        Reason::ChipError,
+        Reason::DmaError,
+        Reason::DeviceGone,
+        Reason::RecoveryExhausted,
+        Reason::Shutdown,
+        Reason::NoData,
+        Reason::Other,
+    ];
+
+    /// The reason with wire value `code`, if any.
     pub fn from_code(code: u32) -> Option<Reason> {
-        use Reason::*;
-        Some(match code {
-            0 => None,
-            1 => StartupTest,
-            2 => RepetitionCount,
-            3 => AdaptiveProportion,
-            4 => ModuleFailure,
-            5 => ChipError,
-            6 => DmaError,
-            7 => DeviceGone,
-            8 => RecoveryExhausted,
-            9 => Shutdown,
-            10 => NoData,
-            255 => Other,
-            _ => return Option::None,
-        })
+        Reason::ALL.into_iter().find(|r| *r as u32 == code)
     }
 }
 

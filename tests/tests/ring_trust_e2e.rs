@@ -50,6 +50,19 @@ fn health(b: &Bridge, name: &str) -> Option<(String, String)> {
     Some((d["health"].as_str()?.to_owned(), d["reason"].as_str()?.to_owned()))
 }
 
+/// Runs `qrng-bridge --ring RING` (HTTP only) to its exit; its status and stderr.
+fn bridge_on(ring: &std::path::Path) -> (std::process::Output, String) {
+    let out = Command::new(&binaries().bridge)
+        .args(["--no-fuse", "--no-watch", "--listen", &free_addr().to_string()])
+        .arg("--ring")
+        .arg(ring)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run qrng-bridge");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out, err)
+}
+
 #[test]
 fn e2e_bridge_given_a_ring_others_can_write_exits_naming_the_path_and_the_fix() {
     let _one = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -57,28 +70,14 @@ fn e2e_bridge_given_a_ring_others_can_write_exits_naming_the_path_and_the_fix() 
     let ring = d.rings.join("qrng0.ring");
     let _p = producer(&ring, 4096);
     chmod(&ring, 0o666);
-    let out = Command::new(&binaries().bridge)
-        .args(["--no-fuse", "--no-watch", "--listen", &free_addr().to_string()])
-        .arg("--ring")
-        .arg(&ring)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run qrng-bridge");
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (out, err) = bridge_on(&ring);
     assert!(!out.status.success(), "the bridge must not serve an untrusted ring:\n{err}");
     assert!(err.contains(&format!("chmod go-w {}", ring.display())), "{err}");
 
     // The same ring in a directory others can write, once the file itself is fixed.
     chmod(&ring, 0o640);
     chmod(&d.rings, 0o777);
-    let out = Command::new(&binaries().bridge)
-        .args(["--no-fuse", "--no-watch", "--listen", &free_addr().to_string()])
-        .arg("--ring")
-        .arg(&ring)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run qrng-bridge");
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (out, err) = bridge_on(&ring);
     assert!(!out.status.success(), "{err}");
     assert!(err.contains(&format!("chmod go-w {}", d.rings.display())), "{err}");
 }

@@ -497,10 +497,7 @@ impl Dispenser {
         n: usize,
         wait: Duration,
     ) -> Result<Entropy, DispenseError> {
-        match self.serve(device, n, wait, Delivery::Copy).await? {
-            Served::Copied(e) => Ok(e),
-            Served::Lent(_) => unreachable!("Delivery::Copy never lends"),
-        }
+        Ok(self.serve(device, n, wait, Delivery::Copy).await?.into_copied())
     }
 
     /// Takes exactly `n` bytes from `device`, blocking the calling thread (FUSE workers) until they
@@ -540,8 +537,7 @@ impl Dispenser {
             (Completion::Blocking(tx), rx)
         })?;
         let (dev, ticket, rx) = match begun {
-            Begin::Ready(Served::Copied(e)) => return Ok(e),
-            Begin::Ready(Served::Lent(_)) => unreachable!("Delivery::Copy never lends"),
+            Begin::Ready(served) => return Ok(served.into_copied()),
             Begin::Queued { dev, ticket, rx } => (dev, ticket, rx),
         };
         let received = loop {

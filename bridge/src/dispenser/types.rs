@@ -54,6 +54,16 @@ pub enum Served {
     Lent(Lent),
 }
 
+impl Served {
+    /// The bytes of a request served with [`Delivery::Copy`], which never lends.
+    pub(super) fn into_copied(self) -> Entropy {
+        match self {
+            Served::Copied(e) => e,
+            Served::Lent(_) => unreachable!("Delivery::Copy never lends"),
+        }
+    }
+}
+
 /// How a request may be served ([`super::Dispenser::serve`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Delivery {

@@ -213,10 +213,11 @@ impl AppState {
 
     /// [`Self::serve`], always copied (every answer but large binary ones).
     async fn take(&self, device: Option<&str>, n: usize) -> Result<Entropy, ApiError> {
-        match self.serve(device, n, Delivery::Copy).await? {
-            Served::Copied(e) => Ok(e),
-            Served::Lent(_) => unreachable!("Delivery::Copy never lends"),
-        }
+        self.0
+            .dispenser
+            .take(device, n, self.0.cfg.wait)
+            .await
+            .map_err(|e| ApiError::from_dispense(e, self.0.cfg.retry_after))
     }
 
     /// Records one response in the request metrics.
