@@ -14,6 +14,7 @@ mod limit;
 mod metrics;
 mod openapi;
 mod ops;
+mod pollen;
 mod random;
 pub mod server;
 
@@ -28,7 +29,7 @@ use std::time::{Duration, Instant};
 use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 
 pub use auth::FailureLimit;
@@ -145,6 +146,8 @@ const ENDPOINTS: &[&str] = &[
     "/api/v1/devices",
     "/api/v1/openapi.json",
     "/API/jsonI.php",
+    "/",
+    "/pollen",
     "/health",
     "/metrics",
 ];
@@ -354,7 +357,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/random/integers", get(random::integers))
         .route("/api/v1/random/floats", get(random::floats))
         .route("/api/v1/random/uuid", get(random::uuid))
-        .route("/API/jsonI.php", get(random::anu));
+        .route("/API/jsonI.php", get(random::anu))
+        .route("/", post(pollen::pollen))
+        .route("/pollen", post(pollen::pollen));
     if state.0.limiter.is_some() {
         random = random.layer(middleware::from_fn_with_state(state.clone(), rate_limit));
     }

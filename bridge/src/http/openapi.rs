@@ -164,5 +164,9 @@ fn with_health_schema(mut doc: Value) -> Value {
 }
 
 pub async fn document(State(s): State<AppState>) -> Json<Value> {
-    Json(with_health_schema(build(s.cfg().max_bytes, s.cfg().max_count)))
+    let mut doc = with_health_schema(build(s.cfg().max_bytes, s.cfg().max_count));
+    for (path, item) in super::pollen::openapi_paths() {
+        doc["paths"][path] = item;
+    }
+    Json(doc)
 }

@@ -1281,3 +1281,5 @@ mod lending {
         server.await.expect("join").expect("serve");
     }
 }
+
+mod pollen;
