@@ -186,6 +186,18 @@ pub struct Config {
     #[arg(long, value_enum, default_value = "auto", env = "QRNG_HTTP_CPU_AFFINITY")]
     pub http_cpu_affinity: CpuAffinity,
 
+    /// Host names (or host:port) whose `Host` header /mcp accepts, repeatable (protection of a
+    /// local MCP endpoint against DNS rebinding); `*` accepts any. Default: localhost, 127.0.0.1
+    /// and ::1 (name the bridge's public host names when agents reach it over the network).
+    #[arg(
+        long = "mcp-allowed-host",
+        value_name = "HOST",
+        default_value = "localhost,127.0.0.1,::1",
+        env = "QRNG_MCP_ALLOWED_HOSTS",
+        value_delimiter = ','
+    )]
+    pub mcp_allowed_hosts: Vec<String>,
+
     /// Log format.
     #[arg(long, value_enum, default_value = "text", env = "QRNG_LOG_FORMAT")]
     pub log_format: LogFormat,
@@ -264,6 +276,11 @@ impl Config {
             threads: self.http_threads,
             pin: self.http_cpu_affinity == CpuAffinity::Auto,
             drain: crate::http::server::DRAIN_LIMIT,
+            mcp_allowed_hosts: if self.mcp_allowed_hosts.iter().any(|h| h == "*") {
+                Vec::new()
+            } else {
+                self.mcp_allowed_hosts.clone()
+            },
         })
     }
 }
@@ -388,6 +405,25 @@ mod tests {
             Config::try_parse_from(["qrng-bridge", "--http-cpu-affinity", "auto"]).expect("parse");
         assert!(c.http().expect("http").pin);
         assert!(Config::try_parse_from(["qrng-bridge", "--http-cpu-affinity", "3"]).is_err());
+    }
+
+    #[test]
+    fn mcp_allowed_hosts() {
+        let hosts = |args: &[&str]| {
+            let mut all = vec!["qrng-bridge"];
+            all.extend_from_slice(args);
+            Config::try_parse_from(all).expect("parse").http().expect("http").mcp_allowed_hosts
+        };
+        assert_eq!(hosts(&[]), ["localhost", "127.0.0.1", "::1"]);
+        assert_eq!(
+            hosts(&["--mcp-allowed-host", "a.example", "--mcp-allowed-host", "b.example:8443"]),
+            ["a.example", "b.example:8443"]
+        );
+        assert_eq!(
+            hosts(&["--mcp-allowed-host", "a.example,b.example"]),
+            ["a.example", "b.example"]
+        );
+        assert!(hosts(&["--mcp-allowed-host", "*"]).is_empty(), "* accepts any Host");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 pub mod idq;
 pub mod packaging;
+pub mod python;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};

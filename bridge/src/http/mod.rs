@@ -11,6 +11,7 @@ mod error;
 mod fuzz;
 mod lent;
 mod limit;
+mod mcp;
 mod metrics;
 mod openapi;
 mod ops;
@@ -98,6 +99,8 @@ pub struct HttpConfig {
     pub pin: bool,
     /// How long shutdown waits for open connections before closing them.
     pub drain: Duration,
+    /// `Host` values /mcp accepts (see [`mcp::service`]); empty accepts any.
+    pub mcp_allowed_hosts: Vec<String>,
 }
 
 impl Default for HttpConfig {
@@ -114,6 +117,7 @@ impl Default for HttpConfig {
             threads: 0,
             pin: true,
             drain: server::DRAIN_LIMIT,
+            mcp_allowed_hosts: ["localhost", "127.0.0.1", "::1"].map(String::from).to_vec(),
         }
     }
 }
@@ -148,6 +152,7 @@ const ENDPOINTS: &[&str] = &[
     "/API/jsonI.php",
     "/",
     "/pollen",
+    mcp::MCP_PATH,
     "/health",
     "/metrics",
 ];
@@ -359,7 +364,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/random/uuid", get(random::uuid))
         .route("/API/jsonI.php", get(random::anu))
         .route("/", post(pollen::pollen))
-        .route("/pollen", post(pollen::pollen));
+        .route("/pollen", post(pollen::pollen))
+        .route_service(mcp::MCP_PATH, mcp::service(state.clone(), &state.0.cfg.mcp_allowed_hosts));
     if state.0.limiter.is_some() {
         random = random.layer(middleware::from_fn_with_state(state.clone(), rate_limit));
     }

@@ -168,5 +168,6 @@ pub async fn document(State(s): State<AppState>) -> Json<Value> {
     for (path, item) in super::pollen::openapi_paths() {
         doc["paths"][path] = item;
     }
+    doc["paths"][super::mcp::MCP_PATH] = super::mcp::openapi_path();
     Json(doc)
 }

@@ -61,8 +61,9 @@ fn mbps(bytes_per_second: f64) -> f64 {
     bytes_per_second * 8.0 / 1e6
 }
 
-/// `GET /health`: 200 when healthy, 503 otherwise (degraded included), always with the body.
-pub async fn health(State(s): State<AppState>) -> Response {
+/// The service state and the health report of `/health` (and of the MCP `device_health` tool),
+/// as JSON text in the field order of docs/api.md.
+pub(super) fn health_report(s: &AppState) -> (ServiceHealth, String) {
     let devices = s.dispenser().devices();
     let status = service_health(&devices);
     let (fill, cap) =
@@ -89,13 +90,25 @@ pub async fn health(State(s): State<AppState>) -> Response {
             })
             .collect(),
     };
+    let text = serde_json::to_string(&body).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "failed to encode the health report");
+        String::from("{}")
+    });
+    (status, text)
+}
+
+/// `GET /health`: 200 when healthy, 503 otherwise (degraded included), always with the body.
+pub async fn health(State(s): State<AppState>) -> Response {
+    let (status, body) = health_report(&s);
     let code = if status == ServiceHealth::Healthy {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let mut resp = (code, Json(body)).into_response();
-    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    let mut resp = (code, body).into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp
 }
 

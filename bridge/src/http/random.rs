@@ -276,12 +276,25 @@ pub async fn integers(
     if min > max {
         return Err(ApiError::BadRequest(format!("min ({min}) must not exceed max ({max})")));
     }
+    let (data, e) = draw_integers(&s, q.device.as_deref(), min, max, count).await?;
+    json_response(&e, &DataBody { data, source: &e.source }, count * 21)
+}
+
+/// `count` integers uniform in `[min, max]` (`min ≤ max`, checked by the caller) and the last
+/// take, whose labels name the source. Rejected draws are replaced by further takes.
+pub(super) async fn draw_integers(
+    s: &AppState,
+    device: Option<&str>,
+    min: i64,
+    max: i64,
+    count: usize,
+) -> Result<(Vec<i64>, Entropy), ApiError> {
     let r = IntRange::new(min, max);
     let mut data = Vec::with_capacity(count);
     let mut last = None;
     while data.len() < count {
         // Ask for exactly what the remaining values need at 100 % acceptance; rejections loop.
-        let e = s.take(q.device.as_deref(), (count - data.len()) * r.width()).await?;
+        let e = s.take(device, (count - data.len()) * r.width()).await?;
         if r.width() == 0 {
             data.resize(count, min);
         } else {
@@ -290,8 +303,41 @@ pub async fn integers(
         last = Some(e);
     }
     data.truncate(count);
-    let e = last.ok_or(ApiError::Internal)?;
-    json_response(&e, &DataBody { data, source: &e.source }, count * 21)
+    Ok((data, last.ok_or(ApiError::Internal)?))
+}
+
+/// `count` floats uniform in [0, 1) ([`unit_float`]) and the take they came from.
+pub(super) async fn draw_floats(
+    s: &AppState,
+    device: Option<&str>,
+    count: usize,
+) -> Result<(Vec<f64>, Entropy), ApiError> {
+    let e = s.take(device, count * 8).await?;
+    let data = e
+        .bytes
+        .chunks_exact(8)
+        .map(|c| unit_float([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+        .collect();
+    Ok((data, e))
+}
+
+/// `count` version-4 UUIDs ([`uuid_v4`]) and the take they came from.
+pub(super) async fn draw_uuids(
+    s: &AppState,
+    device: Option<&str>,
+    count: usize,
+) -> Result<(Vec<String>, Entropy), ApiError> {
+    let e = s.take(device, count * 16).await?;
+    let data = e
+        .bytes
+        .chunks_exact(16)
+        .map(|c| {
+            let mut b = [0u8; 16];
+            b.copy_from_slice(c);
+            uuid_v4(&b)
+        })
+        .collect();
+    Ok((data, e))
 }
 
 #[derive(Debug, Deserialize)]
@@ -306,12 +352,7 @@ pub async fn floats(
 ) -> Result<Response, ApiError> {
     let Query(q) = q?;
     let count = parse_count("count", q.count.as_deref(), Some(1), 1, s.cfg().max_count, true)?;
-    let e = s.take(q.device.as_deref(), count * 8).await?;
-    let data: Vec<f64> = e
-        .bytes
-        .chunks_exact(8)
-        .map(|c| unit_float([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
-        .collect();
+    let (data, e) = draw_floats(&s, q.device.as_deref(), count).await?;
     json_response(&e, &DataBody { data, source: &e.source }, count * 24)
 }
 
@@ -321,16 +362,7 @@ pub async fn uuid(
 ) -> Result<Response, ApiError> {
     let Query(q) = q?;
     let count = parse_count("count", q.count.as_deref(), Some(1), 1, s.cfg().max_count, true)?;
-    let e = s.take(q.device.as_deref(), count * 16).await?;
-    let data: Vec<String> = e
-        .bytes
-        .chunks_exact(16)
-        .map(|c| {
-            let mut b = [0u8; 16];
-            b.copy_from_slice(c);
-            uuid_v4(&b)
-        })
-        .collect();
+    let (data, e) = draw_uuids(&s, q.device.as_deref(), count).await?;
     json_response(&e, &DataBody { data, source: &e.source }, count * 39)
 }
 

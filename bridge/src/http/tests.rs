@@ -1282,4 +1282,5 @@ mod lending {
     }
 }
 
+mod mcp;
 mod pollen;
