@@ -198,9 +198,49 @@ pub struct Config {
     )]
     pub mcp_allowed_hosts: Vec<String>,
 
+    /// A mixed device: `[NAME=]DEV,DEV[,...]` serves the XOR of equal-length blocks taken once
+    /// from each member card (repeatable; unnamed mixes are mix0, mix1, ... in order). Servable
+    /// only while every member is (see --mix-degrade).
+    #[arg(long = "mix", value_name = "[NAME=]DEV,DEV", value_parser = parse_mix)]
+    pub mix: Vec<MixSpec>,
+
+    /// A mixed device with some members failed, stopped or missing XORs the members that can
+    /// serve (failed only when none can), instead of failing.
+    #[arg(long, env = "QRNG_MIX_DEGRADE")]
+    pub mix_degrade: bool,
+
     /// Log format.
     #[arg(long, value_enum, default_value = "text", env = "QRNG_LOG_FORMAT")]
     pub log_format: LogFormat,
+}
+
+/// One `--mix`: an optional name and the member devices.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MixSpec {
+    pub name: Option<String>,
+    pub members: Vec<String>,
+}
+
+/// Parses `[NAME=]DEV,DEV[,...]`.
+fn parse_mix(s: &str) -> Result<MixSpec, String> {
+    let (name, list) = match s.split_once('=') {
+        Some((n, l)) => (Some(n.trim().to_owned()), l),
+        None => (None, s),
+    };
+    let valid = |d: &str| {
+        !d.is_empty() && d.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    };
+    if let Some(n) = name.as_deref().filter(|n| !valid(n)) {
+        return Err(format!("{n:?}: a device name is letters, digits, '-', '_' and '.'"));
+    }
+    let members: Vec<String> = list.split(',').map(|m| m.trim().to_owned()).collect();
+    if let Some(bad) = members.iter().find(|m| !valid(m)) {
+        return Err(format!("{bad:?} in {s:?}: expected [NAME=]DEV,DEV such as qrng0,qrng1"));
+    }
+    if members.len() < 2 {
+        return Err(format!("{s:?}: a mix needs at least two devices, e.g. qrng0,qrng1"));
+    }
+    Ok(MixSpec { name, members })
 }
 
 /// Parses octal permission bits (at most 0o777).
@@ -405,6 +445,28 @@ mod tests {
             Config::try_parse_from(["qrng-bridge", "--http-cpu-affinity", "auto"]).expect("parse");
         assert!(c.http().expect("http").pin);
         assert!(Config::try_parse_from(["qrng-bridge", "--http-cpu-affinity", "3"]).is_err());
+    }
+
+    #[test]
+    fn mix_specs() {
+        let c =
+            Config::try_parse_from(["qrng-bridge", "--mix", "qrng0,qrng1", "--mix", "pair=a,b,c"])
+                .expect("parse");
+        assert_eq!(
+            c.mix,
+            [
+                MixSpec { name: None, members: vec!["qrng0".into(), "qrng1".into()] },
+                MixSpec {
+                    name: Some("pair".into()),
+                    members: vec!["a".into(), "b".into(), "c".into()]
+                },
+            ]
+        );
+        assert!(!c.mix_degrade);
+        for bad in ["qrng0", "=a,b", "x=a,", "a,b/c", "../x=a,b"] {
+            let err = Config::try_parse_from(["qrng-bridge", "--mix", bad]).expect_err(bad);
+            assert!(err.to_string().contains("--mix"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -106,6 +106,15 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         let name = attacher.attach(ring).map_err(|e| anyhow::anyhow!("{e}"))?;
         tracing::info!(device = %name, ring = %ring.display(), "ring attached");
     }
+    for (i, m) in cfg.mix.iter().enumerate() {
+        let name = m.name.clone().unwrap_or_else(|| format!("mix{i}"));
+        dispenser
+            .attach_mix(&name, &m.members, cfg.mix_degrade)
+            .map_err(|e| anyhow::anyhow!("--mix: {e}"))?;
+        if let Some(f) = &fuse {
+            f.add_device(&name).with_context(|| format!("add the FUSE file of {name}"))?;
+        }
+    }
     if cfg.rings.is_empty() && cfg.no_watch {
         tracing::warn!("no --ring and --no-watch: every random request will get 503");
     }

@@ -60,6 +60,7 @@ mod consumer;
 mod device;
 #[cfg(any(test, feature = "test-util"))]
 pub mod memory;
+mod mix;
 mod source;
 mod types;
 
@@ -94,6 +95,8 @@ struct Inner {
     next_ticket: AtomicU64,
     /// Bytes served by devices that have since been detached (keeps totals monotonic).
     detached_served: AtomicU64,
+    /// Names of the mixed devices (never members of another mix: see [`mix`]).
+    mixes: Mutex<Vec<String>>,
 }
 
 impl Inner {
@@ -144,6 +147,7 @@ impl Dispenser {
             devices: RwLock::new(BTreeMap::new()),
             next_ticket: AtomicU64::new(1),
             detached_served: AtomicU64::new(0),
+            mixes: Mutex::new(Vec::new()),
         }))
     }
 
@@ -188,6 +192,41 @@ impl Dispenser {
         Ok(())
     }
 
+    /// Attaches the mixed device `name`: the XOR of equal-length blocks taken once from each of
+    /// `members` (at least two distinct attached-or-later devices, none of them mixed; see
+    /// [`mix`]). With `degrade` it XORs the members that can serve when some cannot.
+    pub fn attach_mix(
+        &self,
+        name: &str,
+        members: &[String],
+        degrade: bool,
+    ) -> Result<(), DispenseError> {
+        let bad = |why: String| Err(DispenseError::BadMix { name: name.to_owned(), why });
+        if members.len() < 2 {
+            return bad("a mix needs at least two members".into());
+        }
+        let mut mixes = lock(&self.0.mixes);
+        for (i, m) in members.iter().enumerate() {
+            if m == name {
+                return bad(format!("{m} cannot be a member of itself"));
+            }
+            if members[..i].contains(m) {
+                return bad(format!("{m} is named twice"));
+            }
+            if mixes.contains(m) {
+                return bad(format!("{m} is a mixed device; members must be cards"));
+            }
+        }
+        if members.iter().any(|m| mixes.contains(m)) || mixes.iter().any(|x| x == name) {
+            return Err(DispenseError::AlreadyAttached(name.to_owned()));
+        }
+        let source = mix::MixSource::new(Arc::downgrade(&self.0), members, degrade);
+        self.attach_source(name, None, Box::new(source))?;
+        mixes.push(name.to_owned());
+        tracing::info!(device = name, members = %members.join(","), degrade, "mixed device attached");
+        Ok(())
+    }
+
     /// Opens the ring at `ring_path` (validating its owner and mode against
     /// the dispenser's [`ring::Trust`], and its header; a second consumer is refused) and starts
     /// its consumer thread. The device is named after the file stem; returns that name.
@@ -219,6 +258,7 @@ impl Dispenser {
             devices.remove(name)
         };
         let Some(dev) = dev else { return };
+        lock(&self.0.mixes).retain(|m| m != name);
         dev.stop.store(true, Ordering::Release);
         let handle = lock(&dev.thread).take();
         if let Some(h) = handle {
@@ -698,5 +738,7 @@ impl Dispenser {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_mix;
 #[cfg(test)]
 mod tests_trust;

@@ -101,6 +101,9 @@ pub enum DispenseError {
     /// error names the path).
     #[error(transparent)]
     Ring(ring::Error),
+    /// `--mix` names fewer than two members, a member twice, itself, or another mixed device.
+    #[error("invalid mixed device {name:?}: {why}")]
+    BadMix { name: String, why: String },
     #[error("failed to start the consumer thread for {device}")]
     Spawn {
         device: String,

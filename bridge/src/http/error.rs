@@ -106,6 +106,7 @@ impl ApiError {
             DispenseError::AlreadyAttached(_)
             | DispenseError::BadPath { .. }
             | DispenseError::Ring(_)
+            | DispenseError::BadMix { .. }
             | DispenseError::Spawn { .. } => {
                 tracing::error!(error = %e, "unexpected dispenser error in a request");
                 Self::Internal
