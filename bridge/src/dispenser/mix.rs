@@ -70,8 +70,6 @@ pub(super) struct MixSource {
     dispenser: Weak<Inner>,
     /// Bytes dropped: pending bytes of members left out under `degrade`.
     dropped: u64,
-    /// Mixed bytes handed to the mix device.
-    mixed: u64,
     last_state: Option<DeviceState>,
 }
 
@@ -81,8 +79,7 @@ impl MixSource {
             .iter()
             .map(|n| Member { name: n.clone(), dev: None, pending: VecDeque::new() })
             .collect();
-        let mut s =
-            MixSource { members, degrade, dispenser, dropped: 0, mixed: 0, last_state: None };
+        let mut s = MixSource { members, degrade, dispenser, dropped: 0, last_state: None };
         s.resolve();
         s
     }
@@ -167,12 +164,6 @@ impl MixSource {
             m.pending.extend(got);
         }
     }
-
-    /// Mixed bytes handed out, and member bytes dropped (see [`MixSource`]).
-    #[cfg(test)]
-    pub(super) fn counters(&self) -> (u64, u64) {
-        (self.mixed, self.dropped)
-    }
 }
 
 impl RingSource for MixSource {
@@ -201,7 +192,6 @@ impl RingSource for MixSource {
                 *d ^= s;
             }
         }
-        self.mixed += n as u64;
         Ok(n)
     }
 
