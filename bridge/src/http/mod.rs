@@ -5,7 +5,10 @@
 //! Endpoints, parameters, limits and error codes: docs/api.md (and `/api/v1/openapi.json`).
 //! Random bytes never reach a log: request logs carry the method, path, query and status only.
 
+mod accept;
 mod auth;
+mod compress;
+mod cors;
 mod error;
 #[cfg(feature = "fuzzing")]
 mod fuzz;
@@ -32,6 +35,7 @@ use axum::routing::get;
 use axum::Router;
 
 pub use auth::FailureLimit;
+pub use cors::CorsOrigins;
 pub use error::ApiError;
 #[cfg(feature = "fuzzing")]
 pub use fuzz::fuzz_query;
@@ -51,6 +55,8 @@ pub enum HttpError {
     },
     #[error("bearer token file {path} holds no token")]
     NoTokens { path: std::path::PathBuf },
+    #[error("{0}")]
+    Config(String),
     #[error("failed to configure metrics: {0}")]
     Metrics(String),
     #[error("failed to serve HTTP")]
@@ -97,6 +103,8 @@ pub struct HttpConfig {
     pub pin: bool,
     /// How long shutdown waits for open connections before closing them.
     pub drain: Duration,
+    /// Origins allowed to call the API from a browser (`--cors-origin`); None = no CORS headers.
+    pub cors: Option<CorsOrigins>,
 }
 
 impl Default for HttpConfig {
@@ -113,6 +121,7 @@ impl Default for HttpConfig {
             threads: 0,
             pin: true,
             drain: server::DRAIN_LIMIT,
+            cors: None,
         }
     }
 }
@@ -272,16 +281,25 @@ where
 
     fn call(&mut self, req: Request) -> Self::Future {
         let label = begin_request(req.method(), req.uri());
+        let state = self.state.clone();
+        let origin = cors_origin(&state, req.headers());
+        if let Some(cors) = &state.0.cfg.cors {
+            if CorsOrigins::is_preflight(req.method(), req.headers()) {
+                let resp = cors.preflight(origin.as_ref());
+                return Box::pin(async move { Ok(track(state, label, async { resp }).await) });
+            }
+        }
         // A handler may panic before its future exists; that is caught here, one in its future
         // by `track`.
         let fut = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.inner.call(req)));
-        let state = self.state.clone();
         Box::pin(async move {
+            let finish_state = state.clone();
             let answer = async move {
-                match fut {
+                let resp = match fut {
                     Ok(fut) => fut.await.unwrap_or_else(|e| match e {}),
                     Err(_) => handler_panicked(),
-                }
+                };
+                finish(&finish_state, origin.as_ref(), resp)
             };
             Ok(track(state, label, answer).await)
         })
@@ -317,6 +335,42 @@ async fn track(
     }
     state.record(label, resp.status().as_u16(), start);
     resp
+}
+
+/// The request's `Origin`, when CORS is configured (no work otherwise).
+fn cors_origin(
+    state: &AppState,
+    headers: &axum::http::HeaderMap,
+) -> Option<axum::http::HeaderValue> {
+    state.0.cfg.cors.as_ref().and_then(|_| headers.get(axum::http::header::ORIGIN).cloned())
+}
+
+/// What every routed answer gets on its way out: a 405 (axum's, with `Allow` and no body) gets
+/// the JSON error body, and the CORS headers are added when configured.
+fn finish(state: &AppState, origin: Option<&axum::http::HeaderValue>, resp: Response) -> Response {
+    let mut resp = if resp.status() == axum::http::StatusCode::METHOD_NOT_ALLOWED {
+        let allow = resp
+            .headers()
+            .get(axum::http::header::ALLOW)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("GET,HEAD")
+            .to_owned();
+        ApiError::MethodNotAllowed { allow }.into_response()
+    } else {
+        resp
+    };
+    if let Some(cors) = &state.0.cfg.cors {
+        cors.decorate(origin, &mut resp);
+    }
+    resp
+}
+
+/// RFC 9112 §3.2: "A server MUST respond with a 400 (Bad Request) status code to any HTTP/1.1
+/// request message that lacks a Host header field". hyper does not check it. HTTP/1.0 has no
+/// such rule, and HTTP/2 carries the authority in `:authority`.
+fn lacks_host<B>(req: &axum::http::Request<B>) -> bool {
+    req.version() == axum::http::Version::HTTP_11
+        && !req.headers().contains_key(axum::http::header::HOST)
 }
 
 /// The client's address, recorded by the server when a per-client limit is configured (or by
@@ -358,15 +412,15 @@ pub fn router(state: AppState) -> Router {
     if state.0.limiter.is_some() {
         random = random.layer(middleware::from_fn_with_state(state.clone(), rate_limit));
     }
-    random = random.route("/api/v1/devices", get(ops::devices));
+    random = random.route("/api/v1/devices", get(ops::devices).layer(compress::layer()));
     if state.0.cfg.tokens.is_some() {
         random = random.layer(middleware::from_fn_with_state(state.clone(), auth::auth));
     }
     Router::new()
         .merge(random)
-        .route("/health", get(ops::health))
-        .route("/metrics", get(ops::metrics))
-        .route("/api/v1/openapi.json", get(openapi::document))
+        .route("/health", get(ops::health).layer(compress::layer()))
+        .route("/metrics", get(ops::metrics).layer(compress::layer()))
+        .route("/api/v1/openapi.json", get(openapi::document).layer(compress::layer()))
         .fallback(not_found)
         .layer(TrackLayer(state.clone()))
         .with_state(state)
@@ -404,20 +458,30 @@ impl Entry {
         B: axum::body::HttpBody<Data = axum::body::Bytes> + Send + 'static,
         B::Error: Into<axum::BoxError>,
     {
+        if lacks_host(&req) {
+            let label = begin_request(req.method(), req.uri());
+            return track(self.state, label, async { ApiError::MissingHost.into_response() }).await;
+        }
         if self.fast && req.method() == axum::http::Method::GET && req.uri().path() == BYTES_PATH {
-            return self.bytes(req.uri().clone()).await;
+            let accept = accept::Accept::from_headers(req.headers());
+            let origin = cors_origin(&self.state, req.headers());
+            return self.bytes(req.uri().clone(), accept, origin).await;
         }
         tower::ServiceExt::oneshot(self.router, req).await.unwrap_or_else(|e| match e {})
     }
 
-    async fn bytes(self, uri: axum::http::Uri) -> Response {
+    async fn bytes(
+        self,
+        uri: axum::http::Uri,
+        accept: accept::Accept,
+        origin: Option<axum::http::HeaderValue>,
+    ) -> Response {
         let label = begin_request(&axum::http::Method::GET, &uri);
         let state = self.state.clone();
-        track(
-            self.state,
-            label,
-            async move { random::bytes(State(state), uri).await.into_response() },
-        )
+        track(self.state, label, async move {
+            let resp = random::bytes(State(state.clone()), uri, accept).await.into_response();
+            finish(&state, origin.as_ref(), resp)
+        })
         .await
     }
 }
@@ -451,3 +515,6 @@ pub async fn serve(
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod conform_tests;

@@ -5,6 +5,7 @@ use axum::extract::State;
 use axum::Json;
 use serde_json::{json, Value};
 
+use super::accept::Accept;
 use super::random::ANU_MAX;
 use super::AppState;
 
@@ -163,6 +164,10 @@ fn with_health_schema(mut doc: Value) -> Value {
     doc
 }
 
-pub async fn document(State(s): State<AppState>) -> Json<Value> {
-    Json(with_health_schema(build(s.cfg().max_bytes, s.cfg().max_count)))
+pub async fn document(
+    State(s): State<AppState>,
+    accept: Accept,
+) -> Result<Json<Value>, super::ApiError> {
+    accept.require(super::random::JSON)?;
+    Ok(Json(with_health_schema(build(s.cfg().max_bytes, s.cfg().max_count))))
 }
