@@ -349,3 +349,41 @@ async fn anu_size_is_validated_whenever_given() {
     assert_eq!(v["data"].as_array().expect("data").len(), 2);
     assert_eq!(f.ring.len(), 4094);
 }
+
+#[tokio::test]
+async fn openapi_names_every_operation_and_documents_refusals_with_their_headers() {
+    let f = fixture();
+    let (s, _, b) = request(&f, Method::GET, "/api/v1/openapi.json", &[]).await;
+    assert_eq!(s, StatusCode::OK);
+    let v = json(&b);
+    let mut ids = std::collections::HashSet::new();
+    for (path, item) in v["paths"].as_object().expect("paths") {
+        let op = &item["get"];
+        let id = op["operationId"].as_str().unwrap_or_else(|| panic!("{path}: operationId"));
+        assert!(ids.insert(id.to_owned()), "{path}: operationId {id} used twice");
+        let r = &op["responses"];
+        for code in ["400", "405", "406", "429"] {
+            assert!(r[code].is_object(), "{path}: {code} undocumented");
+        }
+        assert!(r["405"]["headers"]["Allow"]["required"] == true, "{path}: 405 without Allow");
+        assert!(r["429"]["headers"]["Retry-After"].is_object(), "{path}: 429 without Retry-After");
+        if path.starts_with("/api/v1/random") || path == "/API/jsonI.php" {
+            for code in ["401", "404", "413", "503"] {
+                assert!(r[code].is_object(), "{path}: {code} undocumented");
+            }
+            assert!(r["503"]["headers"]["Retry-After"]["required"] == true, "{path}");
+            assert!(r["401"]["headers"]["WWW-Authenticate"].is_object(), "{path}");
+        }
+    }
+    // Rules the parameter schemas cannot carry are stated.
+    let ints = &v["paths"]["/api/v1/random/integers"]["get"]["parameters"];
+    assert!(ints[0]["description"].as_str().expect("min").contains("≤ max"));
+    let anu = &v["paths"]["/API/jsonI.php"]["get"]["parameters"][2];
+    assert_eq!(anu["name"], "size");
+    let d = anu["description"].as_str().expect("size");
+    assert!(d.contains("Required for hex16") && d.contains("uint8"), "{d}");
+    let codes = &v["components"]["schemas"]["Error"]["properties"]["error"]["properties"]["code"];
+    for c in ["method_not_allowed", "not_acceptable", "missing_host"] {
+        assert!(codes["enum"].as_array().expect("enum").iter().any(|x| x == c), "{c}");
+    }
+}
