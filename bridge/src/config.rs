@@ -188,8 +188,12 @@ pub struct Config {
 
     /// An origin (scheme://host[:port]) whose web pages may call the API from a browser (CORS);
     /// repeatable; `*` allows any origin. Without it no CORS header is sent.
-    #[arg(long = "cors-origin", value_name = "ORIGIN", env = "QRNG_CORS_ORIGINS",
-          value_delimiter = ',')]
+    #[arg(
+        long = "cors-origin",
+        value_name = "ORIGIN",
+        env = "QRNG_CORS_ORIGINS",
+        value_delimiter = ','
+    )]
     pub cors_origins: Vec<String>,
 
     /// Log format.
@@ -404,8 +408,8 @@ mod tests {
         assert_eq!(c.http().expect("http").cors, Some(CorsOrigins::List(want)));
         let c = Config::try_parse_from(["qrng-bridge", "--cors-origin", "*"]).expect("parse");
         assert_eq!(c.http().expect("http").cors, Some(CorsOrigins::Any));
-        let c = Config::try_parse_from(["qrng-bridge", "--cors-origin", "example.org"])
-            .expect("parse");
+        let c =
+            Config::try_parse_from(["qrng-bridge", "--cors-origin", "example.org"]).expect("parse");
         assert!(c.http().expect_err("no scheme").to_string().contains("--cors-origin"));
     }
 

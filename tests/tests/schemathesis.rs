@@ -45,10 +45,9 @@ fn schemathesis() -> Result<PathBuf, String> {
     let venv = target_dir().join(format!("schemathesis-{VERSION}"));
     let bin = venv.join("bin/schemathesis");
     let installed = |bin: &Path| {
-        Command::new(bin)
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains(VERSION))
+        Command::new(bin).arg("--version").output().is_ok_and(|o| {
+            o.status.success() && String::from_utf8_lossy(&o.stdout).contains(VERSION)
+        })
     };
     if installed(&bin) {
         return Ok(bin);
@@ -87,7 +86,9 @@ fn schemathesis() -> Result<PathBuf, String> {
 fn schemathesis_finds_nothing_the_spec_can_express() {
     let st = match schemathesis() {
         Ok(st) => st,
-        Err(why) if required() => panic!("schemathesis cannot be installed (required in CI): {why}"),
+        Err(why) if required() => {
+            panic!("schemathesis cannot be installed (required in CI): {why}")
+        }
         Err(why) => {
             eprintln!("SKIPPED schemathesis_finds_nothing_the_spec_can_express: {why}");
             return;
@@ -125,11 +126,8 @@ fn schemathesis_finds_nothing_the_spec_can_express() {
         .args(["--request-timeout", "10"])
         .output()
         .expect("run schemathesis");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text =
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "schemathesis found problems:\n{text}");
     // It did test every operation of the document.
     let ops = doc["paths"].as_object().expect("paths").len();

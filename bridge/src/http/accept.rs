@@ -35,7 +35,11 @@ impl Accept {
 
     /// The quality (0 to 1000, thousandths) the client gives `offer` (`type/subtype`).
     pub fn quality(&self, offer: &str) -> u16 {
-        self.0.as_ref().and_then(|v| v.to_str().ok()).and_then(|v| quality(v, offer)).unwrap_or(1000)
+        self.0
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| quality(v, offer))
+            .unwrap_or(1000)
     }
 
     /// The first of `offers` with the highest non-zero quality; 406 if none is acceptable.

@@ -99,21 +99,25 @@ async fn cors_preflight_and_answers_for_allowed_origins_only() {
     assert_eq!(h["access-control-allow-origin"], "https://app.example");
     assert!(h["access-control-expose-headers"].to_str().expect("ascii").contains("x-qrng-source"));
     assert!(vary(&h).contains("origin"));
-    let (s, h, _) =
-        entry(&f, Method::GET, Version::HTTP_11, "/api/v1/random/bytes?length=4", &[
-            ("host", "x"),
-            ("origin", "https://app.example"),
-        ])
-        .await;
+    let (s, h, _) = entry(
+        &f,
+        Method::GET,
+        Version::HTTP_11,
+        "/api/v1/random/bytes?length=4",
+        &[("host", "x"), ("origin", "https://app.example")],
+    )
+    .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(h["access-control-allow-origin"], "https://app.example");
     assert!(vary(&h).contains("origin"));
-    let (s, h, _) =
-        entry(&f, Method::GET, Version::HTTP_11, "/api/v1/random/bytes?length=4", &[
-            ("host", "x"),
-            ("origin", "https://evil.example"),
-        ])
-        .await;
+    let (s, h, _) = entry(
+        &f,
+        Method::GET,
+        Version::HTTP_11,
+        "/api/v1/random/bytes?length=4",
+        &[("host", "x"), ("origin", "https://evil.example")],
+    )
+    .await;
     assert_eq!(s, StatusCode::OK);
     assert!(!h.contains_key("access-control-allow-origin"), "{h:?}");
     assert!(vary(&h).contains("origin"), "the answer depends on Origin: {h:?}");
@@ -232,13 +236,8 @@ async fn accept_octet_stream_means_binary_and_unsatisfiable_accept_is_406() {
     assert_eq!(b, pattern(8)[5..]);
     // JSON preferred, or */*, or no Accept: hex as before.
     for accept in ["application/json, application/octet-stream;q=0.9", "*/*"] {
-        let (s, h, _) = request(
-            &f,
-            Method::GET,
-            "/api/v1/random/bytes?length=1",
-            &[("accept", accept)],
-        )
-        .await;
+        let (s, h, _) =
+            request(&f, Method::GET, "/api/v1/random/bytes?length=1", &[("accept", accept)]).await;
         assert_eq!(s, StatusCode::OK);
         assert_eq!(h["content-type"], "application/json", "{accept}");
     }
@@ -262,12 +261,14 @@ async fn accept_octet_stream_means_binary_and_unsatisfiable_accept_is_406() {
         assert_eq!(h["content-type"], "application/json");
         assert_eq!(json(&b)["error"]["code"], "not_acceptable");
     }
-    let (s, _, _) =
-        entry(&f, Method::GET, Version::HTTP_11, "/api/v1/random/bytes?length=4", &[
-            ("host", "x"),
-            ("accept", "text/html"),
-        ])
-        .await;
+    let (s, _, _) = entry(
+        &f,
+        Method::GET,
+        Version::HTTP_11,
+        "/api/v1/random/bytes?length=4",
+        &[("host", "x"), ("accept", "text/html")],
+    )
+    .await;
     assert_eq!(s, StatusCode::NOT_ACCEPTABLE);
     assert_eq!(f.ring.len(), before, "a 406 consumes nothing");
     // Prometheus' scrape Accept header.
@@ -337,12 +338,8 @@ async fn anu_size_is_validated_whenever_given() {
         assert_error(&f, uri, StatusCode::BAD_REQUEST, "invalid_parameter").await;
     }
     // A valid size has no effect on uint8 and uint16 (and is not echoed).
-    let (s, _, b) = get_with(
-        router(f.state.clone()),
-        "/API/jsonI.php?length=2&type=uint8&size=7",
-        &[],
-    )
-    .await;
+    let (s, _, b) =
+        get_with(router(f.state.clone()), "/API/jsonI.php?length=2&type=uint8&size=7", &[]).await;
     assert_eq!(s, StatusCode::OK);
     let v = json(&b);
     assert!(v.get("size").is_none(), "{v}");

@@ -56,7 +56,8 @@ impl CorsOrigins {
                         "--cors-origin {o}: expected * or an origin such as https://example.org"
                     ));
                 }
-                HeaderValue::from_str(o).map_err(|_| format!("--cors-origin {o}: not a valid origin"))
+                HeaderValue::from_str(o)
+                    .map_err(|_| format!("--cors-origin {o}: not a valid origin"))
             })
             .collect::<Result<Vec<_>, _>>()
             .map(|l| Some(Self::List(l)))

@@ -82,29 +82,35 @@ fn op(id: &str, summary: &str, params: Vec<Value>, secured: bool, mut responses:
     if secured {
         o["security"] = json!([{}, {"bearer": []}]);
         let mut unauthorized = err("Bearer token required (only when tokens are configured).");
-        unauthorized["headers"] =
-            json!({"WWW-Authenticate": {"required": true, "schema": {"type": "string", "const": "Bearer"}}});
+        unauthorized["headers"] = json!({"WWW-Authenticate": {"required": true, "schema": {"type": "string", "const": "Bearer"}}});
         o["responses"]["401"] = unauthorized;
         o["responses"]["429"] = err_retry(
             "Too many failed token checks from this client (`too_many_auth_failures`; only with \
              tokens), or too many open connections from its address (`too_many_connections`).",
         );
     } else {
-        o["responses"]["429"] =
-            err_retry("Too many open connections from this client's address (`too_many_connections`).");
+        o["responses"]["429"] = err_retry(
+            "Too many open connections from this client's address (`too_many_connections`).",
+        );
     }
     json!({"get": o})
 }
 
 fn random_op(id: &str, summary: &str, params: Vec<Value>, ok: Value) -> Value {
-    let mut o = op(id, summary, params, true, json!({
-        "200": ok,
-        "404": err("Unknown device (`unknown_device`)."),
-        "413": err("`length` or `count` above the configured limit (`too_large`)."),
-        "503": err_retry("No entropy within the wait limit, or the device failed or stopped \
-                          (`entropy_unavailable`, `device_failed`, `device_stopped`, \
-                          `no_healthy_device`).")
-    }));
+    let mut o = op(
+        id,
+        summary,
+        params,
+        true,
+        json!({
+            "200": ok,
+            "404": err("Unknown device (`unknown_device`)."),
+            "413": err("`length` or `count` above the configured limit (`too_large`)."),
+            "503": err_retry("No entropy within the wait limit, or the device failed or stopped \
+                              (`entropy_unavailable`, `device_failed`, `device_stopped`, \
+                              `no_healthy_device`).")
+        }),
+    );
     o["get"]["responses"]["429"] = err_retry(
         "Per-client rate limit (`rate_limited`; only when configured), too many failed token \
          checks from this client (`too_many_auth_failures`), or too many open connections from \

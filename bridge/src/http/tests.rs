@@ -89,7 +89,12 @@ fn assert_random_headers(h: &HeaderMap) {
 }
 
 /// Asserts a JSON error with `status` and `code`, and that the ring was not touched.
-pub(super) async fn assert_error(f: &Fixture, uri: &str, status: StatusCode, code: &str) -> HeaderMap {
+pub(super) async fn assert_error(
+    f: &Fixture,
+    uri: &str,
+    status: StatusCode,
+    code: &str,
+) -> HeaderMap {
     let before = f.ring.len();
     let (s, h, v) = get_json(f, uri).await;
     assert_eq!(s, status, "{uri}: {v}");
@@ -1135,7 +1140,10 @@ mod lending {
         let free0 = r.producer.free().expect("free");
         let get_resp = |uri: &'static str| {
             let e = entry.clone();
-            async move { e.handle(Request::get(uri).header("host", "x").body(Body::empty()).expect("req")).await }
+            async move {
+                e.handle(Request::get(uri).header("host", "x").body(Body::empty()).expect("req"))
+                    .await
+            }
         };
         let lent = get_resp("/api/v1/random/bytes?length=65536&format=binary").await;
         assert_eq!(lent.status(), StatusCode::OK);
