@@ -13,8 +13,9 @@ use tower_http::compression::{CompressionLayer, CompressionLevel};
 /// extra work outweigh what is saved.
 pub const MIN_COMPRESS_BYTES: u64 = 256;
 
-/// Quality for both encodings: brotli's default (11) costs ~100× gzip's time for a few percent;
-/// 4 is fast for both and still shrinks the metrics page and the OpenAPI document about 5×.
+/// Quality for both encodings. Brotli's default (11) is far slower than gzip's for a few percent
+/// less; at 4 both are fast and still shrink the OpenAPI document (23.4 kB) and a one-card
+/// metrics page (22.0 kB) about 9× (gzip 2.6 and 2.3 kB, br 2.5 and 2.3 kB).
 const LEVEL: i32 = 4;
 
 /// The layer for one operator route.
