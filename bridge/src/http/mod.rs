@@ -439,6 +439,10 @@ fn handler_panicked() -> Response {
 /// of metrics for both. The direct call saves the per-request cost of routing (the route lookup,
 /// a boxed clone of the route's service, the boxed futures of the layers); figures in
 /// bridge/bench/README.md.
+///
+/// Before either, an HTTP/1.1 request without `Host` is refused with 400 (RFC 9112 §3.2): every
+/// server front end (HTTP/1.1, HTTP/2, any listener) calls this, so the check is made once
+/// here, for every version, and HTTP/2 requests (`:authority`) pass.
 #[derive(Clone, Debug)]
 pub struct Entry {
     state: AppState,
