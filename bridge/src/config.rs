@@ -19,7 +19,7 @@ lib_only! {
 use std::time::Duration;
 use crate::dispenser::DispenserConfig;
 use crate::http::server::limits::ConnLimits;
-use crate::http::{FailureLimit, HttpConfig, HttpError, RateLimit};
+use crate::http::{CorsOrigins, FailureLimit, HttpConfig, HttpError, RateLimit};
 }
 
 /// Log line format.
@@ -208,6 +208,15 @@ pub struct Config {
     /// serve (failed only when none can), instead of failing.
     #[arg(long, env = "QRNG_MIX_DEGRADE")]
     pub mix_degrade: bool,
+    /// An origin (scheme://host[:port]) whose web pages may call the API from a browser (CORS);
+    /// repeatable; `*` allows any origin. Without it no CORS header is sent.
+    #[arg(
+        long = "cors-origin",
+        value_name = "ORIGIN",
+        env = "QRNG_CORS_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub cors_origins: Vec<String>,
 
     /// Log format.
     #[arg(long, value_enum, default_value = "text", env = "QRNG_LOG_FORMAT")]
@@ -321,6 +330,7 @@ impl Config {
             } else {
                 self.mcp_allowed_hosts.clone()
             },
+            cors: CorsOrigins::from_args(&self.cors_origins).map_err(HttpError::Config)?,
         })
     }
 }
@@ -434,6 +444,29 @@ mod tests {
             Ok(Some(u)) => assert!(t.trusts(u.uid.as_raw())),
             _ => assert_eq!(t, qrng_ring::Trust::root_only()),
         }
+    }
+
+    #[test]
+    fn cors_origins_are_repeatable() {
+        let c = Config::try_parse_from(["qrng-bridge"]).expect("parse");
+        assert_eq!(c.http().expect("http").cors, None);
+        let c = Config::try_parse_from([
+            "qrng-bridge",
+            "--cors-origin",
+            "https://a.example",
+            "--cors-origin",
+            "http://b.example:8080",
+        ])
+        .expect("parse");
+        let want = ["https://a.example", "http://b.example:8080"]
+            .map(axum::http::HeaderValue::from_static)
+            .to_vec();
+        assert_eq!(c.http().expect("http").cors, Some(CorsOrigins::List(want)));
+        let c = Config::try_parse_from(["qrng-bridge", "--cors-origin", "*"]).expect("parse");
+        assert_eq!(c.http().expect("http").cors, Some(CorsOrigins::Any));
+        let c =
+            Config::try_parse_from(["qrng-bridge", "--cors-origin", "example.org"]).expect("parse");
+        assert!(c.http().expect_err("no scheme").to_string().contains("--cors-origin"));
     }
 
     #[test]

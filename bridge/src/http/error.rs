@@ -33,6 +33,15 @@ pub enum ApiError {
     /// 503: no entropy could be served (source failed, stopped, stale or too slow).
     #[error("{message}")]
     Unavailable { code: &'static str, message: String, retry_after: u64 },
+    /// 405: the path exists but not for this method (`Allow` lists the methods it has).
+    #[error("method not allowed; allowed: {allow}")]
+    MethodNotAllowed { allow: String },
+    /// 406: no media type this endpoint answers with is acceptable to the client (`Accept`).
+    #[error("{0}")]
+    NotAcceptable(String),
+    /// 400: an HTTP/1.1 request without a `Host` header (RFC 9112 §3.2).
+    #[error("an HTTP/1.1 request must carry a Host header (RFC 9112 section 3.2)")]
+    MissingHost,
     /// 500: a bug; the details are logged, not returned.
     #[error("internal error")]
     Internal,
@@ -52,7 +61,9 @@ struct Inner<'a> {
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::BadRequest(_) | Self::MissingHost => StatusCode::BAD_REQUEST,
+            Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Self::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::NotFound { .. } => StatusCode::NOT_FOUND,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
@@ -66,6 +77,9 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::BadRequest(_) => "invalid_parameter",
+            Self::MissingHost => "missing_host",
+            Self::MethodNotAllowed { .. } => "method_not_allowed",
+            Self::NotAcceptable(_) => "not_acceptable",
             Self::TooLarge(_) => "too_large",
             Self::NotFound { code, .. } | Self::Unavailable { code, .. } => code,
             Self::Unauthorized => "unauthorized",
@@ -126,6 +140,10 @@ impl IntoResponse for ApiError {
         let status = self.status();
         let retry = self.retry_after();
         let unauthorized = matches!(self, Self::Unauthorized);
+        let allow = match &self {
+            Self::MethodNotAllowed { allow } => HeaderValue::from_str(allow).ok(),
+            _ => None,
+        };
         let body = Body { error: Inner { code: self.code(), message: self.to_string() } };
         let mut resp = (status, Json(body)).into_response();
         let h = resp.headers_mut();
@@ -135,6 +153,9 @@ impl IntoResponse for ApiError {
         }
         if unauthorized {
             h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Some(allow) = allow {
+            h.insert(header::ALLOW, allow);
         }
         resp
     }

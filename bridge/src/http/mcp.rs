@@ -242,24 +242,78 @@ impl rmcp::ServerHandler for Tools {
 }
 
 /// The OpenAPI path item of `/mcp` (merged into the document by `openapi`): the transport's
-/// JSON-RPC messages are described by the MCP specification, not here.
+/// JSON-RPC messages are described by the MCP specification, not here. A refused tool call is a
+/// 200 JSON-RPC answer with `isError`; 404, 413 and 503 are not answered at this level.
 pub fn openapi_path() -> serde_json::Value {
-    serde_json::json!({"post": {
-        "operationId": "mcp",
-        "summary": "Model Context Protocol, streamable HTTP transport (stateless, JSON answers). \
-                    Tools: random_bytes, random_integers, random_floats, random_uuids, device_health.",
-        "externalDocs": {"url": "https://modelcontextprotocol.io/specification"},
-        "security": [{}, {"bearer": []}],
-        "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object"}}}},
-        "responses": {
-            "200": {"description": "A JSON-RPC answer.", "content": {"application/json": {"schema": {"type": "object"}}}},
-            "202": {"description": "A notification was accepted."},
-            "401": {"description": "Bearer token required (only when tokens are configured)."},
-            "403": {"description": "The Host header is not in --mcp-allowed-host."},
-            "429": {"description": "Per-client rate limit (only when configured)."}
-        }
-    }})
+    let mut item = super::openapi::post_random_op(
+        "postMcp",
+        "Model Context Protocol, streamable HTTP transport (stateless, JSON answers). Tools: \
+         random_bytes, random_integers, random_floats, random_uuids, device_health.",
+        Vec::new(),
+        serde_json::json!({"required": true, "content": {"application/json": {"schema": {"type": "object"}}}}),
+        serde_json::json!({"description": "A JSON-RPC answer.",
+                           "content": {"application/json": {"schema": {"type": "object"}}}}),
+    );
+    let op = &mut item["post"];
+    op["externalDocs"] =
+        serde_json::json!({"url": "https://modelcontextprotocol.io/specification"});
+    op["responses"]["202"] = serde_json::json!({"description": "A notification was accepted."});
+    op["responses"]["403"] =
+        serde_json::json!({"description": "The Host header is not in --mcp-allowed-host."});
+    item
 }
+
+/// The transport's own refusals (406 for an `Accept` without both JSON and event streams, 415,
+/// 403 for a `Host` not allowed, 400 for a body that is not JSON-RPC) come as plain text from the
+/// SDK; they get the API's JSON error shape here, code `mcp_transport` and the SDK's text as the
+/// message (405 is shaped, with `Allow`, by the router's layer).
+fn json_errors(resp: SdkResponse) -> axum::response::Response {
+    use axum::http::header::CONTENT_TYPE;
+    let resp = resp.map(axum::body::Body::new);
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !status.is_client_error() || status == axum::http::StatusCode::METHOD_NOT_ALLOWED || is_json
+    {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let bytes = futures_util::FutureExt::now_or_never(axum::body::to_bytes(body, 4096));
+    let text = match bytes {
+        Some(Ok(b)) => String::from_utf8_lossy(&b).trim().to_owned(),
+        _ => status.canonical_reason().unwrap_or("refused").to_owned(),
+    };
+    let body = serde_json::json!({"error": {"code": "mcp_transport", "message": text}});
+    let mut out = axum::response::IntoResponse::into_response((status, axum::Json(body)));
+    for name in [axum::http::header::ALLOW, axum::http::header::WWW_AUTHENTICATE] {
+        if let Some(v) = parts.headers.get(&name) {
+            out.headers_mut().insert(name, v.clone());
+        }
+    }
+    out
+}
+
+/// The `/mcp` service, its transport refusals in the API's JSON error shape.
+pub fn router_service(
+    state: AppState,
+    allowed_hosts: &[String],
+) -> tower::util::MapResponse<
+    StreamableHttpService<Tools, LocalSessionManager>,
+    fn(SdkResponse) -> axum::response::Response,
+> {
+    <_ as tower::ServiceExt<axum::extract::Request>>::map_response(
+        service(state, allowed_hosts),
+        json_errors as fn(SdkResponse) -> axum::response::Response,
+    )
+}
+
+/// What the SDK's service answers with.
+type SdkResponse = axum::http::Response<
+    http_body_util::combinators::BoxBody<axum::body::Bytes, std::convert::Infallible>,
+>;
 
 /// The `/mcp` service. `allowed_hosts`: the `Host` values accepted (DNS-rebinding protection of
 /// the transport); empty accepts any.

@@ -5,7 +5,10 @@
 //! Endpoints, parameters, limits and error codes: docs/api.md (and `/api/v1/openapi.json`).
 //! Random bytes never reach a log: request logs carry the method, path, query and status only.
 
+mod accept;
 mod auth;
+mod compress;
+mod cors;
 mod error;
 #[cfg(feature = "fuzzing")]
 mod fuzz;
@@ -34,6 +37,7 @@ use axum::routing::{get, post};
 use axum::Router;
 
 pub use auth::FailureLimit;
+pub use cors::CorsOrigins;
 pub use error::ApiError;
 #[cfg(feature = "fuzzing")]
 pub use fuzz::fuzz_query;
@@ -53,6 +57,8 @@ pub enum HttpError {
     },
     #[error("bearer token file {path} holds no token")]
     NoTokens { path: std::path::PathBuf },
+    #[error("{0}")]
+    Config(String),
     #[error("failed to configure metrics: {0}")]
     Metrics(String),
     #[error("failed to serve HTTP")]
@@ -101,6 +107,8 @@ pub struct HttpConfig {
     pub drain: Duration,
     /// `Host` values /mcp accepts (see [`mcp::service`]); empty accepts any.
     pub mcp_allowed_hosts: Vec<String>,
+    /// Origins allowed to call the API from a browser (`--cors-origin`); None = no CORS headers.
+    pub cors: Option<CorsOrigins>,
 }
 
 impl Default for HttpConfig {
@@ -118,6 +126,7 @@ impl Default for HttpConfig {
             pin: true,
             drain: server::DRAIN_LIMIT,
             mcp_allowed_hosts: ["localhost", "127.0.0.1", "::1"].map(String::from).to_vec(),
+            cors: None,
         }
     }
 }
@@ -280,16 +289,26 @@ where
 
     fn call(&mut self, req: Request) -> Self::Future {
         let label = begin_request(req.method(), req.uri());
+        let allow = allowed_methods(req.uri().path());
+        let state = self.state.clone();
+        let origin = cors_origin(&state, req.headers());
+        if let Some(cors) = &state.0.cfg.cors {
+            if CorsOrigins::is_preflight(req.method(), req.headers()) {
+                let resp = cors.preflight(origin.as_ref());
+                return Box::pin(async move { Ok(track(state, label, async { resp }).await) });
+            }
+        }
         // A handler may panic before its future exists; that is caught here, one in its future
         // by `track`.
         let fut = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.inner.call(req)));
-        let state = self.state.clone();
         Box::pin(async move {
+            let finish_state = state.clone();
             let answer = async move {
-                match fut {
+                let resp = match fut {
                     Ok(fut) => fut.await.unwrap_or_else(|e| match e {}),
                     Err(_) => handler_panicked(),
-                }
+                };
+                finish(&finish_state, origin.as_ref(), allow, resp)
             };
             Ok(track(state, label, answer).await)
         })
@@ -325,6 +344,61 @@ async fn track(
     }
     state.record(label, resp.status().as_u16(), start);
     resp
+}
+
+/// The request's `Origin`, when CORS is configured (no work otherwise).
+fn cors_origin(
+    state: &AppState,
+    headers: &axum::http::HeaderMap,
+) -> Option<axum::http::HeaderValue> {
+    state.0.cfg.cors.as_ref().and_then(|_| headers.get(axum::http::header::ORIGIN).cloned())
+}
+
+/// The paths answered to POST only (every other route is GET and HEAD).
+const POST_PATHS: &[&str] = &["/", "/pollen", mcp::MCP_PATH];
+
+/// The `Allow` value of a 405 on `path`. axum adds its own `Allow` only on its way out, after
+/// this layer, so the layer names the methods itself.
+fn allowed_methods(path: &str) -> &'static str {
+    if POST_PATHS.contains(&path) {
+        "POST"
+    } else {
+        "GET,HEAD"
+    }
+}
+
+/// What every routed answer gets on its way out: a 405 (axum's, with no body) gets the JSON
+/// error body and `Allow` (`allow` unless the answer names its own), and the CORS headers are
+/// added when configured.
+fn finish(
+    state: &AppState,
+    origin: Option<&axum::http::HeaderValue>,
+    allow: &'static str,
+    resp: Response,
+) -> Response {
+    let mut resp = if resp.status() == axum::http::StatusCode::METHOD_NOT_ALLOWED {
+        let allow = resp
+            .headers()
+            .get(axum::http::header::ALLOW)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or(allow)
+            .to_owned();
+        ApiError::MethodNotAllowed { allow }.into_response()
+    } else {
+        resp
+    };
+    if let Some(cors) = &state.0.cfg.cors {
+        cors.decorate(origin, &mut resp);
+    }
+    resp
+}
+
+/// RFC 9112 §3.2: "A server MUST respond with a 400 (Bad Request) status code to any HTTP/1.1
+/// request message that lacks a Host header field". hyper does not check it. HTTP/1.0 has no
+/// such rule, and HTTP/2 carries the authority in `:authority`.
+fn lacks_host<B>(req: &axum::http::Request<B>) -> bool {
+    req.version() == axum::http::Version::HTTP_11
+        && !req.headers().contains_key(axum::http::header::HOST)
 }
 
 /// The client's address, recorded by the server when a per-client limit is configured (or by
@@ -365,19 +439,22 @@ pub fn router(state: AppState) -> Router {
         .route("/API/jsonI.php", get(random::anu))
         .route("/", post(pollen::pollen))
         .route("/pollen", post(pollen::pollen))
-        .route_service(mcp::MCP_PATH, mcp::service(state.clone(), &state.0.cfg.mcp_allowed_hosts));
+        .route_service(
+            mcp::MCP_PATH,
+            mcp::router_service(state.clone(), &state.0.cfg.mcp_allowed_hosts),
+        );
     if state.0.limiter.is_some() {
         random = random.layer(middleware::from_fn_with_state(state.clone(), rate_limit));
     }
-    random = random.route("/api/v1/devices", get(ops::devices));
+    random = random.route("/api/v1/devices", get(ops::devices).layer(compress::layer()));
     if state.0.cfg.tokens.is_some() {
         random = random.layer(middleware::from_fn_with_state(state.clone(), auth::auth));
     }
     Router::new()
         .merge(random)
-        .route("/health", get(ops::health))
-        .route("/metrics", get(ops::metrics))
-        .route("/api/v1/openapi.json", get(openapi::document))
+        .route("/health", get(ops::health).layer(compress::layer()))
+        .route("/metrics", get(ops::metrics).layer(compress::layer()))
+        .route("/api/v1/openapi.json", get(openapi::document).layer(compress::layer()))
         .fallback(not_found)
         .layer(TrackLayer(state.clone()))
         .with_state(state)
@@ -396,6 +473,10 @@ fn handler_panicked() -> Response {
 /// of metrics for both. The direct call saves the per-request cost of routing (the route lookup,
 /// a boxed clone of the route's service, the boxed futures of the layers); figures in
 /// bridge/bench/README.md.
+///
+/// Before either, an HTTP/1.1 request without `Host` is refused with 400 (RFC 9112 §3.2): every
+/// server front end (HTTP/1.1, HTTP/2, any listener) calls this, so the check is made once
+/// here, for every version, and HTTP/2 requests (`:authority`) pass.
 #[derive(Clone, Debug)]
 pub struct Entry {
     state: AppState,
@@ -415,20 +496,30 @@ impl Entry {
         B: axum::body::HttpBody<Data = axum::body::Bytes> + Send + 'static,
         B::Error: Into<axum::BoxError>,
     {
+        if lacks_host(&req) {
+            let label = begin_request(req.method(), req.uri());
+            return track(self.state, label, async { ApiError::MissingHost.into_response() }).await;
+        }
         if self.fast && req.method() == axum::http::Method::GET && req.uri().path() == BYTES_PATH {
-            return self.bytes(req.uri().clone()).await;
+            let accept = accept::Accept::from_headers(req.headers());
+            let origin = cors_origin(&self.state, req.headers());
+            return self.bytes(req.uri().clone(), accept, origin).await;
         }
         tower::ServiceExt::oneshot(self.router, req).await.unwrap_or_else(|e| match e {})
     }
 
-    async fn bytes(self, uri: axum::http::Uri) -> Response {
+    async fn bytes(
+        self,
+        uri: axum::http::Uri,
+        accept: accept::Accept,
+        origin: Option<axum::http::HeaderValue>,
+    ) -> Response {
         let label = begin_request(&axum::http::Method::GET, &uri);
         let state = self.state.clone();
-        track(
-            self.state,
-            label,
-            async move { random::bytes(State(state), uri).await.into_response() },
-        )
+        track(self.state, label, async move {
+            let resp = random::bytes(State(state.clone()), uri, accept).await.into_response();
+            finish(&state, origin.as_ref(), "GET,HEAD", resp)
+        })
         .await
     }
 }
@@ -462,3 +553,6 @@ pub async fn serve(
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod conform_tests;

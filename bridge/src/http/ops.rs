@@ -6,7 +6,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 
-use super::AppState;
+use super::accept::Accept;
+use super::{ApiError, AppState};
 use crate::dispenser::{DeviceState, DeviceStatus};
 
 /// The whole service's health on /health: `healthy` when every device is `ok`; `degraded` when some device can still serve
@@ -98,7 +99,10 @@ pub(super) fn health_report(s: &AppState) -> (ServiceHealth, String) {
 }
 
 /// `GET /health`: 200 when healthy, 503 otherwise (degraded included), always with the body.
-pub async fn health(State(s): State<AppState>) -> Response {
+pub async fn health(State(s): State<AppState>, accept: Accept) -> Response {
+    if let Err(e) = accept.require(super::random::JSON) {
+        return e.into_response();
+    }
     let (status, body) = health_report(&s);
     let code = if status == ServiceHealth::Healthy {
         StatusCode::OK
@@ -118,21 +122,23 @@ struct DevicesBody {
 }
 
 /// `GET /api/v1/devices`: every attached card with its identity, state and counters.
-pub async fn devices(State(s): State<AppState>) -> Response {
+pub async fn devices(State(s): State<AppState>, accept: Accept) -> Result<Response, ApiError> {
+    accept.require(super::random::JSON)?;
     let mut resp = Json(DevicesBody { devices: s.dispenser().devices() }).into_response();
     resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    resp
+    Ok(resp)
 }
 
 /// `GET /metrics`: Prometheus text format.
-pub async fn metrics(State(s): State<AppState>) -> Response {
+pub async fn metrics(State(s): State<AppState>, accept: Accept) -> Result<Response, ApiError> {
+    accept.require("text/plain")?;
     let text = s.0.metrics.render(&s.dispenser().devices(), &s.0.server, s.0.started.elapsed());
-    (
+    Ok((
         [(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
         )],
         text,
     )
-        .into_response()
+        .into_response())
 }

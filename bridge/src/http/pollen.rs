@@ -73,39 +73,21 @@ fn parse_challenge(body: &[u8]) -> Result<Option<String>, ApiError> {
 
 /// The OpenAPI path items of `POST /` and `POST /pollen` (merged into the document by `openapi`).
 pub fn openapi_paths() -> [(&'static str, serde_json::Value); 2] {
-    let err = |desc: &str, retry: bool| {
-        let mut e = serde_json::json!({"description": desc, "content": {"application/json":
-            {"schema": {"$ref": "#/components/schemas/Error"}}}});
-        if retry {
-            e["headers"] = serde_json::json!({"Retry-After":
-                {"schema": {"type": "integer"}, "description": "Seconds."}});
-        }
-        e
-    };
     let op = |id: &str| {
-        serde_json::json!({"post": {
-            "operationId": id,
-            "summary": "Pollen protocol (pollinate): SHA-512 of the challenge, then 64 card bytes in hex.",
-            "security": [{}, {"bearer": []}],
-            "parameters": [{"name": "device", "in": "query", "required": false,
-                            "schema": {"type": "string"}, "description": "Device name (default: any healthy one)."}],
-            "requestBody": {"required": false, "content": {"application/x-www-form-urlencoded": {"schema": {
-                "type": "object", "properties": {"challenge": {"type": "string",
-                    "pattern": "^[0-9A-Fa-f]+$", "minLength": 1, "maxLength": CHALLENGE_MAX}}}}}},
-            "responses": {
-                "200": {"description": "With a challenge: two lines, the SHA-512 of the challenge text \
-                    and 128 hex digits of card bytes; without: the random line alone.",
-                    "content": {"text/plain": {"schema": {"type": "string"}}}},
-                "400": err("Invalid challenge or parameter.", false),
-                "401": err("Bearer token required (only when tokens are configured).", false),
-                "404": err("Unknown device.", false),
-                "413": err("Request body over the limit.", false),
-                "429": err("Per-client rate limit or failed-token throttle.", true),
-                "503": err("No entropy within the wait limit, or the device failed/stopped.", true)
-            }
-        }})
+        super::openapi::post_random_op(
+            id,
+            "Pollen protocol (pollinate): the SHA-512 of the challenge, then 64 card bytes in hex.",
+            vec![serde_json::json!({"name": "device", "in": "query", "required": false,
+                "schema": {"type": "string"}, "description": "Device (default: any healthy one)."})],
+            serde_json::json!({"required": false, "content": {"application/x-www-form-urlencoded":
+                {"schema": {"type": "object", "properties": {"challenge": {"type": "string",
+                    "pattern": "^[0-9A-Fa-f]+$", "minLength": 1, "maxLength": CHALLENGE_MAX}}}}}}),
+            serde_json::json!({"description": "With a challenge: two lines, the SHA-512 of the \
+                challenge text and 128 hex digits of card bytes; without: the random line alone.",
+                "content": {"text/plain": {"schema": {"type": "string"}}}}),
+        )
     };
-    [("/", op("pollen")), ("/pollen", op("pollenAlias"))]
+    [("/", op("postPollen")), ("/pollen", op("postPollenAlias"))]
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ use std::io::Write as _;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
+use super::accept::Accept;
 use super::{ApiError, AppState};
 use crate::dispenser::{Delivery, Entropy, Served};
 
@@ -22,6 +23,10 @@ use crate::dispenser::{Delivery, Entropy, Served};
 pub const SOURCE_HEADER: HeaderName = HeaderName::from_static("x-qrng-source");
 /// Response header naming the device (ring file stem) the bytes came from.
 pub const DEVICE_HEADER: HeaderName = HeaderName::from_static("x-qrng-device");
+
+/// The media types of the random answers.
+pub(super) const JSON: &str = "application/json";
+pub(super) const BINARY: &str = "application/octet-stream";
 
 /// ANU QRNG legacy limits: "Array length … Must be between 1–1024", "Block size … between 1–1024"
 /// (qrng.anu.edu.au/contact/api-documentation).
@@ -198,16 +203,29 @@ impl IntRange {
 /// `GET /api/v1/random/bytes`, the hot path: the query is parsed without allocating, and a JSON
 /// answer is written into one buffer sized up front (`{"data":…,"length":…,"format":…,"source":…}`,
 /// the field order of docs/api.md); a binary answer is the dispenser's buffer itself, no copy.
-pub async fn bytes(State(s): State<AppState>, uri: Uri) -> Result<Response, ApiError> {
+///
+/// Without `format`, `Accept` picks it: `application/octet-stream` preferred over
+/// `application/json` means binary, otherwise hex. With `format`, its media type must be
+/// acceptable (406 otherwise).
+pub async fn bytes(
+    State(s): State<AppState>,
+    uri: Uri,
+    accept: Accept,
+) -> Result<Response, ApiError> {
     // `Uri`, not `RawQuery`: a clone of the request's URI shares its buffer, a raw query is copied.
     let [length, format, device] = query_params(uri.query(), ["length", "format", "device"])?;
     let length = parse_count("length", length.as_deref(), None, 1, s.cfg().max_bytes, true)?;
-    let format = match format.as_deref().unwrap_or("hex") {
-        "hex" => "hex",
-        "base64" => "base64",
-        "binary" => "binary",
+    let format = match format.as_deref() {
+        None => match accept.choose(&[JSON, BINARY])? {
+            BINARY => "binary",
+            _ => "hex",
+        },
+        Some("hex") => "hex",
+        Some("base64") => "base64",
+        Some("binary") => "binary",
         _ => return Err(ApiError::BadRequest("format must be hex, base64 or binary".into())),
     };
+    accept.require(if format == "binary" { BINARY } else { JSON })?;
     let delivery = if format == "binary" && length >= super::lent::LEND_MIN {
         Delivery::LendOrCopy
     } else {
@@ -267,9 +285,11 @@ struct DataBody<'a, T> {
 
 pub async fn integers(
     State(s): State<AppState>,
+    accept: Accept,
     q: Result<Query<IntegersQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(q) = q?;
+    accept.require(JSON)?;
     let min = parse_i64("min", q.min.as_deref())?;
     let max = parse_i64("max", q.max.as_deref())?;
     let count = parse_count("count", q.count.as_deref(), Some(1), 1, s.cfg().max_count, true)?;
@@ -348,9 +368,11 @@ pub struct CountQuery {
 
 pub async fn floats(
     State(s): State<AppState>,
+    accept: Accept,
     q: Result<Query<CountQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(q) = q?;
+    accept.require(JSON)?;
     let count = parse_count("count", q.count.as_deref(), Some(1), 1, s.cfg().max_count, true)?;
     let (data, e) = draw_floats(&s, q.device.as_deref(), count).await?;
     json_response(&e, &DataBody { data, source: &e.source }, count * 24)
@@ -358,9 +380,11 @@ pub async fn floats(
 
 pub async fn uuid(
     State(s): State<AppState>,
+    accept: Accept,
     q: Result<Query<CountQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(q) = q?;
+    accept.require(JSON)?;
     let count = parse_count("count", q.count.as_deref(), Some(1), 1, s.cfg().max_count, true)?;
     let (data, e) = draw_uuids(&s, q.device.as_deref(), count).await?;
     json_response(&e, &DataBody { data, source: &e.source }, count * 39)
@@ -387,12 +411,19 @@ struct AnuBody<T> {
 }
 
 /// `GET /API/jsonI.php`: the ANU QRNG legacy API, so ANU clients work by changing only the host.
+/// `size` is validated whenever it is given (1 to [`ANU_MAX`]), required for `hex16`, and has no
+/// effect on `uint8` and `uint16`.
 pub async fn anu(
     State(s): State<AppState>,
+    accept: Accept,
     q: Result<Query<AnuQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(q) = q?;
+    accept.require(JSON)?;
     let length = parse_count("length", q.length.as_deref(), None, 1, ANU_MAX, false)?;
+    if let Some(size) = q.size.as_deref() {
+        parse_count("size", Some(size), None, 1, ANU_MAX, false)?;
+    }
     match q.kind.as_deref() {
         Some("uint8") => {
             let e = s.take(None, length).await?;

@@ -14,16 +14,16 @@ use crate::dispenser::memory::MemoryRing;
 use crate::dispenser::{DeviceState, DispenserConfig};
 use qrng_ring::{Health, Reason};
 
-struct Fixture {
-    ring: MemoryRing,
-    state: AppState,
+pub(super) struct Fixture {
+    pub(super) ring: MemoryRing,
+    pub(super) state: AppState,
 }
 
-fn pattern(len: usize) -> Vec<u8> {
+pub(super) fn pattern(len: usize) -> Vec<u8> {
     qrng_ring::pattern::bytes(0, len)
 }
 
-fn fixture_with(cfg: HttpConfig, prefill: usize) -> Fixture {
+pub(super) fn fixture_with(cfg: HttpConfig, prefill: usize) -> Fixture {
     let ring = MemoryRing::new("QX1234", false, 1 << 20);
     ring.push(&pattern(prefill));
     let d = Dispenser::new(DispenserConfig {
@@ -35,7 +35,7 @@ fn fixture_with(cfg: HttpConfig, prefill: usize) -> Fixture {
     Fixture { ring, state }
 }
 
-fn fixture() -> Fixture {
+pub(super) fn fixture() -> Fixture {
     fixture_with(HttpConfig { wait: Duration::from_millis(50), ..HttpConfig::default() }, 4096)
 }
 
@@ -45,7 +45,7 @@ impl Drop for Fixture {
     }
 }
 
-async fn get_with(
+pub(super) async fn get_with(
     app: Router,
     uri: &str,
     headers: &[(&str, &str)],
@@ -89,7 +89,12 @@ fn assert_random_headers(h: &HeaderMap) {
 }
 
 /// Asserts a JSON error with `status` and `code`, and that the ring was not touched.
-async fn assert_error(f: &Fixture, uri: &str, status: StatusCode, code: &str) -> HeaderMap {
+pub(super) async fn assert_error(
+    f: &Fixture,
+    uri: &str,
+    status: StatusCode,
+    code: &str,
+) -> HeaderMap {
     let before = f.ring.len();
     let (s, h, v) = get_json(f, uri).await;
     assert_eq!(s, status, "{uri}: {v}");
@@ -970,7 +975,7 @@ async fn shutdown_is_bounded_by_the_drain_limit() {
 }
 
 async fn entry_get(e: &Entry, uri: &str) -> (StatusCode, HeaderMap, Vec<u8>) {
-    let req = Request::get(uri).body(Body::empty()).expect("request");
+    let req = Request::get(uri).header("host", "x").body(Body::empty()).expect("request");
     let resp = e.clone().handle(req).await;
     let status = resp.status();
     let headers = resp.headers().clone();
@@ -1045,6 +1050,7 @@ async fn entry_keeps_the_middleware_when_configured() {
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     assert_eq!(f.ring.len(), 64);
     let req = Request::get("/api/v1/random/bytes?length=8&format=binary")
+        .header("host", "x")
         .header("authorization", "Bearer s3cret")
         .body(Body::empty())
         .expect("request");
@@ -1134,7 +1140,10 @@ mod lending {
         let free0 = r.producer.free().expect("free");
         let get_resp = |uri: &'static str| {
             let e = entry.clone();
-            async move { e.handle(Request::get(uri).body(Body::empty()).expect("req")).await }
+            async move {
+                e.handle(Request::get(uri).header("host", "x").body(Body::empty()).expect("req"))
+                    .await
+            }
         };
         let lent = get_resp("/api/v1/random/bytes?length=65536&format=binary").await;
         assert_eq!(lent.status(), StatusCode::OK);

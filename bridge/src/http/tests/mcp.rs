@@ -88,3 +88,23 @@ async fn tokens_guard_mcp() {
     assert_eq!(s, StatusCode::OK);
     assert_eq!(f.ring.len(), 60);
 }
+
+#[tokio::test]
+async fn transport_refusals_get_the_json_error_shape() {
+    let f = fixture();
+    // No Accept: the transport wants both JSON and event streams (406).
+    let req = Request::post("/mcp").header("host", "localhost").body(Body::empty()).unwrap();
+    let resp = router(f.state.clone()).oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_ACCEPTABLE);
+    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("application/json"));
+    let v: Value = serde_json::from_slice(&to_bytes(resp.into_body(), usize::MAX).await.unwrap())
+        .expect("JSON error");
+    assert_eq!(v["error"]["code"], "mcp_transport");
+    assert!(v["error"]["message"].as_str().unwrap().contains("accept"), "{v}");
+    // Other methods: 405 naming POST.
+    let req = Request::get("/mcp").header("host", "localhost").body(Body::empty()).unwrap();
+    let resp = router(f.state.clone()).oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(resp.headers()["allow"], "POST");
+    assert_eq!(f.ring.len(), 4096);
+}

@@ -6,6 +6,7 @@ use sha2::{Digest as _, Sha512};
 
 use super::*;
 use crate::http::pollen::{BODY_MAX, POLLEN_BYTES};
+use axum::http::Method;
 
 async fn post(
     app: Router,
@@ -117,4 +118,18 @@ async fn tokens_and_rate_limit_apply() {
     assert_eq!(s, StatusCode::TOO_MANY_REQUESTS);
     assert!(h.contains_key("retry-after"));
     assert_eq!(f.ring.len(), 256 - POLLEN_BYTES);
+}
+
+#[tokio::test]
+async fn other_methods_get_405_allowing_post() {
+    let f = fixture();
+    for path in ["/", "/pollen"] {
+        for method in [Method::GET, Method::OPTIONS, Method::PUT] {
+            let req =
+                Request::builder().method(method.clone()).uri(path).body(Body::empty()).unwrap();
+            let resp = router(f.state.clone()).oneshot(req).await.unwrap();
+            assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+            assert_eq!(resp.headers().get("allow").expect("Allow"), "POST", "{method} {path}");
+        }
+    }
 }
