@@ -113,7 +113,8 @@ pub async fn devices(State(s): State<AppState>) -> Response {
 
 /// `GET /metrics`: Prometheus text format.
 pub async fn metrics(State(s): State<AppState>) -> Response {
-    let text = s.0.metrics.render(&s.dispenser().devices(), &s.0.server, s.0.started.elapsed());
+    let text =
+        s.0.metrics.render(&s.dispenser().devices(), &s.0.server, &s.0.egd, s.0.started.elapsed());
     (
         [(
             header::CONTENT_TYPE,
