@@ -25,6 +25,39 @@ finish() {
 
 echo "guest: init started at $(cut -d' ' -f1 /proc/uptime) s of guest uptime"
 mode=$(sed -n 's/.*vmtest=\([a-z]*\).*/\1/p' /proc/cmdline)
+arg() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" /proc/cmdline; }
+
+# virtio-rng guests: read /dev/hwrng (fed by QEMU's rng-egd or rng-random backend) and print the
+# bytes in hex for the host to place in the card's stream (tests/tests/vm.rs).
+case "$mode" in
+egd | rngfile | urandom)
+    for m in $(cat /lib/modules/load-virtio.txt); do
+        insmod "/lib/modules/$m" || failed "insmod $m"
+    done
+    i=0
+    while [ ! -e /dev/hwrng ] && [ $i -lt 40 ]; do sleep 0.05; i=$((i + 1)); done
+    cur=$(cat /sys/class/misc/hw_random/rng_current 2>/dev/null)
+    case "$cur" in
+    virtio_rng*) pass "/dev/hwrng is $cur" ;;
+    *) failed "/dev/hwrng is '$cur', not virtio_rng" ;;
+    esac
+    n=$(arg hwrng_bytes)
+    if [ "$mode" != urandom ]; then
+        hex=$(head -c "$n" /dev/hwrng | od -An -v -tx1 | tr -d ' \n')
+        if [ ${#hex} -eq $((2 * n)) ]; then pass "read $n bytes from /dev/hwrng"; else failed "read $((${#hex} / 2)) of $n bytes from /dev/hwrng"; fi
+        echo "HWRNG $mode $hex"
+    fi
+    if [ "$(arg vmbench)" = 1 ]; then
+        size=65536
+        t0=$(cut -d' ' -f1 /proc/uptime)
+        head -c $size /dev/hwrng >/dev/null
+        t1=$(cut -d' ' -f1 /proc/uptime)
+        echo "BENCH $mode hwrng bytes=$size seconds=$(echo "$t0 $t1" | awk '{printf "%.2f", $2 - $1}')"
+    fi
+    finish
+    ;;
+esac
+
 case "$mode" in
 vfio) driver=vfio-pci ;;
 uio) driver=uio_pci_generic ;;
