@@ -94,7 +94,7 @@ fn counter(page: &str, name: &str) -> u64 {
 }
 
 #[test]
-fn vm_virtio_rng_guests_read_the_card_through_egd_and_the_device_file() {
+fn vm_virtio_rng_guests_read_the_card_and_the_feeder_readies_the_crng() {
     if !qemu_or_skip("virtio-rng vm tests") {
         return;
     }
