@@ -75,7 +75,9 @@ fn runs_in(reference: &[u8], index: &HashMap<u64, usize>, got: &[u8]) -> Vec<(us
     let mut spans = Vec::new();
     let mut i = 0;
     while i < got.len() {
-        let w = got.get(i..i + 8).unwrap_or_else(|| panic!("a tail of {} bytes at {i} is too short to place", got.len() - i));
+        let w = got.get(i..i + 8).unwrap_or_else(|| {
+            panic!("a tail of {} bytes at {i} is too short to place", got.len() - i)
+        });
         let at = *index
             .get(&u64::from_le_bytes(w.try_into().expect("8 bytes")))
             .unwrap_or_else(|| panic!("guest bytes at offset {i} are not in the card's stream"));
