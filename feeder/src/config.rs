@@ -97,7 +97,7 @@ pub struct Config {
     #[arg(long, value_name = "PATH", env = "QRNG_FEEDER_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
 
-    /// CA certificates (PEM) to verify the remote bridge with, instead of the system's.
+    /// CA certificates (PEM) to verify the remote bridge with, instead of Mozilla's roots.
     #[arg(long, value_name = "PATH", env = "QRNG_FEEDER_CA")]
     pub ca: Option<PathBuf>,
 

@@ -13,6 +13,8 @@
 
 pub mod config;
 pub mod kernel;
+#[cfg(feature = "remote")]
+pub mod remote;
 pub mod source;
 
 use std::fmt;

@@ -21,11 +21,23 @@ fn open_source(cfg: &Config) -> Result<Box<dyn Source>, SourceError> {
     })
 }
 
-/// A remote bridge's HTTPS API: not in this build (docs/feeder.md, "Remote bridges").
+#[cfg(feature = "remote")]
+fn remote(cfg: &Config, url: &str) -> Result<Box<dyn Source>, SourceError> {
+    let opts = qrng_feeder::remote::RemoteOptions {
+        client: cfg.tls_cert.clone().zip(cfg.tls_key.clone()),
+        ca: cfg.ca.clone(),
+        token_file: cfg.token_file.clone(),
+        timeout: cfg.read_timeout(),
+    };
+    Ok(Box::new(qrng_feeder::remote::RemoteSource::new(url, &opts)?))
+}
+
+/// A remote bridge's HTTPS API: not in this build.
+#[cfg(not(feature = "remote"))]
 fn remote(_: &Config, url: &str) -> Result<Box<dyn Source>, SourceError> {
     Err(SourceError::Remote {
         url: url.to_owned(),
-        message: "this build has no HTTPS client; run the feeder on the bridge's host with file:/dev/qrng0".into(),
+        message: "this build has no HTTPS client (built without the `remote` feature)".into(),
     })
 }
 

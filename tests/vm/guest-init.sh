@@ -48,7 +48,7 @@ egd | rngfile | urandom)
         echo "HWRNG $mode $hex"
     fi
     if [ "$(arg vmbench)" = 1 ]; then
-        size=65536
+        size=$(arg vmbench_bytes)
         t0=$(cut -d' ' -f1 /proc/uptime)
         head -c $size /dev/hwrng >/dev/null
         t1=$(cut -d' ' -f1 /proc/uptime)
