@@ -1,6 +1,6 @@
-//! Shared by `driver/build.rs` and `bridge/build.rs` (each includes it with `#[path]`): renders a
-//! clap command's man pages (section 8: the command and one page per subcommand) and its bash, zsh
-//! and fish completions.
+//! Shared by `driver/build.rs`, `bridge/build.rs` and `feeder/build.rs` (each includes it with
+//! `#[path]`): renders a clap command's man pages (section 8: the command and one page per
+//! subcommand) and its bash, zsh and fish completions.
 //!
 //! The files go to `OUT_DIR` and are copied to `<target>/<profile>/man/` and
 //! `<target>/<profile>/completions/`: the Debian package takes its assets by paths under

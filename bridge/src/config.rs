@@ -221,6 +221,49 @@ pub struct Config {
     /// Log format.
     #[arg(long, value_enum, default_value = "text", env = "QRNG_LOG_FORMAT")]
     pub log_format: LogFormat,
+
+    // --- EGD server (virtio-rng for virtual machines; docs/egd.md) ---
+    /// Serve the EGD protocol (QEMU rng-egd, libvirt <backend model='egd'>) on a Unix socket
+    /// (unix:PATH) or a TCP address (tcp:ADDR, unauthenticated: bind it to a trusted network);
+    /// repeatable.
+    #[arg(long, value_name = "unix:PATH|tcp:ADDR", env = "QRNG_EGD_LISTEN",
+          value_delimiter = ',', value_parser = parse_egd_listen)]
+    pub egd_listen: Vec<EgdListen>,
+
+    /// Most EGD clients connected at once over all --egd-listen sockets; more are closed as
+    /// they connect.
+    #[arg(long, value_name = "N", default_value_t = 64, env = "QRNG_EGD_MAX_CLIENTS",
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub egd_max_clients: usize,
+
+    /// Permission bits of the EGD Unix sockets (octal); a client needs write permission.
+    #[arg(long, default_value = "660", value_parser = parse_mode, env = "QRNG_EGD_SOCKET_MODE")]
+    pub egd_socket_mode: u16,
+}
+
+/// Where the EGD server listens (`--egd-listen`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EgdListen {
+    /// A Unix stream socket at this path.
+    Unix(PathBuf),
+    /// A TCP address.
+    Tcp(SocketAddr),
+}
+
+/// Parses `unix:PATH` or `tcp:ADDR`.
+fn parse_egd_listen(s: &str) -> Result<EgdListen, String> {
+    if let Some(path) = s.strip_prefix("unix:") {
+        if path.is_empty() {
+            return Err("unix: needs a socket path, e.g. unix:/run/qrng/egd.sock".to_owned());
+        }
+        Ok(EgdListen::Unix(PathBuf::from(path)))
+    } else if let Some(addr) = s.strip_prefix("tcp:") {
+        addr.parse()
+            .map(EgdListen::Tcp)
+            .map_err(|e| format!("tcp:{addr}: {e} (expected e.g. tcp:127.0.0.1:7777)"))
+    } else {
+        Err(format!("{s:?}: expected unix:PATH or tcp:ADDR"))
+    }
 }
 
 /// One `--mix`: an optional name and the member devices.
@@ -296,6 +339,15 @@ impl Config {
                 "--ring-owner {owner}: no such user (give the user quantis-driver runs as, by name or uid)"
             )),
             Err(e) => Err(format!("--ring-owner {owner}: cannot look the user up: {e}")),
+        }
+    }
+
+    /// The EGD server's settings.
+    pub fn egd(&self) -> crate::egd::EgdConfig {
+        crate::egd::EgdConfig {
+            listen: self.egd_listen.clone(),
+            max_clients: self.egd_max_clients,
+            socket_mode: u32::from(self.egd_socket_mode),
         }
     }
 
@@ -519,6 +571,36 @@ mod tests {
             ["a.example", "b.example"]
         );
         assert!(hosts(&["--mcp-allowed-host", "*"]).is_empty(), "* accepts any Host");
+    }
+
+    #[test]
+    fn egd_listeners_are_unix_or_tcp_and_repeatable() {
+        let c = Config::try_parse_from([
+            "qrng-bridge",
+            "--egd-listen",
+            "unix:/run/qrng/egd.sock",
+            "--egd-listen",
+            "tcp:127.0.0.1:7777",
+            "--egd-max-clients",
+            "3",
+        ])
+        .expect("parse");
+        let e = c.egd();
+        assert_eq!(
+            e.listen,
+            vec![
+                EgdListen::Unix(PathBuf::from("/run/qrng/egd.sock")),
+                EgdListen::Tcp("127.0.0.1:7777".parse().expect("addr")),
+            ]
+        );
+        assert_eq!((e.max_clients, e.socket_mode), (3, 0o660));
+        let d = Config::try_parse_from(["qrng-bridge"]).expect("parse");
+        assert!(d.egd().listen.is_empty());
+        assert_eq!(d.egd_max_clients, 64);
+        for bad in ["unix:", "tcp:nowhere", "/run/egd.sock", "udp:1.2.3.4:5"] {
+            assert!(Config::try_parse_from(["qrng-bridge", "--egd-listen", bad]).is_err(), "{bad}");
+        }
+        assert!(Config::try_parse_from(["qrng-bridge", "--egd-max-clients", "0"]).is_err());
     }
 
     #[test]

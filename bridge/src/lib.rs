@@ -3,6 +3,7 @@
 //! - [`config`]: command line and environment.
 //! - [`dispenser`]: the only reader of the rings; hands every byte to exactly one caller, FIFO.
 //! - [`http`]: the axum API (random values, ANU legacy API, devices, health, metrics, OpenAPI).
+//! - [`egd`]: the EGD protocol server (QEMU rng-egd / libvirt virtio-rng backends).
 //! - [`fuse`]: the device files (`/run/qrng/dev/qrng0`), one per ring.
 //! - [`watch`]: hot-plug: attaches and detaches rings as they appear in the ring directory.
 #![forbid(unsafe_code)]
@@ -15,6 +16,7 @@ macro_rules! lib_only {
 
 pub mod config;
 pub mod dispenser;
+pub mod egd;
 pub mod fuse;
 pub mod http;
 pub mod watch;

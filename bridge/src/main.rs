@@ -1,6 +1,6 @@
 //! `qrng-bridge`: thin command-line front over the library. Attaches the `--ring` files and the
-//! rings of `--ring-dir` (hot-plug), mounts the FUSE device files, serves HTTP, and on SIGTERM or
-//! Ctrl-C drains HTTP, unmounts and detaches.
+//! rings of `--ring-dir` (hot-plug), mounts the FUSE device files, serves HTTP and EGD, and on
+//! SIGTERM or Ctrl-C drains HTTP, closes the EGD sockets, unmounts and detaches.
 #![forbid(unsafe_code)]
 
 use std::collections::HashSet;
@@ -11,6 +11,7 @@ use anyhow::Context;
 use clap::Parser;
 use qrng_bridge::config::{Config, LogFormat};
 use qrng_bridge::dispenser::Dispenser;
+use qrng_bridge::egd;
 use qrng_bridge::fuse::{FuseConfig, FuseMount};
 use qrng_bridge::http::{self, AppState};
 use qrng_bridge::watch::{RingSink, Watcher};
@@ -128,18 +129,32 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         )
     };
 
-    let served = if cfg.no_http {
-        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-        shutdown_signal().await;
-        Ok(())
+    let state = if cfg.no_http {
+        None
     } else {
-        let state = AppState::new(dispenser.clone(), cfg.http()?).context("configure HTTP")?;
+        Some(AppState::new(dispenser.clone(), cfg.http()?).context("configure HTTP")?)
+    };
+    let egd_cfg = cfg.egd();
+    let egd = if egd_cfg.listen.is_empty() {
+        None
+    } else {
+        let metrics = state.as_ref().map(AppState::egd_metrics).unwrap_or_default();
+        let listeners = egd::bind(&egd_cfg).context("start the EGD server")?;
+        Some(egd::EgdServer::start(listeners, dispenser.clone(), metrics, egd_cfg.max_clients))
+    };
+
+    let served = if let Some(state) = state {
         let listener = http::server::limits::bind(cfg.listen, cfg.http_listen_backlog)
             .with_context(|| format!("listen on {}", cfg.listen))?;
         tracing::info!(listen = %cfg.listen, "serving HTTP");
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
         http::serve(listener, state, shutdown_signal()).await.context("serve HTTP")
+    } else {
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+        shutdown_signal().await;
+        Ok(())
     };
+    drop(egd);
 
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     drop(watcher);

@@ -2,6 +2,7 @@
 //! `quantis-driver` and `qrng-bridge`, a minimal HTTP/1.1 client, and checks that no byte was
 //! served twice.
 
+pub mod egd;
 pub mod idq;
 pub mod packaging;
 pub mod python;

@@ -75,7 +75,7 @@ pub fn run_in_mount_namespace(script: &str, envs: &[(&str, &str)]) -> io::Result
         .output()
 }
 
-/// Builds `quantis-driver` and `qrng-bridge` with the profile the running test was built with and
+/// Builds `quantis-driver`, `qrng-bridge` and `qrng-feeder` with the profile the running test was built with and
 /// returns the directory holding them (e.g. `target/debug`). Incremental: cheap after `cargo test`.
 pub fn build_binaries() -> io::Result<PathBuf> {
     let exe = std::env::current_exe()?;
@@ -96,6 +96,8 @@ pub fn build_binaries() -> io::Result<PathBuf> {
         "quantis-driver",
         "-p",
         "qrng-bridge",
+        "-p",
+        "qrng-feeder",
         "--bins",
     ]);
     match profile_name.as_str() {

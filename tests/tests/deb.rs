@@ -23,13 +23,17 @@ const NEXT_VERSION: &str = "0.1.1-1";
 const FILES: &[(&str, &str)] = &[
     ("/usr/bin/quantis-driver", "755"),
     ("/usr/bin/qrng-bridge", "755"),
+    ("/usr/bin/qrng-feeder", "755"),
     ("/usr/libexec/quantis-qrng/quantis-vfio", "755"),
     ("/usr/lib/udev/rules.d/70-quantis-qrng.rules", "644"),
     ("/usr/lib/systemd/system/quantis-driver@.service", "644"),
     ("/usr/lib/systemd/system/qrng-bridge.service", "644"),
+    ("/usr/lib/systemd/system/qrng-feeder.service", "644"),
     ("/usr/lib/sysusers.d/quantis-qrng.conf", "644"),
     ("/usr/lib/tmpfiles.d/quantis-qrng.conf", "644"),
     ("/usr/share/doc/quantis-qrng/deployment.md", "644"),
+    ("/usr/share/doc/quantis-qrng/feeder.md", "644"),
+    ("/usr/share/doc/quantis-qrng/egd.md", "644"),
     ("/usr/share/doc/quantis-qrng/changelog.Debian.gz", "644"),
     ("/usr/share/doc/quantis-qrng/examples/prometheus/qrng.rules.yml", "644"),
     ("/usr/share/doc/quantis-qrng/examples/grafana/qrng.json", "644"),
@@ -40,13 +44,17 @@ const FILES: &[(&str, &str)] = &[
     ("/usr/share/man/man8/quantis-driver-assess.8.gz", "644"),
     ("/usr/share/man/man8/quantis-driver-make-matrix.8.gz", "644"),
     ("/usr/share/man/man8/qrng-bridge.8.gz", "644"),
+    ("/usr/share/man/man8/qrng-feeder.8.gz", "644"),
     ("/usr/share/man/man7/qrng.7.gz", "644"),
     ("/usr/share/bash-completion/completions/quantis-driver", "644"),
     ("/usr/share/bash-completion/completions/qrng-bridge", "644"),
+    ("/usr/share/bash-completion/completions/qrng-feeder", "644"),
     ("/usr/share/zsh/vendor-completions/_quantis-driver", "644"),
     ("/usr/share/zsh/vendor-completions/_qrng-bridge", "644"),
+    ("/usr/share/zsh/vendor-completions/_qrng-feeder", "644"),
     ("/usr/share/fish/vendor_completions.d/quantis-driver.fish", "644"),
     ("/usr/share/fish/vendor_completions.d/qrng-bridge.fish", "644"),
+    ("/usr/share/fish/vendor_completions.d/qrng-feeder.fish", "644"),
 ];
 
 /// Directories and links the package makes at run time, observed along with [`FILES`].
@@ -92,9 +100,11 @@ facts >/out/installed
 getent passwd qrng >/out/passwd || true
 readlink /dev/qrng0 >/out/qrng0 || true
 systemd-analyze verify /usr/lib/systemd/system/quantis-driver@.service \
-    /usr/lib/systemd/system/qrng-bridge.service >/out/verify.log 2>&1; echo $? >/out/verify.rc
+    /usr/lib/systemd/system/qrng-bridge.service /usr/lib/systemd/system/qrng-feeder.service \
+    >/out/verify.log 2>&1; echo $? >/out/verify.rc
 systemd-analyze security --offline=true quantis-driver@.service >/out/security-driver.log 2>&1 || true
 systemd-analyze security --offline=true qrng-bridge.service >/out/security-bridge.log 2>&1 || true
+systemd-analyze security --offline=true qrng-feeder.service >/out/security-feeder.log 2>&1 || true
 echo "extractor seed" >/var/lib/qrng/upgrade-marker
 echo "unread ring bytes" >/run/qrng/upgrade-marker.ring
 dpkg -i /tmp/pkg2.deb >/out/upgrade.log 2>&1; echo $? >/out/upgrade.rc
@@ -219,7 +229,7 @@ fn deb_package_installs_verifies_removes_and_purges_cleanly() {
         !verify.lines().any(|l| l.contains("quantis") || l.contains("qrng")),
         "systemd-analyze verify reports:\n{verify}"
     );
-    for log in ["security-driver.log", "security-bridge.log"] {
+    for log in ["security-driver.log", "security-bridge.log", "security-feeder.log"] {
         let text = read(&out, log);
         let level =
             parse_exposure(&text).unwrap_or_else(|| panic!("no exposure in {log}:\n{text}"));

@@ -79,6 +79,7 @@ fn check_page(dir: &Path, bin: &str, sub: Option<&str>) {
 fn man_pages_mention_every_option_default_and_variable_of_help() {
     let dir = build_binaries().expect("build the binaries");
     check_page(&dir, "qrng-bridge", None);
+    check_page(&dir, "qrng-feeder", None);
     check_page(&dir, "quantis-driver", None);
     let top = help_of(&dir.join("quantis-driver"), None);
     let mut subs = 0;
@@ -93,7 +94,7 @@ fn man_pages_mention_every_option_default_and_variable_of_help() {
 #[test]
 fn completions_offer_every_long_option() {
     let dir = build_binaries().expect("build the binaries");
-    for bin in ["qrng-bridge", "quantis-driver"] {
+    for bin in ["qrng-bridge", "qrng-feeder", "quantis-driver"] {
         let options = long_options(&help_of(&dir.join(bin), None));
         for file in [format!("{bin}.bash"), format!("_{bin}"), format!("{bin}.fish")] {
             let path = dir.join("completions").join(&file);

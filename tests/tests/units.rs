@@ -15,6 +15,7 @@ use std::process::Command;
 
 const DRIVER_UNIT: &str = "quantis-driver@.service";
 const BRIDGE_UNIT: &str = "qrng-bridge.service";
+const FEEDER_UNIT: &str = "qrng-feeder.service";
 const MAX_EXPOSURE: f64 = 4.0;
 
 /// Where the host keeps its units (Debian 12: /lib/systemd/system, the same directory as
@@ -42,26 +43,27 @@ fn layout_root(root: &Path, bins: Option<&Path>) {
         Command::new("cp").arg("-a").arg(host_unit_dir().join(".")).arg(&units).status().unwrap();
     assert!(status.success(), "copying the host's units failed");
     let ws = workspace_root();
-    for unit in [DRIVER_UNIT, BRIDGE_UNIT] {
+    for unit in [DRIVER_UNIT, BRIDGE_UNIT, FEEDER_UNIT] {
         fs::copy(ws.join("systemd").join(unit), units.join(unit)).unwrap();
     }
     fs::copy(ws.join("udev/quantis-vfio"), root.join("usr/libexec/quantis-qrng/quantis-vfio"))
         .unwrap();
     fs::copy("/bin/umount", root.join("usr/bin/umount")).unwrap();
     if let Some(bins) = bins {
-        for bin in ["quantis-driver", "qrng-bridge"] {
+        for bin in ["quantis-driver", "qrng-bridge", "qrng-feeder"] {
             fs::copy(bins.join(bin), root.join("usr/bin").join(bin)).unwrap();
         }
     }
 }
 
-/// `systemd-analyze verify --root=ROOT` on both units: (exit success, lines about our units).
+/// `systemd-analyze verify --root=ROOT` on the units: (exit success, lines about our units).
 fn verify(root: &Path) -> (bool, Vec<String>, String) {
     let out = Command::new("systemd-analyze")
         .arg("verify")
         .arg(format!("--root={}", root.display()))
         .arg(format!("/usr/lib/systemd/system/{DRIVER_UNIT}"))
         .arg(format!("/usr/lib/systemd/system/{BRIDGE_UNIT}"))
+        .arg(format!("/usr/lib/systemd/system/{FEEDER_UNIT}"))
         .output()
         .unwrap();
     let (stdout, stderr) = output_text(&out);
@@ -70,7 +72,10 @@ fn verify(root: &Path) -> (bool, Vec<String>, String) {
     let findings = all
         .lines()
         .filter(|l| {
-            l.contains("quantis-driver@") || l.contains("qrng-bridge") || l.contains("quantis-vfio")
+            l.contains("quantis-driver@")
+                || l.contains("qrng-bridge")
+                || l.contains("qrng-feeder")
+                || l.contains("quantis-vfio")
         })
         .map(str::to_owned)
         .collect();
@@ -132,7 +137,7 @@ fn units_exposure_is_at_most_four() {
         return skip("units_exposure_is_at_most_four", &reason);
     }
     let dir = workspace_root().join("systemd");
-    for unit in [DRIVER_UNIT, BRIDGE_UNIT] {
+    for unit in [DRIVER_UNIT, BRIDGE_UNIT, FEEDER_UNIT] {
         let level = exposure(&dir, unit);
         println!("{unit}: overall exposure level {level}");
         assert!(level <= MAX_EXPOSURE, "{unit}: exposure {level} > {MAX_EXPOSURE}");

@@ -25,6 +25,70 @@ finish() {
 
 echo "guest: init started at $(cut -d' ' -f1 /proc/uptime) s of guest uptime"
 mode=$(sed -n 's/.*vmtest=\([a-z]*\).*/\1/p' /proc/cmdline)
+arg() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" /proc/cmdline; }
+
+# virtio-rng guests: read /dev/hwrng (fed by QEMU's rng-egd or rng-random backend) and print the
+# bytes in hex for the host to place in the card's stream (tests/tests/vm.rs).
+case "$mode" in
+egd | rngfile | urandom)
+    for m in $(cat /lib/modules/load-virtio.txt); do
+        insmod "/lib/modules/$m" || failed "insmod $m"
+    done
+    i=0
+    while [ ! -e /dev/hwrng ] && [ $i -lt 40 ]; do sleep 0.05; i=$((i + 1)); done
+    cur=$(cat /sys/class/misc/hw_random/rng_current 2>/dev/null)
+    case "$cur" in
+    virtio_rng*) pass "/dev/hwrng is $cur" ;;
+    *) failed "/dev/hwrng is '$cur', not virtio_rng" ;;
+    esac
+    n=$(arg hwrng_bytes)
+    if [ "$mode" != urandom ]; then
+        hex=$(head -c "$n" /dev/hwrng | od -An -v -tx1 | tr -d ' \n')
+        if [ ${#hex} -eq $((2 * n)) ]; then pass "read $n bytes from /dev/hwrng"; else failed "read $((${#hex} / 2)) of $n bytes from /dev/hwrng"; fi
+        echo "HWRNG $mode $hex"
+    fi
+    if [ "$(arg vmbench)" = 1 ]; then
+        size=$(arg vmbench_bytes)
+        t0=$(cut -d' ' -f1 /proc/uptime)
+        head -c $size /dev/hwrng >/dev/null
+        t1=$(cut -d' ' -f1 /proc/uptime)
+        echo "BENCH $mode hwrng bytes=$size seconds=$(echo "$t0 $t1" | awk '{printf "%.2f", $2 - $1}')"
+    fi
+    finish
+    ;;
+feeder)
+    # The kernel pool feeder at boot (docs/feeder.md). The guest runs without CPU or bootloader
+    # randomness it trusts, so its CRNG is not ready yet; the kernel readies it at 256 credited
+    # bits: at 2 bits a byte, two 64-byte additions.
+    before=$(qrng-feeder --status)
+    if [ "$before" = crng_ready=0 ]; then
+        pass "CRNG not ready at boot: getrandom(GRND_NONBLOCK) fails with EAGAIN"
+    else
+        echo "SKIP CRNG already ready at boot ($before): the feeder cannot be shown to ready it"
+    fi
+    out=$(qrng-feeder --source file:/feeder-data.bin --once --chunk 64 --bits-per-byte 2 2>/tmp/feeder.err)
+    rc=$?
+    echo "FEEDER boot $out"
+    sed 's/^/guest: /' /tmp/feeder.err
+    want="bytes_read=128 bytes_credited=128 bits_credited=256 ioctl_errors=0 source_errors=0 crng_ready=1"
+    if [ "$before" = crng_ready=0 ]; then
+        if [ $rc -eq 0 ] && [ "$out" = "$want" ]; then
+            pass "RNDADDENTROPY accepted; 2 x 64 bytes at 128 bits each made the CRNG ready ($out)"
+        else
+            failed "feeder at boot (exit $rc): '$out', want '$want'"
+        fi
+    fi
+    after=$(qrng-feeder --status)
+    [ "$after" = crng_ready=1 ] && pass "getrandom(GRND_NONBLOCK) succeeds after the feeder" || failed "after the feeder: $after"
+    # Ready now: --once adds one chunk, credited at the stated 8 bits a byte.
+    out=$(qrng-feeder --source file:/feeder-data.bin --once --chunk 64 --bits-per-byte 8 2>/dev/null)
+    rc=$?
+    want="bytes_read=64 bytes_credited=64 bits_credited=512 ioctl_errors=0 source_errors=0 crng_ready=1"
+    if [ $rc -eq 0 ] && [ "$out" = "$want" ]; then pass "a periodic addition is accepted ($out)"; else failed "periodic addition (exit $rc): '$out', want '$want'"; fi
+    finish
+    ;;
+esac
+
 case "$mode" in
 vfio) driver=vfio-pci ;;
 uio) driver=uio_pci_generic ;;

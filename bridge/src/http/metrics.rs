@@ -14,6 +14,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusHandle, PrometheusRecorder}
 
 use super::{HttpError, BYTES_PATH, ENDPOINTS};
 use crate::dispenser::{DeviceState, DeviceStatus};
+use crate::egd::EgdMetrics;
 
 /// Histogram buckets for request durations, seconds.
 const DURATION_BUCKETS: &[f64] = &[
@@ -153,6 +154,7 @@ impl HttpMetrics {
         &self,
         devices: &[DeviceStatus],
         server: &ServerMetrics,
+        egd: &EgdMetrics,
         uptime: Duration,
     ) -> String {
         let r = &self.recorder;
@@ -230,8 +232,35 @@ impl HttpMetrics {
         r.register_counter(&key, &m).absolute(server.client_cap.load(Ordering::Relaxed));
         r.register_counter(&Key::from_name("qrng_http_auth_throttled_total"), &m)
             .absolute(server.auth_throttled.load(Ordering::Relaxed));
+        render_egd(r, egd);
         r.register_gauge(&Key::from_name("qrng_uptime_seconds"), &m).set(uptime.as_secs_f64());
         self.handle.render()
+    }
+}
+
+/// The EGD server's series (`crate::egd::EgdMetrics`).
+fn render_egd(r: &PrometheusRecorder, egd: &EgdMetrics) {
+    let m = metadata();
+    let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    r.register_gauge(&Key::from_name("qrng_egd_connections_open"), &m)
+        .set(egd.open.load(Ordering::Relaxed) as f64);
+    for (name, v) in [
+        ("qrng_egd_connections_accepted_total", load(&egd.accepted)),
+        ("qrng_egd_served_bytes_total", load(&egd.served_bytes)),
+        ("qrng_egd_client_entropy_ignored_bytes_total", load(&egd.ignored_bytes)),
+        ("qrng_egd_unserved_waits_total", load(&egd.unserved)),
+        ("qrng_egd_protocol_errors_total", load(&egd.protocol_errors)),
+    ] {
+        r.register_counter(&Key::from_name(name), &m).absolute(v);
+    }
+    let key = Key::from_parts(
+        "qrng_egd_connections_refused_total",
+        vec![Label::new("reason", "max_clients")],
+    );
+    r.register_counter(&key, &m).absolute(load(&egd.refused));
+    for (command, n) in crate::egd::COMMANDS.iter().zip(&egd.requests) {
+        let key = Key::from_parts("qrng_egd_requests_total", vec![Label::new("command", *command)]);
+        r.register_counter(&key, &m).absolute(load(n));
     }
 }
 
@@ -334,6 +363,30 @@ fn describe(r: &PrometheusRecorder) {
         "qrng_http_auth_throttled_total",
         None,
         "Requests answered 429 without a token check: their client failed authentication too often.",
+    );
+    g("qrng_egd_connections_open", None, "EGD clients connected now.");
+    c("qrng_egd_connections_accepted_total", None, "EGD clients accepted.");
+    c(
+        "qrng_egd_connections_refused_total",
+        None,
+        "EGD clients closed as they connected, by reason: max_clients = --egd-max-clients were connected.",
+    );
+    c("qrng_egd_requests_total", None, "EGD requests by command.");
+    c("qrng_egd_served_bytes_total", Some(Unit::Bytes), "Random bytes sent to EGD clients.");
+    c(
+        "qrng_egd_client_entropy_ignored_bytes_total",
+        Some(Unit::Bytes),
+        "Bytes EGD clients offered with the write-entropy command; discarded, never served.",
+    );
+    c(
+        "qrng_egd_unserved_waits_total",
+        None,
+        "EGD reads that found no device able to serve: a blocking read waited on, a non-blocking one got 0 bytes.",
+    );
+    c(
+        "qrng_egd_protocol_errors_total",
+        None,
+        "EGD connections closed for an unknown command byte.",
     );
     g("qrng_uptime_seconds", Some(Unit::Seconds), "Seconds since the bridge started.");
     r.describe_histogram(

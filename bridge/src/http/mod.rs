@@ -176,6 +176,8 @@ struct Inner {
     auth_throttle: Option<auth::Throttle>,
     /// Open connections per HTTP worker and connection placement (see [`server`]).
     server: Arc<metrics::ServerMetrics>,
+    /// The EGD server's counters, rendered on /metrics with the rest (`crate::egd`).
+    egd: Arc<crate::egd::EgdMetrics>,
 }
 
 /// Shared state of the router; cheap to clone.
@@ -203,6 +205,7 @@ impl AppState {
             limiter,
             auth_throttle,
             server,
+            egd: Arc::default(),
         })))
     }
 
@@ -212,6 +215,11 @@ impl AppState {
 
     pub fn dispenser(&self) -> &Dispenser {
         &self.0.dispenser
+    }
+
+    /// The counters the EGD server updates and /metrics renders.
+    pub fn egd_metrics(&self) -> Arc<crate::egd::EgdMetrics> {
+        Arc::clone(&self.0.egd)
     }
 
     /// Serves `n` bytes within the configured wait, mapping errors to HTTP.
