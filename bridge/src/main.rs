@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
+use qrng_bridge::beacon::{Beacon, SystemClock};
 use qrng_bridge::config::{Config, LogFormat};
 use qrng_bridge::dispenser::Dispenser;
 use qrng_bridge::fuse::{FuseConfig, FuseMount};
@@ -119,12 +120,24 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         )
     };
 
+    // The beacon publishes on this runtime's thread; signing and storing run on blocking threads.
+    let beacon = match cfg.beacon() {
+        Some(bc) => {
+            let b = Beacon::open(&bc).context("start the randomness beacon (--beacon-key)")?;
+            tracing::info!(db = %bc.db.display(), period_s = bc.period_secs, "randomness beacon on");
+            tokio::spawn(b.clone().run(dispenser.clone(), Arc::new(SystemClock)));
+            Some(b)
+        }
+        None => None,
+    };
+
     let served = if cfg.no_http {
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
         shutdown_signal().await;
         Ok(())
     } else {
-        let state = AppState::new(dispenser.clone(), cfg.http()?).context("configure HTTP")?;
+        let http_cfg = http::HttpConfig { beacon, ..cfg.http()? };
+        let state = AppState::new(dispenser.clone(), http_cfg).context("configure HTTP")?;
         let listener = http::server::limits::bind(cfg.listen, cfg.http_listen_backlog)
             .with_context(|| format!("listen on {}", cfg.listen))?;
         tracing::info!(listen = %cfg.listen, "serving HTTP");

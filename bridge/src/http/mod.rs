@@ -6,6 +6,7 @@
 //! Random bytes never reach a log: request logs carry the method, path, query and status only.
 
 mod auth;
+mod beacon;
 mod error;
 #[cfg(feature = "fuzzing")]
 mod fuzz;
@@ -101,6 +102,8 @@ pub struct HttpConfig {
     pub drain: Duration,
     /// `Host` values /mcp accepts (see [`mcp::service`]); empty accepts any.
     pub mcp_allowed_hosts: Vec<String>,
+    /// The randomness beacon whose pulses `/beacon/2.0/...` serves (see [`beacon`]); None = no routes.
+    pub beacon: Option<crate::beacon::Beacon>,
 }
 
 impl Default for HttpConfig {
@@ -118,6 +121,7 @@ impl Default for HttpConfig {
             pin: true,
             drain: server::DRAIN_LIMIT,
             mcp_allowed_hosts: ["localhost", "127.0.0.1", "::1"].map(String::from).to_vec(),
+            beacon: None,
         }
     }
 }
@@ -378,6 +382,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(ops::health))
         .route("/metrics", get(ops::metrics))
         .route("/api/v1/openapi.json", get(openapi::document))
+        .merge(beacon::routes(&state))
         .fallback(not_found)
         .layer(TrackLayer(state.clone()))
         .with_state(state)
