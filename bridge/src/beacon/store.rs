@@ -80,6 +80,13 @@ impl Store {
         Ok(Self { conn: Mutex::new(conn) })
     }
 
+    /// Opens an existing database for reading (the verifier).
+    pub fn open_read_only(path: &Path) -> Result<Self, StoreError> {
+        let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(|source| StoreError::Open { path: path.to_owned(), source })?;
+        Ok(Self { conn: Mutex::new(conn) })
+    }
+
     fn conn(&self) -> MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }

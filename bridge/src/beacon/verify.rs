@@ -113,6 +113,11 @@ impl<S: Source> Verifier<S> {
         Ok(Summary { chain, from, to, referenced })
     }
 
+    /// Verifies one pulse on its own: form, certificate, signature and output value.
+    pub fn verify_pulse(&mut self, chain: u64, index: u64) -> Result<Pulse, VerifyError> {
+        self.checked_pulse(chain, index)
+    }
+
     fn certificate(&mut self, p: &Pulse) -> Result<Vec<u8>, VerifyError> {
         let id = &p.certificate_id;
         if let Some(der) = self.certs.get(id) {
