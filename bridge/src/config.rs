@@ -217,7 +217,12 @@ pub struct Config {
 
     /// The beacon's SQLite database of pulses, certificates and the committed next value (a
     /// restart continues the chain from it). Its directory must exist and be writable.
-    #[arg(long, value_name = "PATH", default_value = "/var/lib/qrng/beacon.sqlite", env = "QRNG_BEACON_DB")]
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "/var/lib/qrng/beacon.sqlite",
+        env = "QRNG_BEACON_DB"
+    )]
     pub beacon_db: PathBuf,
 
     /// Base URL in the pulses' `uri` fields, as clients reach the bridge (e.g.
@@ -471,7 +476,13 @@ mod tests {
         let c = Config::try_parse_from(["qrng-bridge"]).expect("parse");
         assert!(c.beacon().is_none(), "no beacon without a key");
         let c = Config::try_parse_from([
-            "qrng-bridge", "--listen", "127.0.0.1:9000", "--beacon-key", "/k.pem", "--beacon-period", "5",
+            "qrng-bridge",
+            "--listen",
+            "127.0.0.1:9000",
+            "--beacon-key",
+            "/k.pem",
+            "--beacon-period",
+            "5",
         ])
         .expect("parse");
         let b = c.beacon().expect("beacon");
@@ -479,7 +490,10 @@ mod tests {
         assert_eq!(b.db, PathBuf::from("/var/lib/qrng/beacon.sqlite"));
         assert_eq!(b.base_url, "http://127.0.0.1:9000");
         for bad in ["0", "86401"] {
-            assert!(Config::try_parse_from(["qrng-bridge", "--beacon-period", bad]).is_err(), "{bad}");
+            assert!(
+                Config::try_parse_from(["qrng-bridge", "--beacon-period", bad]).is_err(),
+                "{bad}"
+            );
         }
     }
 

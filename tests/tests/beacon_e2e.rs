@@ -38,8 +38,17 @@ fn start(rings: &Path, tmp: &Path, key: &Path, db: &Path) -> Bridge {
         rings,
         &tmp.join("dev"),
         // The pulses' uri base stays the same across the restart (the port does not).
-        &["--no-fuse", "--beacon-key", &key, "--beacon-db", &db, "--beacon-period", "1",
-          "--beacon-url", "http://beacon.test"],
+        &[
+            "--no-fuse",
+            "--beacon-key",
+            &key,
+            "--beacon-db",
+            &db,
+            "--beacon-period",
+            "1",
+            "--beacon-url",
+            "http://beacon.test",
+        ],
     )
 }
 
@@ -51,7 +60,8 @@ fn e2e_beacon_publishes_a_chain_that_verifies_across_a_restart() {
     std::fs::create_dir(&rings).expect("ring dir");
     let _driver = start_driver("sim:pcie-4m?seed=11", &rings.join("qrng0.ring"));
     let key = tmp.path().join("beacon-key.pem");
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../bridge/src/beacon/testdata/test-key-a.pem");
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../bridge/src/beacon/testdata/test-key-a.pem");
     std::fs::copy(&fixture, &key).expect("test key");
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     let db = tmp.path().join("beacon.sqlite");
@@ -76,7 +86,8 @@ fn e2e_beacon_publishes_a_chain_that_verifies_across_a_restart() {
 
     // Pinned to a certificate of another key: refused, exit status 1.
     let other = tmp.path().join("other-cert.pem");
-    let nist = Path::new(env!("CARGO_MANIFEST_DIR")).join("../bridge/src/beacon/testdata/nist-2018-certificate.pem");
+    let nist = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../bridge/src/beacon/testdata/nist-2018-certificate.pem");
     std::fs::copy(nist, &other).expect("copy");
     let out = verify(&["--url", &url, "--certificate", other.to_str().expect("utf-8")]);
     assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));

@@ -166,7 +166,10 @@ fn units_bridge_state_directory_holds_the_default_beacon_database() {
     let help = Command::new(&qrng_e2e::binaries().bridge).arg("--help").output().unwrap();
     let help = String::from_utf8(help.stdout).unwrap();
     let want = format!("[default: /var/lib/{dir}/beacon.sqlite]");
-    assert!(help.contains(&want), "--beacon-db's default is not under the unit's StateDirectory ({want}):\n{help}");
+    assert!(
+        help.contains(&want),
+        "--beacon-db's default is not under the unit's StateDirectory ({want}):\n{help}"
+    );
 }
 
 // ---- the bridge's privileges: enough to mount FUSE for other users, nothing more ----

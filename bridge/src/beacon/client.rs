@@ -38,7 +38,9 @@ impl HttpSource {
         if authority.is_empty() {
             return Err(src_err(format!("{base}: no host")));
         }
-        let host = if authority.starts_with('[') || authority.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
+        let host = if authority.starts_with('[')
+            || authority.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+        {
             authority.to_owned()
         } else {
             format!("{authority}:80")
@@ -49,7 +51,8 @@ impl HttpSource {
     /// GETs `path`: Some(body) on 200, None on 404.
     pub fn get(&self, path: &str) -> Result<Option<Vec<u8>>, VerifyError> {
         let url = format!("http://{}{}{path}", self.authority, self.prefix);
-        let e = |what: &str, err: &dyn std::fmt::Display| src_err(format!("GET {url}: {what}: {err}"));
+        let e =
+            |what: &str, err: &dyn std::fmt::Display| src_err(format!("GET {url}: {what}: {err}"));
         let addr = self
             .host
             .to_socket_addrs()
@@ -57,15 +60,22 @@ impl HttpSource {
             .next()
             .ok_or_else(|| src_err(format!("GET {url}: no address")))?;
         let mut s = TcpStream::connect_timeout(&addr, TIMEOUT).map_err(|err| e("connect", &err))?;
-        s.set_read_timeout(Some(TIMEOUT)).and_then(|()| s.set_write_timeout(Some(TIMEOUT))).map_err(|err| e("socket", &err))?;
+        s.set_read_timeout(Some(TIMEOUT))
+            .and_then(|()| s.set_write_timeout(Some(TIMEOUT)))
+            .map_err(|err| e("socket", &err))?;
         let req = format!(
             "GET {}{path} HTTP/1.1\r\nHost: {}\r\nAccept: application/json\r\nConnection: close\r\n\r\n",
             self.prefix, self.authority
         );
         s.write_all(req.as_bytes()).map_err(|err| e("send", &err))?;
         let mut raw = Vec::new();
-        s.take((BODY_MAX + 16 * 1024) as u64).read_to_end(&mut raw).map_err(|err| e("read", &err))?;
-        let split = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(|| src_err(format!("GET {url}: no response head")))?;
+        s.take((BODY_MAX + 16 * 1024) as u64)
+            .read_to_end(&mut raw)
+            .map_err(|err| e("read", &err))?;
+        let split = raw
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .ok_or_else(|| src_err(format!("GET {url}: no response head")))?;
         let head = String::from_utf8_lossy(&raw[..split]).into_owned();
         let body = &raw[split + 4..];
         let code: u16 = head
@@ -77,7 +87,11 @@ impl HttpSource {
             let l = l.to_ascii_lowercase();
             l.starts_with("transfer-encoding:") && l.contains("chunked")
         });
-        let body = if chunked { dechunk(body).ok_or_else(|| src_err(format!("GET {url}: bad chunked body")))? } else { body.to_vec() };
+        let body = if chunked {
+            dechunk(body).ok_or_else(|| src_err(format!("GET {url}: bad chunked body")))?
+        } else {
+            body.to_vec()
+        };
         match code {
             200 => Ok(Some(body)),
             404 => Ok(None),

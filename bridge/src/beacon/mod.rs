@@ -109,14 +109,18 @@ impl std::fmt::Debug for Beacon {
 impl Beacon {
     /// Loads the key and certificate and opens the database.
     pub fn open(cfg: &BeaconConfig) -> Result<Self, BeaconError> {
-        let signer =
-            Signer::load(&cfg.key, cfg.cert.as_deref(), &sign::self_signed_path(&cfg.db))?;
+        let signer = Signer::load(&cfg.key, cfg.cert.as_deref(), &sign::self_signed_path(&cfg.db))?;
         let store = Store::open(&cfg.db)?;
         Ok(Self::new(signer, store, cfg.period_secs.saturating_mul(1000), &cfg.base_url)?)
     }
 
     /// A beacon from its parts (tests give a database in a temporary directory).
-    pub fn new(signer: Signer, store: Store, period_ms: u32, base_url: &str) -> Result<Self, StoreError> {
+    pub fn new(
+        signer: Signer,
+        store: Store,
+        period_ms: u32,
+        base_url: &str,
+    ) -> Result<Self, StoreError> {
         store.put_certificate(signer.certificate_id(), signer.certificate())?;
         Ok(Self(Arc::new(Inner {
             signer,
@@ -174,14 +178,29 @@ impl Beacon {
                 previous: None,
                 committed: None,
             },
-            None => Plan { chain: 1, index: 1, status: status::NEW_CHAIN, previous: None, committed: None },
+            None => Plan {
+                chain: 1,
+                index: 1,
+                status: status::NEW_CHAIN,
+                previous: None,
+                committed: None,
+            },
         };
         if plan.previous.is_some() && plan.committed.is_none() {
             // The kept value is lost or does not match: its commitment cannot be kept, so the
             // chain ends here rather than publish a pulse that breaks it.
-            tracing::error!(chain = plan.chain, "the committed beacon value is missing: starting a new chain");
+            tracing::error!(
+                chain = plan.chain,
+                "the committed beacon value is missing: starting a new chain"
+            );
             let chain = plan.chain + 1;
-            return Ok(Some(Plan { chain, index: 1, status: status::NEW_CHAIN, previous: None, committed: None }));
+            return Ok(Some(Plan {
+                chain,
+                index: 1,
+                status: status::NEW_CHAIN,
+                previous: None,
+                committed: None,
+            }));
         }
         Ok(Some(plan))
     }
@@ -219,15 +238,29 @@ impl Beacon {
         format!("{}{}", self.0.base_url, pulse_path(chain, index))
     }
 
-    fn build(&self, plan: &Plan, slot_ms: u64, local: Vec<u8>, next: &[u8]) -> Result<Pulse, BeaconError> {
+    fn build(
+        &self,
+        plan: &Plan,
+        slot_ms: u64,
+        local: Vec<u8>,
+        next: &[u8],
+    ) -> Result<Pulse, BeaconError> {
         let zero = || vec![0; VALUE_LEN];
         let mut list = Vec::with_capacity(5);
         match &plan.previous {
             None => {
-                list.extend(pulse::LIST_TYPES.map(|k| ListValue { uri: String::new(), kind: k.into(), value: zero() }));
+                list.extend(pulse::LIST_TYPES.map(|k| ListValue {
+                    uri: String::new(),
+                    kind: k.into(),
+                    value: zero(),
+                }));
             }
             Some(prev) => {
-                list.push(ListValue { uri: prev.uri.clone(), kind: "previous".into(), value: prev.output_value.clone() });
+                list.push(ListValue {
+                    uri: prev.uri.clone(),
+                    kind: "previous".into(),
+                    value: prev.output_value.clone(),
+                });
                 let prev_ms = prev.time_ms().unwrap_or_default();
                 for span in Span::ALL {
                     // The first pulse of the chain in the span of the previous pulse (the
@@ -237,7 +270,11 @@ impl Beacon {
                         .store
                         .first_in_chain_from(plan.chain, span.start(prev_ms))?
                         .unwrap_or_else(|| prev.clone());
-                    list.push(ListValue { uri: first.uri, kind: span.kind().into(), value: first.output_value });
+                    list.push(ListValue {
+                        uri: first.uri,
+                        kind: span.kind().into(),
+                        value: first.output_value,
+                    });
                 }
             }
         }
@@ -262,7 +299,11 @@ impl Beacon {
 
     /// One period's work: takes the card bytes the pulse of `slot_ms` needs from any healthy
     /// device and publishes it (signing and storing off the async thread).
-    pub async fn tick(&self, dispenser: &Dispenser, slot_ms: u64) -> Result<Option<Pulse>, BeaconError> {
+    pub async fn tick(
+        &self,
+        dispenser: &Dispenser,
+        slot_ms: u64,
+    ) -> Result<Option<Pulse>, BeaconError> {
         let Some(n) = self.needs(slot_ms)? else { return Ok(None) };
         let card = dispenser.take(None, n, TAKE_WAIT).await.map(|e| e.bytes);
         let me = self.clone();
@@ -279,9 +320,15 @@ impl Beacon {
             tokio::time::sleep(Duration::from_millis(next.saturating_sub(now))).await;
             // A late wake-up still publishes the slot it waited for (the timestamp is the slot).
             match self.tick(&dispenser, next).await {
-                Ok(Some(p)) => tracing::debug!(chain = p.chain_index, pulse = p.pulse_index, "beacon pulse published"),
+                Ok(Some(p)) => tracing::debug!(
+                    chain = p.chain_index,
+                    pulse = p.pulse_index,
+                    "beacon pulse published"
+                ),
                 Ok(None) => {}
-                Err(e) => tracing::warn!(error = %e, slot = %pulse::format_time(next), "no beacon pulse this period"),
+                Err(e) => {
+                    tracing::warn!(error = %e, slot = %pulse::format_time(next), "no beacon pulse this period")
+                }
             }
         }
     }

@@ -22,7 +22,8 @@ pub const VALUE_LEN: usize = 64;
 /// The `type`s of `listValues`, in their fixed order.
 pub const LIST_TYPES: [&str; 5] = ["previous", "hour", "day", "month", "year"];
 
-/// `statusCode` values (NISTIR 8213; NIST's beacon 1.0 documented the same numbers).
+/// `statusCode` values, as NIST documented them for beacon 1.0 and its version 2 pulses keep
+/// using (sources and what was not checked: docs/beacon.md).
 pub mod status {
     /// Chain intact: the previous pulse is one period earlier.
     pub const NORMAL: u32 = 0;
@@ -71,7 +72,7 @@ pub fn hex(v: &[u8], upper: bool) -> String {
 
 /// Bytes of hexadecimal digits (either case); None for anything else.
 pub fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);

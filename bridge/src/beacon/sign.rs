@@ -76,10 +76,8 @@ pub fn certificate_der(bytes: &[u8], what: &str) -> Result<Vec<u8>, SignError> {
         Some(der) => der,
         None => bytes.to_vec(),
     };
-    x509_parser::parse_x509_certificate(&der).map_err(|e| SignError::Certificate {
-        what: what.to_owned(),
-        reason: e.to_string(),
-    })?;
+    x509_parser::parse_x509_certificate(&der)
+        .map_err(|e| SignError::Certificate { what: what.to_owned(), reason: e.to_string() })?;
     Ok(der)
 }
 
@@ -113,7 +111,9 @@ pub struct Signer {
 
 impl std::fmt::Debug for Signer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Signer").field("certificate_id", &super::pulse::hex(&self.cert_id, false)).finish()
+        f.debug_struct("Signer")
+            .field("certificate_id", &super::pulse::hex(&self.cert_id, false))
+            .finish()
     }
 }
 
@@ -126,7 +126,11 @@ impl Signer {
     /// Loads the key (PKCS#8 PEM, not readable by others) and the certificate: `cert` when given
     /// (it must carry the key's public half), else the self-signed one at `self_signed` (made,
     /// or made anew when it does not match the key).
-    pub fn load(key_path: &Path, cert: Option<&Path>, self_signed: &Path) -> Result<Self, SignError> {
+    pub fn load(
+        key_path: &Path,
+        cert: Option<&Path>,
+        self_signed: &Path,
+    ) -> Result<Self, SignError> {
         use std::os::unix::fs::PermissionsExt as _;
         let read = |p: &Path| {
             std::fs::read(p).map_err(|source| SignError::Read { path: p.to_owned(), source })
@@ -136,12 +140,11 @@ impl Signer {
         if meta.permissions().mode() & 0o077 != 0 {
             return Err(SignError::KeyMode { path: key_path.to_owned() });
         }
-        let pem = String::from_utf8(read(key_path)?).map_err(|_| SignError::Key {
-            path: key_path.to_owned(),
-            reason: "not text".into(),
-        })?;
+        let pem = String::from_utf8(read(key_path)?)
+            .map_err(|_| SignError::Key { path: key_path.to_owned(), reason: "not text".into() })?;
         let key_err = |reason: String| SignError::Key { path: key_path.to_owned(), reason };
-        let der = pem_block(&pem, "PRIVATE KEY").ok_or_else(|| key_err("no PRIVATE KEY block".into()))?;
+        let der =
+            pem_block(&pem, "PRIVATE KEY").ok_or_else(|| key_err("no PRIVATE KEY block".into()))?;
         let key = RsaKeyPair::from_pkcs8(&der).map_err(|e| key_err(e.to_string()))?;
         let public = key.public_key().as_ref().to_vec();
         let cert_der = match cert {

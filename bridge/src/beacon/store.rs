@@ -92,8 +92,7 @@ impl Store {
     }
 
     fn one(&self, sql: &str, args: impl rusqlite::Params) -> Result<Option<Pulse>, StoreError> {
-        let json: Option<String> =
-            self.conn().query_row(sql, args, |r| r.get(0)).optional()?;
+        let json: Option<String> = self.conn().query_row(sql, args, |r| r.get(0)).optional()?;
         json.map(|j| serde_json::from_str(&j).map_err(StoreError::from)).transpose()
     }
 
@@ -127,7 +126,11 @@ impl Store {
     }
 
     /// The first pulse of chain `chain` at or after `time_ms`.
-    pub fn first_in_chain_from(&self, chain: u64, time_ms: u64) -> Result<Option<Pulse>, StoreError> {
+    pub fn first_in_chain_from(
+        &self,
+        chain: u64,
+        time_ms: u64,
+    ) -> Result<Option<Pulse>, StoreError> {
         self.one(
             "SELECT json FROM pulses WHERE chain = ?1 AND time_ms >= ?2 ORDER BY idx LIMIT 1",
             params![to_i64(chain), to_i64(time_ms)],
@@ -188,7 +191,11 @@ impl Store {
     pub fn overwrite(&self, pulse: &Pulse) -> Result<(), StoreError> {
         self.conn().execute(
             "UPDATE pulses SET json = ?3 WHERE chain = ?1 AND idx = ?2",
-            params![to_i64(pulse.chain_index), to_i64(pulse.pulse_index), serde_json::to_string(pulse)?],
+            params![
+                to_i64(pulse.chain_index),
+                to_i64(pulse.pulse_index),
+                serde_json::to_string(pulse)?
+            ],
         )?;
         Ok(())
     }

@@ -69,8 +69,14 @@ fn time_format_and_spans() {
     assert_eq!(format_time(1_709_251_199_999), "2024-02-29T23:59:59.999Z");
     assert_eq!(parse_time("2024-02-29T23:59:59.999Z"), Some(1_709_251_199_999));
     assert_eq!(format_time(0), "1970-01-01T00:00:00.000Z");
-    for bad in ["2023-02-29T00:00:00.000Z", "2024-02-29T24:00:00.000Z", "2024-02-29T23:59:59Z",
-        "2024-02-29 23:59:59.999Z", "2024-13-01T00:00:00.000Z", "+024-02-29T23:59:59.999Z"] {
+    for bad in [
+        "2023-02-29T00:00:00.000Z",
+        "2024-02-29T24:00:00.000Z",
+        "2024-02-29T23:59:59Z",
+        "2024-02-29 23:59:59.999Z",
+        "2024-13-01T00:00:00.000Z",
+        "+024-02-29T23:59:59.999Z",
+    ] {
         assert_eq!(parse_time(bad), None, "{bad}");
     }
     // 2024-03-15T10:20:30.000Z -> 2024-03-01 and 2024-01-01 (Python datetime).
@@ -155,7 +161,10 @@ fn pulses_reveal_committed_card_bytes_and_chain() {
     assert_eq!(p2.local_random_value, card_bytes(64, 64), "the committed value is revealed");
     assert_eq!(p2.precommitment_value, sha512(&card_bytes(128, 64)));
     assert_eq!(p2.list_value("previous").expect("previous").value, p1.output_value);
-    assert_eq!(p2.certificate_id, sha512(&f.beacon.store().certificate(&p2.certificate_id).unwrap().unwrap()));
+    assert_eq!(
+        p2.certificate_id,
+        sha512(&f.beacon.store().certificate(&p2.certificate_id).unwrap().unwrap())
+    );
     // The same slot again, or an earlier one: nothing new.
     assert!(tick(&f, T0 + PERIOD).expect("tick").is_none());
     assert!(tick(&f, T0).expect("tick").is_none());
@@ -297,7 +306,10 @@ fn field_changes() -> Vec<(String, Change)> {
         ("certificateId".into(), Box::new(|p| flip(&mut p.certificate_id))),
         ("chainIndex".into(), Box::new(|p| p.chain_index ^= 1)),
         ("pulseIndex".into(), Box::new(|p| p.pulse_index ^= 1)),
-        ("timeStamp".into(), Box::new(|p| p.time_stamp = p.time_stamp.replacen(":00.000Z", ":01.000Z", 1))),
+        (
+            "timeStamp".into(),
+            Box::new(|p| p.time_stamp = p.time_stamp.replacen(":00.000Z", ":01.000Z", 1)),
+        ),
         ("localRandomValue".into(), Box::new(|p| flip(&mut p.local_random_value))),
         ("external.sourceId".into(), Box::new(|p| flip(&mut p.external.source_id))),
         ("external.statusCode".into(), Box::new(|p| p.external.status_code ^= 1)),
@@ -308,9 +320,18 @@ fn field_changes() -> Vec<(String, Change)> {
         ("outputValue".into(), Box::new(|p| flip(&mut p.output_value))),
     ];
     for k in 0..5 {
-        v.push((format!("listValues[{k}].value"), Box::new(move |p| flip(&mut p.list_values[k].value))));
-        v.push((format!("listValues[{k}].uri"), Box::new(move |p| flip_str(&mut p.list_values[k].uri))));
-        v.push((format!("listValues[{k}].type"), Box::new(move |p| flip_str(&mut p.list_values[k].kind))));
+        v.push((
+            format!("listValues[{k}].value"),
+            Box::new(move |p| flip(&mut p.list_values[k].value)),
+        ));
+        v.push((
+            format!("listValues[{k}].uri"),
+            Box::new(move |p| flip_str(&mut p.list_values[k].uri)),
+        ));
+        v.push((
+            format!("listValues[{k}].type"),
+            Box::new(move |p| flip_str(&mut p.list_values[k].kind)),
+        ));
     }
     v
 }
@@ -323,10 +344,10 @@ fn a_changed_field_of_any_pulse_or_the_certificate_is_caught() {
     let intact = || MemSource::of(&pulses, std::slice::from_ref(&cert));
     Verifier::new(intact(), None).unwrap().verify_range(1, 1, 4).expect("intact chain verifies");
     let mut caught = 0;
-    for i in 0..pulses.len() {
+    for (i, pulse) in pulses.iter().enumerate() {
         for (name, change) in field_changes() {
             let mut src = intact();
-            let key = (pulses[i].chain_index, pulses[i].pulse_index);
+            let key = (pulse.chain_index, pulse.pulse_index);
             change(src.pulses.get_mut(&key).expect("pulse"));
             let r = Verifier::new(src, None).unwrap().verify_range(1, 1, 4);
             assert!(r.is_err(), "pulse {}: a changed {name} was not caught", i + 1);
@@ -340,13 +361,16 @@ fn a_changed_field_of_any_pulse_or_the_certificate_is_caught() {
         bad[at] ^= 1;
         let mut src = intact();
         src.certs.insert(pulses[0].certificate_id.clone(), bad);
-        assert!(Verifier::new(src, None).unwrap().verify_range(1, 1, 4).is_err(), "certificate byte {at}");
+        assert!(
+            Verifier::new(src, None).unwrap().verify_range(1, 1, 4).is_err(),
+            "certificate byte {at}"
+        );
     }
     // A pinned certificate of another key: refused.
     let other = open_beacon(tempfile::tempdir().unwrap().path(), KEY_B);
-    let other_cert = other.store().certificate(&sha512(&sign_cert(&other))).unwrap();
-    let pinned = other_cert.expect("cert");
-    let e = Verifier::new(intact(), Some(&pinned)).unwrap().verify_range(1, 1, 4).expect_err("pinned");
+    let pinned = other.0.signer.certificate().to_vec();
+    let e =
+        Verifier::new(intact(), Some(&pinned)).unwrap().verify_range(1, 1, 4).expect_err("pinned");
     assert!(e.to_string().contains("pinned"), "{e}");
     // Pinned to the right certificate: verifies.
     Verifier::new(intact(), Some(&cert)).unwrap().verify_range(1, 1, 4).expect("pinned right");
@@ -357,18 +381,6 @@ fn a_changed_field_of_any_pulse_or_the_certificate_is_caught() {
         Verifier::new(src, None).unwrap().verify_range(1, 1, 4),
         Err(VerifyError::Missing { chain: 1, index: 2 })
     );
-}
-
-/// The DER certificate of a beacon (its only stored one).
-fn sign_cert(b: &Beacon) -> Vec<u8> {
-    let last = b.store().last().unwrap();
-    match last {
-        Some(p) => b.store().certificate(&p.certificate_id).unwrap().unwrap(),
-        None => {
-            // No pulse yet: the certificate kept next to the database.
-            b.0.signer.certificate().to_vec()
-        }
-    }
 }
 
 #[test]
@@ -397,8 +409,11 @@ fn the_routes_serve_pulses_and_certificates() {
     use crate::http::{router, AppState, HttpConfig};
     let f = fixture();
     let p = new_year_chain(&f, 3);
-    let with = AppState::new(f.dispenser.clone(), HttpConfig { beacon: Some(f.beacon.clone()), ..HttpConfig::default() })
-        .expect("state");
+    let with = AppState::new(
+        f.dispenser.clone(),
+        HttpConfig { beacon: Some(f.beacon.clone()), ..HttpConfig::default() },
+    )
+    .expect("state");
     let without = AppState::new(f.dispenser.clone(), HttpConfig::default()).expect("state");
     rt().block_on(async {
         let pulse = |b: &[u8]| serde_json::from_slice::<Envelope>(b).expect("envelope").pulse;
@@ -418,7 +433,9 @@ fn the_routes_serve_pulses_and_certificates() {
         assert_eq!(s, 200);
         let der = sign::certificate_der(&b, "served").expect("PEM certificate");
         assert_eq!(sha512(&der), p[0].certificate_id);
-        let (s, _) = get(router(with.clone()), &format!("/beacon/2.0/certificate/{}", id.to_uppercase())).await;
+        let (s, _) =
+            get(router(with.clone()), &format!("/beacon/2.0/certificate/{}", id.to_uppercase()))
+                .await;
         assert_eq!(s, 200, "ids are read in either case");
         for (uri, want) in [
             ("/beacon/2.0/chain/9/pulse/1", 404),
@@ -429,7 +446,8 @@ fn the_routes_serve_pulses_and_certificates() {
         ] {
             assert_eq!(get(router(with.clone()), uri).await.0, want, "{uri}");
         }
-        let (s, _) = get(router(with.clone()), &format!("/beacon/2.0/pulse/time/{}", T0 + 3 * PERIOD)).await;
+        let (s, _) =
+            get(router(with.clone()), &format!("/beacon/2.0/pulse/time/{}", T0 + 3 * PERIOD)).await;
         assert_eq!(s, 404, "no pulse at or after that time");
         let (s, _) = get(router(without.clone()), "/beacon/2.0/pulse/last").await;
         assert_eq!(s, 404, "no beacon, no routes");

@@ -103,13 +103,16 @@ impl<S: Source> Verifier<S> {
     /// Verifies pulses `from..=to` of `chain`.
     pub fn verify_range(&mut self, chain: u64, from: u64, to: u64) -> Result<Summary, VerifyError> {
         if from == 0 || from > to {
-            return Err(VerifyError::Source(format!("empty range {from}..={to} (indices start at 1)")));
+            return Err(VerifyError::Source(format!(
+                "empty range {from}..={to} (indices start at 1)"
+            )));
         }
         for index in from..=to {
             let p = self.checked_pulse(chain, index)?;
             self.check_links(&p)?;
         }
-        let referenced = self.checked.keys().filter(|(c, i)| *c != chain || *i < from || *i > to).count();
+        let referenced =
+            self.checked.keys().filter(|(c, i)| *c != chain || *i < from || *i > to).count();
         Ok(Summary { chain, from, to, referenced })
     }
 
@@ -131,16 +134,20 @@ impl<S: Source> Verifier<S> {
                     id: hex_id.clone(),
                     what: "not served".into(),
                 })?;
-                sign::certificate_der(&bytes, "the served certificate")
-                    .map_err(|e| VerifyError::Certificate { id: hex_id.clone(), what: e.to_string() })?
+                sign::certificate_der(&bytes, "the served certificate").map_err(|e| {
+                    VerifyError::Certificate { id: hex_id.clone(), what: e.to_string() }
+                })?
             }
         };
         if sha512(&der) != *id {
-            return Err(fail(p, if self.pinned.is_some() {
-                "certificateId is not the pinned certificate's SHA-512"
-            } else {
-                "certificateId is not the SHA-512 of the certificate served under it"
-            }));
+            return Err(fail(
+                p,
+                if self.pinned.is_some() {
+                    "certificateId is not the pinned certificate's SHA-512"
+                } else {
+                    "certificateId is not the SHA-512 of the certificate served under it"
+                },
+            ));
         }
         self.certs.insert(id.clone(), der.clone());
         Ok(der)
@@ -152,9 +159,16 @@ impl<S: Source> Verifier<S> {
             return Ok(p.clone());
         }
         let p = self.src.pulse(chain, index)?.ok_or(VerifyError::Missing { chain, index })?;
-        need(p.chain_index == chain && p.pulse_index == index, &p, "served for another chain or index")?;
+        need(
+            p.chain_index == chain && p.pulse_index == index,
+            &p,
+            "served for another chain or index",
+        )?;
         let path = pulse_path(chain, index);
-        let base = p.uri.strip_suffix(&path).ok_or_else(|| fail(&p, format!("uri does not end in {path}")))?;
+        let base = p
+            .uri
+            .strip_suffix(&path)
+            .ok_or_else(|| fail(&p, format!("uri does not end in {path}")))?;
         match &self.base {
             Some(b) => need(b == base, &p, "uri names another beacon than the other pulses")?,
             None => self.base = Some(base.to_owned()),
@@ -176,18 +190,35 @@ impl<S: Source> Verifier<S> {
         }
         let kinds: Vec<&str> = p.list_values.iter().map(|v| v.kind.as_str()).collect();
         need(kinds == LIST_TYPES, &p, "listValues are not previous, hour, day, month, year")?;
-        need(p.list_values.iter().all(|v| v.value.len() == VALUE_LEN), &p, "a list value is not 64 bytes")?;
+        need(
+            p.list_values.iter().all(|v| v.value.len() == VALUE_LEN),
+            &p,
+            "a list value is not 64 bytes",
+        )?;
         need(
             matches!(p.status_code, status::NORMAL | status::NEW_CHAIN | status::GAP),
             &p,
             "unknown statusCode",
         )?;
-        need((p.status_code == status::NEW_CHAIN) == (index == 1), &p, "statusCode 1 is for pulse 1 alone")?;
+        need(
+            (p.status_code == status::NEW_CHAIN) == (index == 1),
+            &p,
+            "statusCode 1 is for pulse 1 alone",
+        )?;
         let der = self.certificate(&p)?;
-        let ok = sign::verify_signature(&der, &p.signed_bytes(), &p.signature_value)
-            .map_err(|e| VerifyError::Certificate { id: pulse::hex(&p.certificate_id, false), what: e.to_string() })?;
+        let ok =
+            sign::verify_signature(&der, &p.signed_bytes(), &p.signature_value).map_err(|e| {
+                VerifyError::Certificate {
+                    id: pulse::hex(&p.certificate_id, false),
+                    what: e.to_string(),
+                }
+            })?;
         need(ok, &p, "the signature does not verify")?;
-        need(p.compute_output() == p.output_value, &p, "outputValue is not SHA-512 of the pulse and signature")?;
+        need(
+            p.compute_output() == p.output_value,
+            &p,
+            "outputValue is not SHA-512 of the pulse and signature",
+        )?;
         self.checked.insert((chain, index), p.clone());
         Ok(p)
     }
@@ -196,7 +227,8 @@ impl<S: Source> Verifier<S> {
     fn check_links(&mut self, p: &Pulse) -> Result<(), VerifyError> {
         let (chain, index) = (p.chain_index, p.pulse_index);
         if index == 1 {
-            let empty = p.list_values.iter().all(|v| v.uri.is_empty() && v.value.iter().all(|b| *b == 0));
+            let empty =
+                p.list_values.iter().all(|v| v.uri.is_empty() && v.value.iter().all(|b| *b == 0));
             return need(empty, p, "the first pulse of a chain has list values");
         }
         let prev = self.checked_pulse(chain, index - 1)?;
@@ -210,8 +242,16 @@ impl<S: Source> Verifier<S> {
             "statusCode does not match the time since the previous pulse",
         )?;
         let lv = &p.list_values[0];
-        need(lv.value == prev.output_value && lv.uri == prev.uri, p, "previous is not the previous pulse")?;
-        need(sha512(&p.local_random_value) == prev.precommitment_value, p, "localRandomValue breaks the previous pulse's precommitment")?;
+        need(
+            lv.value == prev.output_value && lv.uri == prev.uri,
+            p,
+            "previous is not the previous pulse",
+        )?;
+        need(
+            sha512(&p.local_random_value) == prev.precommitment_value,
+            p,
+            "localRandomValue breaks the previous pulse's precommitment",
+        )?;
         let base = self.base.clone().unwrap_or_default();
         for (span, lv) in Span::ALL.into_iter().zip(&p.list_values[1..]) {
             let what = |s: &str| format!("{} {s}", span.kind());
@@ -223,13 +263,25 @@ impl<S: Source> Verifier<S> {
                 .filter(|j| (1..index).contains(j))
                 .ok_or_else(|| fail(p, what("names no earlier pulse of the chain")))?;
             let r = self.checked_pulse(chain, j)?;
-            need(lv.uri == r.uri && lv.value == r.output_value, p, &what("is not the output of the pulse it names"))?;
+            need(
+                lv.uri == r.uri && lv.value == r.output_value,
+                p,
+                &what("is not the output of the pulse it names"),
+            )?;
             let start = span.start(tp);
             let rt = r.time_ms().unwrap_or_default();
-            need(span.start(rt) == start, p, &what("names a pulse outside the previous pulse's span"))?;
+            need(
+                span.start(rt) == start,
+                p,
+                &what("names a pulse outside the previous pulse's span"),
+            )?;
             if j > 1 {
                 let before = self.checked_pulse(chain, j - 1)?;
-                need(before.time_ms().unwrap_or_default() < start, p, &what("names a pulse that is not the first of its span"))?;
+                need(
+                    before.time_ms().unwrap_or_default() < start,
+                    p,
+                    &what("names a pulse that is not the first of its span"),
+                )?;
             }
         }
         Ok(())

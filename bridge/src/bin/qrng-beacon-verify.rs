@@ -43,15 +43,21 @@ fn run<S: Source>(src: S, args: &Args, pinned: Option<&[u8]>) -> Result<String, 
     let mut v = Verifier::new(src, pinned).map_err(access)?;
     let chain = match args.chain {
         Some(c) => c,
-        None => v.last(None).map_err(access)?.ok_or((2, "the beacon has no pulse".to_owned()))?.chain_index,
+        None => {
+            v.last(None)
+                .map_err(access)?
+                .ok_or((2, "the beacon has no pulse".to_owned()))?
+                .chain_index
+        }
     };
     let to = match args.to {
         Some(t) => t,
-        None => v
-            .last(Some(chain))
-            .map_err(access)?
-            .ok_or((2, format!("chain {chain} has no pulse")))?
-            .pulse_index,
+        None => {
+            v.last(Some(chain))
+                .map_err(access)?
+                .ok_or((2, format!("chain {chain} has no pulse")))?
+                .pulse_index
+        }
     };
     let s = v.verify_range(chain, args.from, to).map_err(|e| match e {
         VerifyError::Source(_) => (2, e.to_string()),
@@ -76,7 +82,9 @@ fn main() -> ExitCode {
         None => None,
     };
     let result = match (&args.url, &args.db) {
-        (Some(url), _) => HttpSource::new(url).map_err(|e| (2, e.to_string())).and_then(|s| run(s, &args, pinned.as_deref())),
+        (Some(url), _) => HttpSource::new(url)
+            .map_err(|e| (2, e.to_string()))
+            .and_then(|s| run(s, &args, pinned.as_deref())),
         (None, Some(db)) => match Store::open_read_only(db) {
             Ok(store) => run(&store, &args, pinned.as_deref()),
             Err(e) => Err((2, format!("{e}"))),

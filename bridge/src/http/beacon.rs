@@ -70,11 +70,14 @@ async fn by_index(
 }
 
 /// `GET /beacon/2.0/certificate/{id}`: the certificate (PEM) whose SHA-512 is `id` (hex).
-async fn certificate(State(s): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn certificate(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let b = beacon(&s)?;
-    let id = unhex(&id)
-        .filter(|v| v.len() == VALUE_LEN)
-        .ok_or_else(|| ApiError::BadRequest("the certificate id is 128 hexadecimal digits".into()))?;
+    let id = unhex(&id).filter(|v| v.len() == VALUE_LEN).ok_or_else(|| {
+        ApiError::BadRequest("the certificate id is 128 hexadecimal digits".into())
+    })?;
     let der = b
         .store()
         .certificate(&id)
@@ -92,23 +95,50 @@ pub fn openapi_paths() -> Vec<(&'static str, serde_json::Value)> {
     let pulse = serde_json::json!({"description": "The pulse, as NIST's beacon 2.0 serves it (docs/beacon.md).",
         "content": {"application/json": {"schema": {"type": "object", "required": ["pulse"],
             "properties": {"pulse": {"type": "object"}}}}}});
-    let err = |d: &str| serde_json::json!({"description": d, "content": {"application/json":
-        {"schema": {"$ref": "#/components/schemas/Error"}}}});
-    let param = |name: &str, doc: &str| serde_json::json!({"name": name, "in": "path", "required": true,
-        "schema": {"type": "string"}, "description": doc});
+    let err = |d: &str| {
+        serde_json::json!({"description": d, "content": {"application/json":
+        {"schema": {"$ref": "#/components/schemas/Error"}}}})
+    };
+    let param = |name: &str, doc: &str| {
+        serde_json::json!({"name": name, "in": "path", "required": true,
+        "schema": {"type": "string"}, "description": doc})
+    };
     let op = |id: &str, summary: &str, params: Vec<serde_json::Value>, ok: serde_json::Value| {
         serde_json::json!({"get": {"operationId": id, "summary": summary, "security": [{}],
             "parameters": params, "responses": {"200": ok, "400": err("Malformed path parameter."),
             "404": err("No such pulse or certificate, or no beacon configured.")}}})
     };
     vec![
-        ("/beacon/2.0/pulse/last", op("beaconLastPulse", "The latest pulse.", vec![], pulse.clone())),
-        ("/beacon/2.0/pulse/time/{ms}", op("beaconPulseAtTime", "The pulse at a time (Unix ms), or the next one.",
-            vec![param("ms", "Unix time in milliseconds.")], pulse.clone())),
-        ("/beacon/2.0/chain/{chain}/pulse/{index}", op("beaconPulse", "Pulse `index` (or `last`) of chain `chain`.",
-            vec![param("chain", "Chain index."), param("index", "Pulse index, or `last`.")], pulse)),
-        ("/beacon/2.0/certificate/{id}", op("beaconCertificate", "The certificate whose SHA-512 (DER) is `id`.",
-            vec![param("id", "128 hexadecimal digits.")],
-            serde_json::json!({"description": "PEM certificate.", "content": {"application/x-pem-file": {"schema": {"type": "string"}}}}))),
+        (
+            "/beacon/2.0/pulse/last",
+            op("beaconLastPulse", "The latest pulse.", vec![], pulse.clone()),
+        ),
+        (
+            "/beacon/2.0/pulse/time/{ms}",
+            op(
+                "beaconPulseAtTime",
+                "The pulse at a time (Unix ms), or the next one.",
+                vec![param("ms", "Unix time in milliseconds.")],
+                pulse.clone(),
+            ),
+        ),
+        (
+            "/beacon/2.0/chain/{chain}/pulse/{index}",
+            op(
+                "beaconPulse",
+                "Pulse `index` (or `last`) of chain `chain`.",
+                vec![param("chain", "Chain index."), param("index", "Pulse index, or `last`.")],
+                pulse,
+            ),
+        ),
+        (
+            "/beacon/2.0/certificate/{id}",
+            op(
+                "beaconCertificate",
+                "The certificate whose SHA-512 (DER) is `id`.",
+                vec![param("id", "128 hexadecimal digits.")],
+                serde_json::json!({"description": "PEM certificate.", "content": {"application/x-pem-file": {"schema": {"type": "string"}}}}),
+            ),
+        ),
     ]
 }
