@@ -20,6 +20,7 @@ use std::time::Duration;
 use crate::dispenser::DispenserConfig;
 use crate::http::server::limits::ConnLimits;
 use crate::http::{CorsOrigins, FailureLimit, HttpConfig, HttpError, RateLimit};
+use crate::beacon::BeaconConfig;
 }
 
 /// Log line format.
@@ -217,6 +218,36 @@ pub struct Config {
         value_delimiter = ','
     )]
     pub cors_origins: Vec<String>,
+    /// Randomness beacon: the PEM RSA private key (PKCS#8, 2048 to 8192 bits, mode 0600) that
+    /// signs the pulses. Given, the bridge publishes a pulse in NIST's beacon 2.0 format every
+    /// --beacon-period under /beacon/2.0/ (docs/beacon.md); without it, no beacon.
+    #[arg(long, value_name = "PATH", env = "QRNG_BEACON_KEY")]
+    pub beacon_key: Option<PathBuf>,
+
+    /// The X.509 certificate of --beacon-key (PEM or DER), served to verifiers. Default: a
+    /// self-signed one, made once and kept as beacon-cert.pem next to --beacon-db.
+    #[arg(long, value_name = "PATH", env = "QRNG_BEACON_CERT")]
+    pub beacon_cert: Option<PathBuf>,
+
+    /// Seconds between beacon pulses (pulses fall on multiples of it since the Unix epoch).
+    #[arg(long, value_name = "SECONDS", default_value_t = 60, env = "QRNG_BEACON_PERIOD",
+          value_parser = clap::value_parser!(u32).range(1..=86_400))]
+    pub beacon_period: u32,
+
+    /// The beacon's SQLite database of pulses, certificates and the committed next value (a
+    /// restart continues the chain from it). Its directory must exist and be writable.
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "/var/lib/qrng/beacon.sqlite",
+        env = "QRNG_BEACON_DB"
+    )]
+    pub beacon_db: PathBuf,
+
+    /// Base URL in the pulses' `uri` fields, as clients reach the bridge (e.g.
+    /// https://beacon.example.org). Default: http:// and the --listen address.
+    #[arg(long, value_name = "URL", env = "QRNG_BEACON_URL")]
+    pub beacon_url: Option<String>,
 
     /// Log format.
     #[arg(long, value_enum, default_value = "text", env = "QRNG_LOG_FORMAT")]
@@ -351,6 +382,18 @@ impl Config {
         }
     }
 
+    /// The beacon settings, when --beacon-key is given.
+    pub fn beacon(&self) -> Option<BeaconConfig> {
+        let key = self.beacon_key.clone()?;
+        Some(BeaconConfig {
+            key,
+            cert: self.beacon_cert.clone(),
+            db: self.beacon_db.clone(),
+            period_secs: self.beacon_period,
+            base_url: self.beacon_url.clone().unwrap_or_else(|| format!("http://{}", self.listen)),
+        })
+    }
+
     /// The HTTP settings; reads the token file.
     pub fn http(&self) -> Result<HttpConfig, HttpError> {
         let tokens = self.tokens_file.as_deref().map(crate::http::read_tokens).transpose()?;
@@ -383,6 +426,7 @@ impl Config {
                 self.mcp_allowed_hosts.clone()
             },
             cors: CorsOrigins::from_args(&self.cors_origins).map_err(HttpError::Config)?,
+            beacon: None,
         })
     }
 }
@@ -601,6 +645,32 @@ mod tests {
             assert!(Config::try_parse_from(["qrng-bridge", "--egd-listen", bad]).is_err(), "{bad}");
         }
         assert!(Config::try_parse_from(["qrng-bridge", "--egd-max-clients", "0"]).is_err());
+    }
+
+    #[test]
+    fn beacon_options() {
+        let c = Config::try_parse_from(["qrng-bridge"]).expect("parse");
+        assert!(c.beacon().is_none(), "no beacon without a key");
+        let c = Config::try_parse_from([
+            "qrng-bridge",
+            "--listen",
+            "127.0.0.1:9000",
+            "--beacon-key",
+            "/k.pem",
+            "--beacon-period",
+            "5",
+        ])
+        .expect("parse");
+        let b = c.beacon().expect("beacon");
+        assert_eq!((b.key, b.cert, b.period_secs), (PathBuf::from("/k.pem"), None, 5));
+        assert_eq!(b.db, PathBuf::from("/var/lib/qrng/beacon.sqlite"));
+        assert_eq!(b.base_url, "http://127.0.0.1:9000");
+        for bad in ["0", "86401"] {
+            assert!(
+                Config::try_parse_from(["qrng-bridge", "--beacon-period", bad]).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! qrng-bridge: serves Quantis rings as a FUSE device file and an HTTP API.
 //!
+//! - [`beacon`]: the randomness beacon (NIST beacon 2.0 pulses) and its verifier.
 //! - [`config`]: command line and environment.
 //! - [`dispenser`]: the only reader of the rings; hands every byte to exactly one caller, FIFO.
 //! - [`http`]: the axum API (random values, ANU legacy API, devices, health, metrics, OpenAPI).
@@ -14,6 +15,7 @@ macro_rules! lib_only {
     ($($item:item)*) => { $($item)* };
 }
 
+pub mod beacon;
 pub mod config;
 pub mod dispenser;
 pub mod egd;

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
+use qrng_bridge::beacon::{Beacon, SystemClock};
 use qrng_bridge::config::{Config, LogFormat};
 use qrng_bridge::dispenser::Dispenser;
 use qrng_bridge::egd;
@@ -129,10 +130,21 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         )
     };
 
+    // The beacon publishes on this runtime's thread; signing and storing run on blocking threads.
+    let beacon = match cfg.beacon() {
+        Some(bc) => {
+            let b = Beacon::open(&bc).context("start the randomness beacon (--beacon-key)")?;
+            tracing::info!(db = %bc.db.display(), period_s = bc.period_secs, "randomness beacon on");
+            tokio::spawn(b.clone().run(dispenser.clone(), Arc::new(SystemClock)));
+            Some(b)
+        }
+        None => None,
+    };
     let state = if cfg.no_http {
         None
     } else {
-        Some(AppState::new(dispenser.clone(), cfg.http()?).context("configure HTTP")?)
+        let http_cfg = http::HttpConfig { beacon, ..cfg.http()? };
+        Some(AppState::new(dispenser.clone(), http_cfg).context("configure HTTP")?)
     };
     let egd_cfg = cfg.egd();
     let egd = if egd_cfg.listen.is_empty() {

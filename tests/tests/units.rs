@@ -159,6 +159,24 @@ fn units_exposure_check_flags_an_unhardened_unit() {
     assert!(level > MAX_EXPOSURE, "an unhardened unit scored {level}");
 }
 
+#[test]
+fn units_bridge_state_directory_holds_the_default_beacon_database() {
+    let ws = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let unit = fs::read_to_string(ws.join("systemd").join(BRIDGE_UNIT)).unwrap();
+    let dir = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("StateDirectory="))
+        .expect("the bridge unit has a StateDirectory= for the beacon database");
+    assert!(unit.lines().any(|l| l == "StateDirectoryMode=0700"), "the database holds a secret");
+    let help = Command::new(&qrng_e2e::binaries().bridge).arg("--help").output().unwrap();
+    let help = String::from_utf8(help.stdout).unwrap();
+    let want = format!("[default: /var/lib/{dir}/beacon.sqlite]");
+    assert!(
+        help.contains(&want),
+        "--beacon-db's default is not under the unit's StateDirectory ({want}):\n{help}"
+    );
+}
+
 // ---- the bridge's privileges: enough to mount FUSE for other users, nothing more ----
 
 /// The bridge unit's privilege settings that the mount test below reproduces with setpriv.

@@ -7,6 +7,7 @@
 
 mod accept;
 mod auth;
+mod beacon;
 mod compress;
 mod cors;
 mod error;
@@ -109,6 +110,8 @@ pub struct HttpConfig {
     pub mcp_allowed_hosts: Vec<String>,
     /// Origins allowed to call the API from a browser (`--cors-origin`); None = no CORS headers.
     pub cors: Option<CorsOrigins>,
+    /// The randomness beacon whose pulses `/beacon/2.0/...` serves (see [`beacon`]); None = no routes.
+    pub beacon: Option<crate::beacon::Beacon>,
 }
 
 impl Default for HttpConfig {
@@ -127,6 +130,7 @@ impl Default for HttpConfig {
             drain: server::DRAIN_LIMIT,
             mcp_allowed_hosts: ["localhost", "127.0.0.1", "::1"].map(String::from).to_vec(),
             cors: None,
+            beacon: None,
         }
     }
 }
@@ -463,6 +467,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(ops::health).layer(compress::layer()))
         .route("/metrics", get(ops::metrics).layer(compress::layer()))
         .route("/api/v1/openapi.json", get(openapi::document).layer(compress::layer()))
+        .merge(beacon::routes(&state))
         .fallback(not_found)
         .layer(TrackLayer(state.clone()))
         .with_state(state)

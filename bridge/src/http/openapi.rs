@@ -250,5 +250,10 @@ pub async fn document(
         doc["paths"][path] = item;
     }
     doc["paths"][super::mcp::MCP_PATH] = super::mcp::openapi_path();
+    if s.cfg().beacon.is_some() {
+        for (path, item) in super::beacon::openapi_paths() {
+            doc["paths"][path] = item;
+        }
+    }
     Ok(Json(doc))
 }

@@ -132,7 +132,8 @@ pub async fn devices(State(s): State<AppState>, accept: Accept) -> Result<Respon
 /// `GET /metrics`: Prometheus text format.
 pub async fn metrics(State(s): State<AppState>, accept: Accept) -> Result<Response, ApiError> {
     accept.require("text/plain")?;
-    let text = s.0.metrics.render(&s.dispenser().devices(), &s.0.server, &s.0.egd, s.0.started.elapsed());
+    let text =
+        s.0.metrics.render(&s.dispenser().devices(), &s.0.server, &s.0.egd, s.0.started.elapsed());
     Ok((
         [(
             header::CONTENT_TYPE,
