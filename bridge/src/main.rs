@@ -9,9 +9,10 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
-use qrng_bridge::config::{Config, LogFormat};
+use qrng_bridge::config::{Bind, Config, LogFormat};
 use qrng_bridge::dispenser::Dispenser;
 use qrng_bridge::fuse::{FuseConfig, FuseMount};
+use qrng_bridge::http::server::tls::Tls;
 use qrng_bridge::http::{self, AppState};
 use qrng_bridge::watch::{RingSink, Watcher};
 
@@ -85,7 +86,41 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(run(cfg))
 }
 
+/// Binds every `--listen` (after the TLS files loaded: a bad one stops start-up before anything
+/// is bound).
+fn bind_all(
+    cfg: &Config,
+    binds: &[Bind],
+    tls: Option<&Tls>,
+) -> anyhow::Result<Vec<http::server::Listener>> {
+    use http::server::{listen, Listener, Socket};
+    binds
+        .iter()
+        .map(|b| match b {
+            Bind::Tcp { addr, tls: https } => {
+                let socket = http::server::limits::bind(*addr, cfg.http_listen_backlog)
+                    .with_context(|| format!("listen on {addr}"))?;
+                let tls = if *https { tls.cloned() } else { None };
+                Ok(Listener { socket: Socket::Tcp(socket), tls })
+            }
+            Bind::Unix(path) => {
+                let socket = listen::bind_unix(path, &cfg.unix_access(), cfg.http_listen_backlog)
+                    .with_context(|| format!("listen on unix:{}", path.display()))?;
+                Ok(Listener { socket: Socket::Unix(socket), tls: None })
+            }
+        })
+        .collect()
+}
+
 async fn run(cfg: Config) -> anyhow::Result<()> {
+    // Listener syntax and TLS files first: a mistake there stops start-up before anything is
+    // mounted or bound.
+    let (binds, tls) = if cfg.no_http {
+        (Vec::new(), None)
+    } else {
+        let binds = cfg.binds().map_err(|e| anyhow::anyhow!("{e}"))?;
+        (binds, cfg.tls()?)
+    };
     let trust = cfg.ring_trust().map_err(|e| anyhow::anyhow!("{e}"))?;
     let dispenser = Dispenser::with_ring_trust(cfg.dispenser(), trust);
     let fuse = if cfg.no_fuse {
@@ -125,11 +160,18 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         Ok(())
     } else {
         let state = AppState::new(dispenser.clone(), cfg.http()?).context("configure HTTP")?;
-        let listener = http::server::limits::bind(cfg.listen, cfg.http_listen_backlog)
-            .with_context(|| format!("listen on {}", cfg.listen))?;
-        tracing::info!(listen = %cfg.listen, "serving HTTP");
+        let listeners = bind_all(&cfg, &binds, tls.as_ref())?;
+        for l in &listeners {
+            tracing::info!(listen = %l.describe(), "serving HTTP");
+        }
+        let reload = tls.map(|t| tokio::spawn(http::server::tls::keep_fresh(t.store)));
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-        http::serve(listener, state, shutdown_signal()).await.context("serve HTTP")
+        let served =
+            http::serve_on(listeners, state, shutdown_signal()).await.context("serve HTTP");
+        if let Some(r) = reload {
+            r.abort();
+        }
+        served
     };
 
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
