@@ -61,6 +61,16 @@ async fn shutdown_signal() {
     }
 }
 
+/// SIGHUP with nothing to reload (no TLS certificate): logged, so that `systemctl reload` (the
+/// unit's `ExecReload=`) never stops the bridge.
+async fn ignore_hangup() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
+    while hup.recv().await.is_some() {
+        tracing::info!("SIGHUP: no TLS certificate to reload");
+    }
+}
+
 /// Explicit `--ring` files that live in the watched directory, as the watcher names them.
 fn explicit_in_dir(rings: &[PathBuf], dir: &Path) -> HashSet<PathBuf> {
     let dir_abs = std::fs::canonicalize(dir).ok();
@@ -164,13 +174,16 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         for l in &listeners {
             tracing::info!(listen = %l.describe(), "serving HTTP");
         }
-        let reload = tls.map(|t| tokio::spawn(http::server::tls::keep_fresh(t.store)));
+        let reload = tokio::spawn(async move {
+            match tls {
+                Some(t) => http::server::tls::keep_fresh(t.store).await,
+                None => ignore_hangup().await,
+            }
+        });
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
         let served =
             http::serve_on(listeners, state, shutdown_signal()).await.context("serve HTTP");
-        if let Some(r) = reload {
-            r.abort();
-        }
+        reload.abort();
         served
     };
 

@@ -167,7 +167,7 @@ pub async fn run(
         graceful: &graceful,
         stopped: &stopped,
         max_connections,
-        last_cap_warning: std::cell::Cell::new(None),
+        last_cap_warning: std::sync::Mutex::new(None),
     };
     // One accept loop per listener, all on this task: dropping them (at shutdown) closes the
     // listeners.
@@ -212,7 +212,7 @@ struct Acceptor<'a> {
     graceful: &'a GracefulShutdown,
     stopped: &'a tokio::sync::watch::Receiver<()>,
     max_connections: usize,
-    last_cap_warning: std::cell::Cell<Option<std::time::Instant>>,
+    last_cap_warning: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl Acceptor<'_> {
@@ -226,12 +226,18 @@ impl Acceptor<'_> {
                 None => {
                     // At the cap: no accept until a connection ends (module docs of `limits`).
                     self.stats.cap_reached.fetch_add(1, Ordering::Relaxed);
-                    if self
-                        .last_cap_warning
-                        .get()
-                        .is_none_or(|t: std::time::Instant| t.elapsed() >= CAP_WARN_EVERY)
-                    {
-                        self.last_cap_warning.set(Some(std::time::Instant::now()));
+                    let warn = {
+                        let mut last = self
+                            .last_cap_warning
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner);
+                        let due = last.is_none_or(|t| t.elapsed() >= CAP_WARN_EVERY);
+                        if due {
+                            *last = Some(std::time::Instant::now());
+                        }
+                        due
+                    };
+                    if warn {
                         tracing::warn!(
                             max_connections = self.max_connections,
                             "HTTP connection cap reached; new connections wait in the listen backlog"

@@ -270,3 +270,82 @@ impl Tls {
         Ok(Self { store, acceptor: tokio_rustls::TlsAcceptor::from(config) })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A self-signed ECDSA certificate for `name` and its key, as PEM.
+    fn pair(name: &str) -> (String, String) {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+        let mut params = rcgen::CertificateParams::new(vec![name.to_owned()]).expect("params");
+        params.distinguished_name.push(rcgen::DnType::CommonName, name);
+        let cert = params.self_signed(&key).expect("cert");
+        (cert.pem(), key.serialize_pem())
+    }
+
+    fn write(dir: &Path, name: &str, content: &str) -> PathBuf {
+        let p = dir.join(name);
+        let tmp = dir.join(format!("{name}.tmp"));
+        std::fs::write(&tmp, content).expect("write");
+        std::fs::rename(&tmp, &p).expect("rename");
+        p
+    }
+
+    fn leaf_name(store: &CertStore) -> Vec<u8> {
+        store.current().end_entity_cert().expect("leaf").to_vec()
+    }
+
+    #[test]
+    fn errors_name_the_file_and_say_what_is_wrong() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (cert_a, key_a) = pair("a");
+        let (_, key_b) = pair("b");
+        let cert = write(dir.path(), "a.crt", &cert_a);
+        let key = write(dir.path(), "a.key", &key_a);
+        let other = write(dir.path(), "b.key", &key_b);
+        let empty = write(dir.path(), "empty.pem", "");
+        assert!(load_pair(&cert, &key).is_ok());
+        let e = load_pair(&cert, &other).expect_err("mismatch").to_string();
+        assert!(e.contains("b.key") && e.contains("a.crt") && e.contains("does not belong"), "{e}");
+        let e = load_pair(&empty, &key).expect_err("no cert").to_string();
+        assert!(e.contains("empty.pem") && e.contains("no certificate"), "{e}");
+        let e = load_pair(&cert, &empty).expect_err("no key").to_string();
+        assert!(e.contains("empty.pem") && e.contains("no private key"), "{e}");
+        let e = load_pair(&dir.path().join("gone.crt"), &key).expect_err("missing").to_string();
+        assert!(e.contains("gone.crt"), "{e}");
+        // A key file holding a certificate only.
+        let e = load_pair(&cert, &cert).expect_err("cert as key").to_string();
+        assert!(e.contains("a.crt") && e.contains("no private key"), "{e}");
+        let e = server_config(Arc::new(CertStore::load(&cert, &key).expect("load")), Some(&empty))
+            .expect_err("empty CA")
+            .to_string();
+        assert!(e.contains("empty.pem"), "{e}");
+        assert!(!e.contains("PRIVATE"), "no key material: {e}");
+    }
+
+    #[test]
+    fn a_replaced_pair_is_seen_and_a_bad_one_keeps_the_previous() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (cert_a, key_a) = pair("a");
+        let cert = write(dir.path(), "tls.crt", &cert_a);
+        let key = write(dir.path(), "tls.key", &key_a);
+        let store = CertStore::load(&cert, &key).expect("load");
+        let first = leaf_name(&store);
+        assert!(!store.changed());
+        let (cert_b, key_b) = pair("b");
+        // Half a renewal: the certificate replaced, the key not yet. Not loaded, old pair kept.
+        write(dir.path(), "tls.crt", &cert_b);
+        assert!(store.changed(), "a rename over the file is a change");
+        assert!(store.reload().is_err());
+        assert_eq!(leaf_name(&store), first);
+        assert!(!store.changed(), "a failed load is not retried until the files change again");
+        write(dir.path(), "tls.key", &key_b);
+        assert!(store.changed());
+        store.reload().expect("the whole new pair loads");
+        assert_ne!(leaf_name(&store), first);
+        // The resolver hands new handshakes the new pair.
+        let config = server_config(Arc::new(store), None).expect("config");
+        assert_eq!(config.alpn_protocols, vec![b"h2".to_vec(), b"http/1.1".to_vec()]);
+    }
+}
