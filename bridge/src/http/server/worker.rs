@@ -23,7 +23,6 @@ use std::sync::Arc;
 
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
-use hyper_util::rt::TokioExecutor;
 use hyper_util::server::graceful::Watcher;
 use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::mpsc;
@@ -56,7 +55,7 @@ pub(super) struct Handoff {
 struct Shared {
     app: Entry,
     http: hyper::server::conn::http1::Builder,
-    h2: hyper::server::conn::http2::Builder<TokioExecutor>,
+    h2: hyper::server::conn::http2::Builder<StreamExec>,
     limits: ConnLimits,
     connect_info: bool,
 }
@@ -96,10 +95,25 @@ fn http1(limits: &ConnLimits) -> hyper::server::conn::http1::Builder {
     b
 }
 
+/// Runs each HTTP/2 stream as a task of the worker's runtime whose answer is copied, never lent
+/// (module docs).
+#[derive(Debug, Clone, Copy)]
+struct StreamExec;
+
+impl<F> hyper::rt::Executor<F> for StreamExec
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, stream: F) {
+        tokio::spawn(lent::copy_only(stream));
+    }
+}
+
 /// hyper's HTTP/2 settings under `limits`: the stream cap, the head limit as the header list
 /// limit. No timer: no keep-alive pings (the idle timeout closes idle connections).
-fn http2(limits: &ConnLimits) -> hyper::server::conn::http2::Builder<TokioExecutor> {
-    let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+fn http2(limits: &ConnLimits) -> hyper::server::conn::http2::Builder<StreamExec> {
+    let mut b = hyper::server::conn::http2::Builder::new(StreamExec);
     b.max_concurrent_streams(limits.http2_max_streams)
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
     b
@@ -302,14 +316,19 @@ where
         }
         let app = app.clone();
         async move {
-            let resp =
-                if copy { lent::copy_only(app.handle(req)).await } else { app.handle(req).await };
+            let resp = app.handle(req).await;
             Ok::<_, Infallible>(resp.map(|body| idle::Tracked::new(body, request)))
         }
     });
     // The lent-answer watchdog (`lent::watch`) and the idle check (`idle::sweep`) may abort this
     // task; that drops the connection here.
     let ended = match proto {
+        // HTTP/1.1 requests run in the connection's task: one scope covers them all, and the
+        // request futures of plain HTTP stay as they are.
+        Proto::Http1 if copy => {
+            let conn = shared.http.serve_connection(io, service);
+            lent::copy_only(lent::scope(closer, watcher.watch(conn))).await
+        }
         Proto::Http1 => {
             let conn = shared.http.serve_connection(io, service);
             lent::scope(closer, watcher.watch(conn)).await
