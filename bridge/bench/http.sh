@@ -98,6 +98,18 @@ mkdir -p "$WORK/www"
 curl -sf "http://127.0.0.1:$BRIDGE_PORT/api/v1/random/bytes?length=32" >"$WORK/www/hex32.json"
 head -c 65536 /dev/urandom >"$WORK/www/bin64k"
 HEX_SIZE=$(stat -c %s "$WORK/www/hex32.json")
+TLS_SERVER=""
+if tls_wanted; then
+    TLS_SERVER="server {
+        listen 127.0.0.1:$NGINX_TLS_PORT ssl http2;
+        ssl_certificate $WORK/cert.pem;
+        ssl_certificate_key $WORK/key.pem;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        http2_max_concurrent_streams 1000;
+        root $WORK/www;
+        location / { add_header Cache-Control no-store; }
+    }"
+fi
 cat >"$WORK/nginx.conf" <<NGINX
 worker_processes auto;
 pid $WORK/nginx.pid;
@@ -117,18 +129,9 @@ http {
         root $WORK/www;
         location / { add_header Cache-Control no-store; }
     }
-    server {
-        listen 127.0.0.1:$NGINX_TLS_PORT ssl http2;
-        ssl_certificate $WORK/cert.pem;
-        ssl_certificate_key $WORK/key.pem;
-        ssl_protocols TLSv1.2 TLSv1.3;
-        http2_max_concurrent_streams 1000;
-        root $WORK/www;
-        location / { add_header Cache-Control no-store; }
-    }
+$TLS_SERVER
 }
 NGINX
-tls_wanted || sed -i '/listen 127.0.0.1:'"$NGINX_TLS_PORT"'/,/^    }$/d' "$WORK/nginx.conf"
 "$NGINX" -c "$WORK/nginx.conf" -e "$WORK/nginx-error.log" &
 NGINX_PID=$!
 pids+=($NGINX_PID)

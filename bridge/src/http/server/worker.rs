@@ -202,21 +202,16 @@ async fn serve_connection(h: Handoff, shared: Arc<Shared>, _guard: OpenGuard, cl
     let c = Conn { peer, watcher, stop, shared, closer };
     // The HTTPS and Unix socket arms are boxed: a plain TCP connection's task stays the size it
     // is without them (what a connection costs before its first head: module docs of `head`).
-    let registered = match stream {
-        Accepted::Tcp(s) => match TcpStream::from_std(s) {
-            Ok(s) => match tls {
-                None => Ok(serve_plain(s, c).await),
-                Some(tls) => Ok(Box::pin(serve_tls(s, tls, c)).await),
-            },
-            Err(e) => Err(e),
+    match stream {
+        Accepted::Tcp(s) => match (TcpStream::from_std(s), tls) {
+            (Ok(s), None) => serve_plain(s, c).await,
+            (Ok(s), Some(tls)) => Box::pin(serve_tls(s, tls, c)).await,
+            (Err(e), _) => tracing::warn!(error = %e, "cannot register an accepted connection"),
         },
         Accepted::Unix(s) => match UnixStream::from_std(s) {
-            Ok(s) => Ok(Box::pin(serve_plain(s, c)).await),
-            Err(e) => Err(e),
+            Ok(s) => Box::pin(serve_plain(s, c)).await,
+            Err(e) => tracing::warn!(error = %e, "cannot register an accepted connection"),
         },
-    };
-    if let Err(e) = registered {
-        tracing::warn!(error = %e, "cannot register an accepted connection");
     }
     drop(slot);
 }
