@@ -548,6 +548,18 @@ fn e2e_http2_over_tls_and_with_prior_knowledge_answers_each_stream_once() {
         assert_eq!(data.len(), 64);
         assert!(seen.insert(data.clone()), "an answer repeated: {data}");
     }
+    // Binary answers large enough to be lent on plain HTTP/1.1 are copied whole over TLS and
+    // HTTP/2.
+    let big = "/api/v1/random/bytes?length=65536&format=binary";
+    let file = dir.join("big.bin");
+    let f = file.to_str().expect("utf-8");
+    for extra in [&["--http1.1", "-o", f][..], &["--http2", "-o", f]] {
+        assert_eq!(answer(&https(tls_addr, &ca.pem, big, extra)).map(|a| a.0), Some(200));
+        assert_eq!(std::fs::metadata(&file).expect("body").len(), 65536, "{extra:?}");
+    }
+    let h2c = answer(&plain(plain_addr, big, &["--http2-prior-knowledge", "-o", f]));
+    assert_eq!(h2c, Some((200, "2".into())));
+    assert_eq!(std::fs::metadata(&file).expect("body").len(), 65536);
     // curl gets HTTP/2 by ALPN, and with prior knowledge.
     let resolve = ["--http2"];
     assert_eq!(

@@ -149,3 +149,40 @@ pub(super) async fn accept(socket: &Socket) -> io::Result<(Accepted, Option<Sock
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn access() -> UnixAccess {
+        UnixAccess { mode: 0o640, group: None }
+    }
+
+    #[tokio::test]
+    async fn a_unix_socket_gets_its_mode_and_replaces_only_a_stale_socket() {
+        use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("http.sock");
+        // Stale: a socket file nobody listens on.
+        drop(std::os::unix::net::UnixListener::bind(&path).expect("stale"));
+        let live = bind_unix(&path, &access(), 16).expect("stale socket replaced");
+        let meta = std::fs::symlink_metadata(&path).expect("meta");
+        assert!(meta.file_type().is_socket());
+        assert_eq!(meta.permissions().mode() & 0o777, 0o640);
+        // Live: refused, and left in place.
+        let e = bind_unix(&path, &access(), 16).expect_err("in use").to_string();
+        assert!(e.contains("in use") && e.contains("http.sock"), "{e}");
+        assert!(std::os::unix::net::UnixStream::connect(&path).is_ok(), "still served");
+        drop(live);
+        // Not a socket: refused, and the file kept.
+        let file = dir.path().join("file");
+        std::fs::write(&file, "data").expect("write");
+        let e = bind_unix(&file, &access(), 16).expect_err("not a socket").to_string();
+        assert!(e.contains("not a socket") && e.contains("file"), "{e}");
+        assert_eq!(std::fs::read_to_string(&file).expect("kept"), "data");
+        // An unknown group is named.
+        let g = UnixAccess { mode: 0o660, group: Some("no-such-group-qrng".into()) };
+        let e = bind_unix(&dir.path().join("g.sock"), &g, 16).expect_err("group").to_string();
+        assert!(e.contains("no-such-group-qrng"), "{e}");
+    }
+}

@@ -258,10 +258,13 @@ impl Acceptor<'_> {
             let Some(slot) = self.admission.admit(permit, peer.map(|p| p.ip())) else {
                 self.stats.client_cap.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(peer = ?peer, "client at its connection cap; refused");
-                if let listen::Accepted::Tcp(s) = &stream {
-                    // Best effort: one non-blocking write (a plain-HTTP answer, which a TLS
-                    // client reads as a failed handshake), then the connection is closed.
-                    let _ = io::Write::write(&mut &*s, limits::over_client_cap_answer());
+                match &stream {
+                    // Best effort: one non-blocking write, then the connection is closed. An
+                    // HTTPS listener never sends plain HTTP: its client is just closed.
+                    listen::Accepted::Tcp(s) if tls.is_none() => {
+                        let _ = io::Write::write(&mut &*s, limits::over_client_cap_answer());
+                    }
+                    _ => {}
                 }
                 continue;
             };
