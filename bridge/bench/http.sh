@@ -3,13 +3,23 @@
 #
 #   bridge/bench/http.sh            # from the workspace root; needs wrk and nginx (Debian: wrk nginx-light)
 #   DURATION=8 ROUNDS=3 CONNS=100 bridge/bench/http.sh
-#   CASES="bin" bridge/bench/http.sh   # a subset of: hex bin rss edge (default: all four)
+#   CASES="bin" bridge/bench/http.sh   # a subset of: hex bin rss edge tls tlsnew h2 tlsrss
+#                                        # (default: hex bin rss edge)
 #
 # Measures (each bridge figure next to its nginx baseline from the same run):
 #   1. 32-byte hex JSON over $CONNS connections: req/s ratio bridge/nginx (target >= 1.3), p99;
 #   2. 64 KiB binary over $CONNS connections: ratio (target >= 1.0), p99;
 #   3. RssAnon of the bridge idle (target <= 6 MB) and under 1000 connections (target <= 25 MB);
 #   4. integers with min=i64::MIN max=i64::MAX under load: no error, server alive, values valid.
+# TLS cases (the bridge's --listen https:// and nginx's `listen ssl http2`, the same ECDSA P-256
+# certificate, TLS 1.3; each client offers its default suites and both servers follow the client's
+# order, so both negotiate the same suite, printed before the runs):
+#   tls:    32-byte hex over HTTPS keep-alive, $CONNS connections (target >= 1.3);
+#   tlsnew: the same with a new connection (handshake) per request, wrk -H "Connection: close"
+#           (target >= 1.0);
+#   h2:     32-byte hex over HTTP/2 over TLS, 10 connections x 10 streams, h2load (target >= 1.0);
+#   tlsrss: RssAnon of the bridge with 1000 TLS connections open and idle after one request each
+#           (target <= 40 MB).
 #
 # The ring is filled by bridge/examples/bench_feeder.rs, a BENCHMARK FEEDER labelled "simulated"
 # (never a source of the product). It runs with --replay: it fills the ring (16 MiB, the driver's
@@ -32,6 +42,9 @@ CONNS=${CONNS:-100}
 THREADS=${THREADS:-2}
 BRIDGE_PORT=${BRIDGE_PORT:-18080}
 NGINX_PORT=${NGINX_PORT:-18081}
+BRIDGE_TLS_PORT=${BRIDGE_TLS_PORT:-18443}
+NGINX_TLS_PORT=${NGINX_TLS_PORT:-18444}
+tls_wanted() { want tls || want tlsnew || want h2 || want tlsrss; }
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 WORK=$(mktemp -d /dev/shm/qrng-bench.XXXXXX)
 chmod 755 "$WORK"   # nginx workers run as www-data
@@ -58,11 +71,20 @@ FEEDER_PID=$!
 pids+=($FEEDER_PID)
 for _ in $(seq 100); do [ -e "$WORK/qrng0.ring" ] && break; sleep 0.05; done
 
+# One certificate for both servers' TLS cases.
+TLS_ARGS=()
+if tls_wanted; then
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=localhost \
+        -addext subjectAltName=DNS:localhost -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
+    chmod 644 "$WORK/key.pem"   # nginx workers read it as www-data (a throwaway benchmark key)
+    TLS_ARGS=(--listen "https://127.0.0.1:$BRIDGE_TLS_PORT" --tls-cert "$WORK/cert.pem" --tls-key "$WORK/key.pem")
+fi
+
 # Every wrk connection comes from 127.0.0.1: the per-client connection cap (64 by default) is
 # lifted above the 1000 connections of the RssAnon case; every other limit stays at its default.
 QRNG_HTTP_MAX_CONNECTIONS_PER_CLIENT=2000 \
-"$TARGET/release/qrng-bridge" --ring "$WORK/qrng0.ring" --listen "127.0.0.1:$BRIDGE_PORT" --no-fuse \
-    --log-format json 2>"$WORK/bridge.log" &
+"$TARGET/release/qrng-bridge" --ring "$WORK/qrng0.ring" --listen "http://127.0.0.1:$BRIDGE_PORT" --no-fuse \
+    "${TLS_ARGS[@]}" --log-format json 2>"$WORK/bridge.log" &
 BRIDGE_PID=$!
 pids+=($BRIDGE_PID)
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$BRIDGE_PORT/health" >/dev/null && break; sleep 0.05; done
@@ -76,6 +98,18 @@ mkdir -p "$WORK/www"
 curl -sf "http://127.0.0.1:$BRIDGE_PORT/api/v1/random/bytes?length=32" >"$WORK/www/hex32.json"
 head -c 65536 /dev/urandom >"$WORK/www/bin64k"
 HEX_SIZE=$(stat -c %s "$WORK/www/hex32.json")
+TLS_SERVER=""
+if tls_wanted; then
+    TLS_SERVER="server {
+        listen 127.0.0.1:$NGINX_TLS_PORT ssl http2;
+        ssl_certificate $WORK/cert.pem;
+        ssl_certificate_key $WORK/key.pem;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        http2_max_concurrent_streams 1000;
+        root $WORK/www;
+        location / { add_header Cache-Control no-store; }
+    }"
+fi
 cat >"$WORK/nginx.conf" <<NGINX
 worker_processes auto;
 pid $WORK/nginx.pid;
@@ -95,6 +129,7 @@ http {
         root $WORK/www;
         location / { add_header Cache-Control no-store; }
     }
+$TLS_SERVER
 }
 NGINX
 "$NGINX" -c "$WORK/nginx.conf" -e "$WORK/nginx-error.log" &
@@ -103,7 +138,8 @@ pids+=($NGINX_PID)
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$NGINX_PORT/hex32.json" >/dev/null && break; sleep 0.05; done
 
 # wrk: prints "Requests/sec: N" and with --latency " 99%  X"; normalise X to ms.
-run_wrk() { wrk -t"$THREADS" -c"$2" -d"${DURATION}s" --latency "$1" 2>&1; }
+run_wrk() { wrk -t"$THREADS" -c"$2" -d"${DURATION}s" --latency "${WRK_ARGS[@]}" "$1" 2>&1; }
+WRK_ARGS=()
 rps() { awk '/^Requests\/sec:/ {print $2}'; }
 p99() {
     awk '$1 == "99%" { v = $2; u = v; sub(/[0-9.]+/, "", u); sub(/[a-z]+$/, "", v);
@@ -153,6 +189,61 @@ want hex && bench_pair "32 B hex, $CONNS conns" "http://127.0.0.1:$BRIDGE_PORT/a
 want bin && bench_pair "64 KiB binary, $CONNS conns" \
     "http://127.0.0.1:$BRIDGE_PORT/api/v1/random/bytes?length=65536&format=binary" \
     "http://127.0.0.1:$NGINX_PORT/bin64k" "$CONNS" bin
+
+if tls_wanted; then
+    for port in "$BRIDGE_TLS_PORT" "$NGINX_TLS_PORT"; do
+        printf '# TLS on port %s: %s\n' "$port" "$(openssl s_client -connect "127.0.0.1:$port" -servername localhost \
+            </dev/null 2>/dev/null | grep -E '^(New|    Cipher)' | head -1)"
+    done
+fi
+B_TLS="https://127.0.0.1:$BRIDGE_TLS_PORT/api/v1/random/bytes?length=32"
+N_TLS="https://127.0.0.1:$NGINX_TLS_PORT/hex32.json"
+want tls && bench_pair "HTTPS 32 B hex, $CONNS conns" "$B_TLS" "$N_TLS" "$CONNS" tls
+if want tlsnew; then
+    WRK_ARGS=(-H "Connection: close")
+    bench_pair "HTTPS new conn/req, $CONNS conns" "$B_TLS" "$N_TLS" "$CONNS" tlsnew
+    WRK_ARGS=()
+fi
+# h2load: "finished in Xs, N req/s, ..."; alternated like bench_pair.
+if want h2; then
+    for r in $(seq "$ROUNDS"); do
+        b=$(h2load -c10 -m10 -t"$THREADS" -D"$DURATION" "$B_TLS" 2>&1)
+        n=$(h2load -c10 -m10 -t"$THREADS" -D"$DURATION" "$N_TLS" 2>&1)
+        brps=$(echo "$b" | awk '/^finished in/ {print $4}'); nrps=$(echo "$n" | awk '/^finished in/ {print $4}')
+        printf '  %-26s round %d: bridge %8.0f req/s (%s) | nginx %8.0f req/s (%s) | ratio %.2f | load %s\n' \
+            "h2 TLS 10x10 streams" "$r" "$brps" "$(echo "$b" | awk '/^status codes/ {print $3, $4}')" \
+            "$nrps" "$(echo "$n" | awk '/^status codes/ {print $3, $4}')" \
+            "$(awk -v a="$brps" -v b="$nrps" 'BEGIN {print a / b}')" "$(cut -d' ' -f1-3 /proc/loadavg)"
+        echo "$brps $nrps" >>"$WORK/h2.rounds"
+    done
+    printf '%-28s median bridge %8.0f req/s | nginx %8.0f req/s | median ratio %.2f\n' "h2 TLS 10x10 streams" \
+        "$(cut -d' ' -f1 "$WORK/h2.rounds" | median)" "$(cut -d' ' -f2 "$WORK/h2.rounds" | median)" \
+        "$(awk '{print $1 / $2}' "$WORK/h2.rounds" | median)"
+fi
+# RssAnon with 1000 idle TLS connections: each made, one request answered on it, then held.
+if want tlsrss; then
+    before=$(rss_anon "$BRIDGE_PID")
+    python3 - "$BRIDGE_TLS_PORT" "$BRIDGE_PID" >"$WORK/tlsrss.txt" <<'PY'
+import socket, ssl, sys, time
+port, pid = int(sys.argv[1]), sys.argv[2]
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+ctx.set_alpn_protocols(["http/1.1"])
+held = []
+for _ in range(1000):
+    s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname="localhost")
+    s.sendall(b"GET /api/v1/random/bytes?length=32 HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    got = b""
+    while b"}" not in got:
+        got += s.recv(4096)
+    held.append(s)
+time.sleep(1)
+rss = int([l.split()[1] for l in open(f"/proc/{pid}/status") if l.startswith("RssAnon:")][0])
+print(len(held), rss)
+PY
+    read -r n peak <"$WORK/tlsrss.txt"
+    printf 'RssAnon with %s idle TLS connections %.1f MB (target <= 40; %.1f MB before)\n' "$n" \
+        "$(awk -v k="$peak" 'BEGIN {print k / 1024}')" "$(awk -v k="$before" 'BEGIN {print k / 1024}')"
+fi
 
 # RssAnon under 1000 connections: sample every 0.2 s while wrk holds them open.
 if want rss; then

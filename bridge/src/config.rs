@@ -10,6 +10,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::str::FromStr;
 
 use clap::{Parser, ValueEnum};
 
@@ -21,6 +22,8 @@ use crate::dispenser::DispenserConfig;
 use crate::http::server::limits::ConnLimits;
 use crate::http::{CorsOrigins, FailureLimit, HttpConfig, HttpError, RateLimit};
 use crate::beacon::BeaconConfig;
+use crate::http::server::tls::{Tls, TlsError};
+use crate::http::server::UnixAccess;
 }
 
 /// Log line format.
@@ -47,9 +50,55 @@ pub struct Config {
     #[arg(long = "ring", value_name = "PATH", env = "QRNG_RINGS", value_delimiter = ',')]
     pub rings: Vec<PathBuf>,
 
-    /// HTTP listen address.
-    #[arg(long, default_value = "127.0.0.1:8080", env = "QRNG_LISTEN")]
-    pub listen: SocketAddr,
+    /// Where to serve HTTP; repeatable, each listener with its own scheme: ADDR (HTTPS when
+    /// --tls-cert is given, else plain HTTP), http://ADDR, https://ADDR (needs --tls-cert), or
+    /// unix:PATH (plain HTTP on a Unix socket; see --unix-socket-mode). Example: --listen
+    /// https://[::]:8443 --listen http://127.0.0.1:8080 (HTTPS on the network, plain HTTP for a
+    /// local metrics scraper).
+    #[arg(
+        long,
+        value_name = "LISTENER",
+        default_value = "127.0.0.1:8080",
+        env = "QRNG_LISTEN",
+        value_delimiter = ','
+    )]
+    pub listen: Vec<Listen>,
+
+    /// TLS certificate (PEM): the server's certificate first, then its chain (e.g. certbot's
+    /// fullchain.pem). Reloaded on SIGHUP and when the file changes.
+    #[arg(long, value_name = "FILE", env = "QRNG_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// TLS private key (PEM: PKCS#8, or RSA/EC; RSA, ECDSA P-256/P-384 or Ed25519) of
+    /// --tls-cert. Reloaded with it.
+    #[arg(long, value_name = "FILE", env = "QRNG_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Mutual TLS: CA certificates (PEM); HTTPS clients must present a certificate that chains
+    /// to one of them, or the handshake fails. Bearer tokens (--tokens-file) still apply.
+    #[arg(long, value_name = "FILE", env = "QRNG_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// Milliseconds from accepting an HTTPS connection until its TLS handshake is complete;
+    /// then the connection is closed.
+    #[arg(long, default_value_t = limits::DEFAULT_TLS_HANDSHAKE_TIMEOUT.as_millis() as u64,
+          value_parser = clap::value_parser!(u64).range(1..),
+          env = "QRNG_TLS_HANDSHAKE_TIMEOUT_MS")]
+    pub tls_handshake_timeout_ms: u64,
+
+    /// Most concurrent streams (requests) per HTTP/2 connection (SETTINGS_MAX_CONCURRENT_STREAMS).
+    #[arg(long, value_name = "N", default_value_t = limits::DEFAULT_HTTP2_MAX_STREAMS,
+          value_parser = clap::value_parser!(u32).range(1..), env = "QRNG_HTTP2_MAX_STREAMS")]
+    pub http2_max_streams: u32,
+
+    /// Permission bits (octal) of unix: listeners' socket files; connecting needs write
+    /// permission.
+    #[arg(long, default_value = "660", value_parser = parse_mode, env = "QRNG_UNIX_SOCKET_MODE")]
+    pub unix_socket_mode: u16,
+
+    /// Group (name or gid) of unix: listeners' socket files; default: the process's.
+    #[arg(long, value_name = "GROUP", env = "QRNG_UNIX_SOCKET_GROUP")]
+    pub unix_socket_group: Option<String>,
 
     /// Do not serve HTTP.
     #[arg(long, env = "QRNG_NO_HTTP")]
@@ -334,6 +383,64 @@ fn parse_mode(s: &str) -> Result<u16, String> {
         .ok_or_else(|| format!("{s:?}: expected octal permission bits such as 444 or 440"))
 }
 
+/// Where the HTTP server listens (`--listen`; docs/api.md "Listeners, TLS and HTTP/2").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listen {
+    /// A TCP address; `tls`: `Some` when the scheme was given (`https://` or `http://`), `None`
+    /// for a bare address (HTTPS exactly when --tls-cert is given).
+    Tcp { addr: SocketAddr, tls: Option<bool> },
+    /// A Unix socket (plain HTTP).
+    Unix(PathBuf),
+}
+
+impl FromStr for Listen {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let addr = |a: &str| {
+            a.parse::<SocketAddr>().map_err(|_| {
+                format!(
+                    "{s:?}: expected ADDR:PORT (e.g. 127.0.0.1:8080, [::]:8443), \
+                     http://ADDR:PORT, https://ADDR:PORT or unix:/PATH"
+                )
+            })
+        };
+        if let Some(path) = s.strip_prefix("unix:") {
+            if !path.starts_with('/') {
+                return Err(format!(
+                    "{s:?}: a unix: listener needs an absolute path (unix:/run/qrng/http.sock)"
+                ));
+            }
+            return Ok(Self::Unix(PathBuf::from(path)));
+        }
+        if let Some(a) = s.strip_prefix("https://") {
+            return Ok(Self::Tcp { addr: addr(a.trim_end_matches('/'))?, tls: Some(true) });
+        }
+        if let Some(a) = s.strip_prefix("http://") {
+            return Ok(Self::Tcp { addr: addr(a.trim_end_matches('/'))?, tls: Some(false) });
+        }
+        Ok(Self::Tcp { addr: addr(s)?, tls: None })
+    }
+}
+
+impl std::fmt::Display for Listen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Tcp { addr, tls: Some(true) } => write!(f, "https://{addr}"),
+            Self::Tcp { addr, tls: Some(false) } => write!(f, "http://{addr}"),
+            Self::Tcp { addr, tls: None } => write!(f, "{addr}"),
+            Self::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+/// A listener as it is bound: the scheme decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bind {
+    Tcp { addr: SocketAddr, tls: bool },
+    Unix(PathBuf),
+}
+
 /// The packaged driver user (systemd/quantis-qrng.sysusers).
 pub const DEFAULT_RING_OWNER: &str = "qrng";
 
@@ -382,6 +489,22 @@ impl Config {
         }
     }
 
+    /// The pulses' base URL without --beacon-url: the first TCP listener, `https://` when it
+    /// serves TLS.
+    fn default_beacon_url(&self) -> String {
+        let have_cert = self.tls_cert.is_some();
+        self.listen
+            .iter()
+            .find_map(|l| match l {
+                Listen::Tcp { addr, tls } => {
+                    let scheme = if tls.unwrap_or(have_cert) { "https" } else { "http" };
+                    Some(format!("{scheme}://{addr}"))
+                }
+                Listen::Unix(_) => None,
+            })
+            .unwrap_or_else(|| "http://localhost".to_owned())
+    }
+
     /// The beacon settings, when --beacon-key is given.
     pub fn beacon(&self) -> Option<BeaconConfig> {
         let key = self.beacon_key.clone()?;
@@ -390,8 +513,40 @@ impl Config {
             cert: self.beacon_cert.clone(),
             db: self.beacon_db.clone(),
             period_secs: self.beacon_period,
-            base_url: self.beacon_url.clone().unwrap_or_else(|| format!("http://{}", self.listen)),
+            base_url: self.beacon_url.clone().unwrap_or_else(|| self.default_beacon_url()),
         })
+    }
+
+    /// The listeners with their schemes decided (see [`Listen`]).
+    pub fn binds(&self) -> Result<Vec<Bind>, String> {
+        let have_cert = self.tls_cert.is_some();
+        let binds: Vec<Bind> = self
+            .listen
+            .iter()
+            .map(|l| match l {
+                Listen::Tcp { addr, tls: Some(true) } if !have_cert => Err(format!(
+                    "--listen {l}: HTTPS needs --tls-cert and --tls-key"
+                )),
+                Listen::Tcp { addr, tls } => Ok(Bind::Tcp { addr: *addr, tls: tls.unwrap_or(have_cert) }),
+                Listen::Unix(p) => Ok(Bind::Unix(p.clone())),
+            })
+            .collect::<Result<_, _>>()?;
+        if self.tls_client_ca.is_some() && !binds.iter().any(|b| matches!(b, Bind::Tcp { tls: true, .. })) {
+            return Err("--tls-client-ca is given, but no --listen serves HTTPS".into());
+        }
+        Ok(binds)
+    }
+
+    /// The TLS settings, when --tls-cert is given: the files loaded and checked (an error names
+    /// the file).
+    pub fn tls(&self) -> Result<Option<Tls>, TlsError> {
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else { return Ok(None) };
+        Tls::load(cert, key, self.tls_client_ca.as_deref()).map(Some)
+    }
+
+    /// Who may connect to unix: listeners.
+    pub fn unix_access(&self) -> UnixAccess {
+        UnixAccess { mode: u32::from(self.unix_socket_mode), group: self.unix_socket_group.clone() }
     }
 
     /// The HTTP settings; reads the token file.
@@ -416,6 +571,8 @@ impl Config {
                 idle_timeout: Duration::from_millis(self.http_idle_timeout_ms),
                 max_header_bytes: self.http_max_header_bytes,
                 reserved_fds: self.http_reserved_fds,
+                handshake_timeout: Duration::from_millis(self.tls_handshake_timeout_ms),
+                http2_max_streams: self.http2_max_streams,
             },
             threads: self.http_threads,
             pin: self.http_cpu_affinity == CpuAffinity::Auto,
@@ -447,7 +604,15 @@ mod tests {
         ])
         .expect("parse");
         assert_eq!(c.rings, vec![PathBuf::from("/run/qrng/a.ring"), PathBuf::from("/b.ring")]);
-        assert_eq!(c.listen, "127.0.0.1:8080".parse().expect("addr"));
+        assert_eq!(
+            c.listen,
+            vec![Listen::Tcp { addr: "127.0.0.1:8080".parse().expect("addr"), tls: None }]
+        );
+        assert_eq!(
+            c.binds().expect("binds"),
+            vec![Bind::Tcp { addr: "127.0.0.1:8080".parse().expect("addr"), tls: false }]
+        );
+        assert_eq!(c.unix_access(), UnixAccess { mode: 0o660, group: None });
         assert_eq!(c.mount, PathBuf::from("/run/qrng/dev"));
         assert!(!c.no_fuse);
         assert_eq!(c.ring_dir, PathBuf::from("/run/qrng"));
@@ -481,6 +646,10 @@ mod tests {
             "4096",
             "--http-reserved-fds",
             "64",
+            "--tls-handshake-timeout-ms",
+            "700",
+            "--http2-max-streams",
+            "50",
             "--auth-max-failures",
             "0",
         ])
@@ -495,6 +664,8 @@ mod tests {
                 idle_timeout: Duration::from_millis(2500),
                 max_header_bytes: 4096,
                 reserved_fds: 64,
+                handshake_timeout: Duration::from_millis(700),
+                http2_max_streams: 50,
             }
         );
         assert_eq!(h.auth_failures, None);
@@ -517,9 +688,72 @@ mod tests {
             ["--http-max-header-bytes", "100"],
             ["--auth-failure-window-secs", "0"],
             ["--http-listen-backlog", "0"],
+            ["--tls-handshake-timeout-ms", "0"],
+            ["--http2-max-streams", "0"],
         ] {
             assert!(Config::try_parse_from(["qrng-bridge", bad[0], bad[1]]).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn listeners_have_a_scheme_each_and_a_bare_address_follows_tls_cert() {
+        let a = |s: &str| s.parse::<SocketAddr>().expect("addr");
+        let c = Config::try_parse_from([
+            "qrng-bridge",
+            "--listen",
+            "https://[::]:8443",
+            "--listen",
+            "http://127.0.0.1:9090/",
+            "--listen",
+            "0.0.0.0:8444",
+            "--listen",
+            "unix:/run/qrng/http.sock",
+            "--tls-cert",
+            "/c.pem",
+            "--tls-key",
+            "/k.pem",
+            "--unix-socket-mode",
+            "600",
+            "--unix-socket-group",
+            "qrng",
+        ])
+        .expect("parse");
+        assert_eq!(
+            c.binds().expect("binds"),
+            vec![
+                Bind::Tcp { addr: a("[::]:8443"), tls: true },
+                Bind::Tcp { addr: a("127.0.0.1:9090"), tls: false },
+                Bind::Tcp { addr: a("0.0.0.0:8444"), tls: true },
+                Bind::Unix(PathBuf::from("/run/qrng/http.sock")),
+            ]
+        );
+        assert_eq!(c.unix_access(), UnixAccess { mode: 0o600, group: Some("qrng".into()) });
+        // HTTPS without a certificate, a relative socket path, a key without a certificate.
+        let c = Config::try_parse_from(["qrng-bridge", "--listen", "https://127.0.0.1:1"])
+            .expect("parse");
+        assert!(c.binds().expect_err("no cert").contains("--tls-cert"));
+        for bad in [
+            &["--listen", "unix:relative.sock"][..],
+            &["--listen", "ftp://1.2.3.4:5"],
+            &["--tls-key", "/k.pem"],
+            &["--tls-client-ca", "/ca.pem"],
+        ] {
+            let args = ["qrng-bridge"].iter().chain(bad).copied();
+            assert!(Config::try_parse_from(args).is_err(), "{bad:?}");
+        }
+        let c = Config::try_parse_from([
+            "qrng-bridge",
+            "--listen",
+            "http://127.0.0.1:1",
+            "--tls-cert",
+            "/c",
+            "--tls-key",
+            "/k",
+            "--tls-client-ca",
+            "/ca",
+        ])
+        .expect("parse");
+        assert!(c.binds().expect_err("mTLS on no HTTPS listener").contains("--tls-client-ca"));
     }
 
     #[test]

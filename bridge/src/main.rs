@@ -10,10 +10,11 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Parser;
 use qrng_bridge::beacon::{Beacon, SystemClock};
-use qrng_bridge::config::{Config, LogFormat};
+use qrng_bridge::config::{Bind, Config, LogFormat};
 use qrng_bridge::dispenser::Dispenser;
 use qrng_bridge::egd;
 use qrng_bridge::fuse::{FuseConfig, FuseMount};
+use qrng_bridge::http::server::tls::Tls;
 use qrng_bridge::http::{self, AppState};
 use qrng_bridge::watch::{RingSink, Watcher};
 
@@ -62,6 +63,16 @@ async fn shutdown_signal() {
     }
 }
 
+/// SIGHUP with nothing to reload (no TLS certificate): logged, so that `systemctl reload` (the
+/// unit's `ExecReload=`) never stops the bridge.
+async fn ignore_hangup() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
+    while hup.recv().await.is_some() {
+        tracing::info!("SIGHUP: no TLS certificate to reload");
+    }
+}
+
 /// Explicit `--ring` files that live in the watched directory, as the watcher names them.
 fn explicit_in_dir(rings: &[PathBuf], dir: &Path) -> HashSet<PathBuf> {
     let dir_abs = std::fs::canonicalize(dir).ok();
@@ -87,7 +98,41 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(run(cfg))
 }
 
+/// Binds every `--listen` (after the TLS files loaded: a bad one stops start-up before anything
+/// is bound).
+fn bind_all(
+    cfg: &Config,
+    binds: &[Bind],
+    tls: Option<&Tls>,
+) -> anyhow::Result<Vec<http::server::Listener>> {
+    use http::server::{listen, Listener, Socket};
+    binds
+        .iter()
+        .map(|b| match b {
+            Bind::Tcp { addr, tls: https } => {
+                let socket = http::server::limits::bind(*addr, cfg.http_listen_backlog)
+                    .with_context(|| format!("listen on {addr}"))?;
+                let tls = if *https { tls.cloned() } else { None };
+                Ok(Listener { socket: Socket::Tcp(socket), tls })
+            }
+            Bind::Unix(path) => {
+                let socket = listen::bind_unix(path, &cfg.unix_access(), cfg.http_listen_backlog)
+                    .with_context(|| format!("listen on unix:{}", path.display()))?;
+                Ok(Listener { socket: Socket::Unix(socket), tls: None })
+            }
+        })
+        .collect()
+}
+
 async fn run(cfg: Config) -> anyhow::Result<()> {
+    // Listener syntax and TLS files first: a mistake there stops start-up before anything is
+    // mounted or bound.
+    let (binds, tls) = if cfg.no_http {
+        (Vec::new(), None)
+    } else {
+        let binds = cfg.binds().map_err(|e| anyhow::anyhow!("{e}"))?;
+        (binds, cfg.tls()?)
+    };
     let trust = cfg.ring_trust().map_err(|e| anyhow::anyhow!("{e}"))?;
     let dispenser = Dispenser::with_ring_trust(cfg.dispenser(), trust);
     let fuse = if cfg.no_fuse {
@@ -156,11 +201,21 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     };
 
     let served = if let Some(state) = state {
-        let listener = http::server::limits::bind(cfg.listen, cfg.http_listen_backlog)
-            .with_context(|| format!("listen on {}", cfg.listen))?;
-        tracing::info!(listen = %cfg.listen, "serving HTTP");
+        let listeners = bind_all(&cfg, &binds, tls.as_ref())?;
+        for l in &listeners {
+            tracing::info!(listen = %l.describe(), "serving HTTP");
+        }
+        let reload = tokio::spawn(async move {
+            match tls {
+                Some(t) => http::server::tls::keep_fresh(t.store).await,
+                None => ignore_hangup().await,
+            }
+        });
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-        http::serve(listener, state, shutdown_signal()).await.context("serve HTTP")
+        let served =
+            http::serve_on(listeners, state, shutdown_signal()).await.context("serve HTTP");
+        reload.abort();
+        served
     } else {
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
         shutdown_signal().await;

@@ -49,6 +49,8 @@ fn layout_root(root: &Path, bins: Option<&Path>) {
     fs::copy(ws.join("udev/quantis-vfio"), root.join("usr/libexec/quantis-qrng/quantis-vfio"))
         .unwrap();
     fs::copy("/bin/umount", root.join("usr/bin/umount")).unwrap();
+    // The bridge unit's ExecReload= (procps, a dependency of the package).
+    fs::copy("/bin/kill", root.join("usr/bin/kill")).unwrap();
     if let Some(bins) = bins {
         for bin in ["quantis-driver", "qrng-bridge", "qrng-feeder"] {
             fs::copy(bins.join(bin), root.join("usr/bin").join(bin)).unwrap();

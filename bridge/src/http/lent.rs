@@ -124,6 +124,24 @@ pub(crate) fn check() {
     });
 }
 
+tokio::task_local! {
+    /// Set while a request of a connection whose answers are never lent (HTTPS, HTTP/2) runs.
+    static COPY_ONLY: ();
+}
+
+/// Whether the current request's answer may be lent: not on connections that must copy
+/// ([`copy_only`]).
+pub(crate) fn may_lend() -> bool {
+    COPY_ONLY.try_with(|()| ()).is_err()
+}
+
+/// Runs a request's future so that its answer is copied, never lent: TLS encrypts into its own
+/// buffer, so lending would only hold the ring's space longer, and an HTTP/2 stream runs outside
+/// the connection task the watchdog ([`watch`]) could close.
+pub(crate) async fn copy_only<F: std::future::Future>(f: F) -> F::Output {
+    COPY_ONLY.scope((), f).await
+}
+
 /// Runs a connection's future with its abort handle in scope, so [`watch`] can find it.
 pub(crate) async fn scope<F: std::future::Future>(closer: Closer, f: F) -> F::Output {
     CLOSE.scope(closer, f).await

@@ -544,6 +544,15 @@ pub async fn serve(
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), HttpError> {
+    serve_on(vec![listener.into()], state, shutdown).await
+}
+
+/// [`serve`] on several listeners (TCP or Unix sockets, plain HTTP or HTTPS).
+pub async fn serve_on(
+    listeners: Vec<server::Listener>,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), HttpError> {
     let upkeep_state = state.clone();
     let upkeep = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -559,7 +568,7 @@ pub async fn serve(
         limits: state.0.cfg.conn.clone(),
     };
     let stats = Arc::clone(&state.0.server);
-    let result = server::run(listener, Entry::new(state), stats, opts, shutdown).await;
+    let result = server::run(listeners, Entry::new(state), stats, opts, shutdown).await;
     upkeep.abort();
     result
 }

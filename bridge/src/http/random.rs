@@ -226,11 +226,12 @@ pub async fn bytes(
         _ => return Err(ApiError::BadRequest("format must be hex, base64 or binary".into())),
     };
     accept.require(if format == "binary" { BINARY } else { JSON })?;
-    let delivery = if format == "binary" && length >= super::lent::LEND_MIN {
-        Delivery::LendOrCopy
-    } else {
-        Delivery::Copy
-    };
+    let delivery =
+        if format == "binary" && length >= super::lent::LEND_MIN && super::lent::may_lend() {
+            Delivery::LendOrCopy
+        } else {
+            Delivery::Copy
+        };
     let mut e = match s.serve(device.as_deref(), length, delivery).await? {
         Served::Lent(lent) => return Ok(super::lent::answer(&s, lent)),
         Served::Copied(e) => e,

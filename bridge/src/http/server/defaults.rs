@@ -29,3 +29,10 @@ pub const DEFAULT_LISTEN_BACKLOG: u32 = 1024;
 pub const MIN_CONNECTIONS: usize = 16;
 /// Smallest `--http-max-header-bytes`: a request line with a short path.
 pub const MIN_HEADER_BYTES: usize = 256;
+/// Time from accepting a TLS connection until its handshake is complete; then it is closed. The
+/// header timeout starts after it. A handshake is two round trips and a signature.
+pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Streams (requests) one HTTP/2 connection may have open at once, advertised in its SETTINGS
+/// (`SETTINGS_MAX_CONCURRENT_STREAMS`, RFC 9113 §6.5.2; RFC 9113 recommends at least 100). Each
+/// open stream holds one request's state, as a connection of HTTP/1.1 does.
+pub const DEFAULT_HTTP2_MAX_STREAMS: u32 = 1000;

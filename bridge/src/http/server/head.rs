@@ -52,26 +52,69 @@ impl HeadEnd {
     }
 }
 
+/// A socket read without a buffer of its own until data is there (TCP and Unix streams).
+pub(super) trait Socket {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+    fn try_read(&self, buf: &mut [u8]) -> io::Result<usize>;
+}
+
+impl Socket for TcpStream {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        TcpStream::poll_read_ready(self, cx)
+    }
+    fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        TcpStream::try_read(self, buf)
+    }
+}
+
+impl Socket for tokio::net::UnixStream {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        tokio::net::UnixStream::poll_read_ready(self, cx)
+    }
+    fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        tokio::net::UnixStream::try_read(self, buf)
+    }
+}
+
+/// The head read so far.
+#[derive(Debug, Default)]
+struct Head {
+    buf: Vec<u8>,
+    end: HeadEnd,
+}
+
+impl Head {
+    /// Bytes to read next at most: never past the limit (+1 so hyper sees it crossed and
+    /// answers 431).
+    fn room(&self, max: usize) -> usize {
+        READ_CHUNK.min(max + 1 - self.buf.len())
+    }
+
+    /// Keeps `chunk`; true once the head is complete or over `max`.
+    fn push(&mut self, chunk: &[u8], max: usize) -> bool {
+        let n = chunk.len();
+        if self.buf.capacity() - self.buf.len() < n {
+            // Doubling, but never past the limit.
+            self.buf.reserve_exact(n.max(self.buf.len()).min(max + 1 - self.buf.len()));
+        }
+        self.buf.extend_from_slice(chunk);
+        self.end.complete(&self.buf) || self.buf.len() > max
+    }
+}
+
 /// Reads from `stream` until the first request head is complete, or `max` bytes are in (hyper
 /// then answers 431), and returns the bytes. None if the client closed first.
-pub(super) async fn first_head(stream: &TcpStream, max: usize) -> io::Result<Option<Vec<u8>>> {
-    let mut buf: Vec<u8> = Vec::new();
-    let mut end = HeadEnd::default();
+pub(super) async fn first_head<S: Socket>(stream: &S, max: usize) -> io::Result<Option<Vec<u8>>> {
+    let mut head = Head::default();
     loop {
-        stream.readable().await?;
+        std::future::poll_fn(|cx| stream.poll_read_ready(cx)).await?;
         let mut chunk = [0u8; READ_CHUNK];
-        // Never past the limit (+1 so hyper sees it crossed and answers 431).
-        let room = READ_CHUNK.min(max + 1 - buf.len());
+        let room = head.room(max);
         match stream.try_read(&mut chunk[..room]) {
             Ok(0) => return Ok(None),
             Ok(n) => {
-                if buf.capacity() - buf.len() < n {
-                    // Doubling, but never past the limit.
-                    buf.reserve_exact(n.max(buf.len()).min(max + 1 - buf.len()));
-                }
-                buf.extend_from_slice(&chunk[..n]);
-                if end.complete(&buf) || buf.len() > max {
-                    return Ok(Some(buf));
+                if head.push(&chunk[..n], max) {
+                    return Ok(Some(head.buf));
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -80,21 +123,42 @@ pub(super) async fn first_head(stream: &TcpStream, max: usize) -> io::Result<Opt
     }
 }
 
-/// A connection whose first bytes were already read: hyper reads those, then the socket.
-#[derive(Debug)]
-pub(super) struct Prefixed {
-    head: Vec<u8>,
-    at: usize,
-    io: TokioIo<TcpStream>,
+/// [`first_head`] from a stream that decrypts (TLS): its reads go through its own buffer anyway.
+pub(super) async fn first_head_from<R: tokio::io::AsyncRead + Unpin>(
+    stream: &mut R,
+    max: usize,
+) -> io::Result<Option<Vec<u8>>> {
+    use tokio::io::AsyncReadExt as _;
+    let mut head = Head::default();
+    loop {
+        let mut chunk = [0u8; READ_CHUNK];
+        let room = head.room(max);
+        match stream.read(&mut chunk[..room]).await? {
+            0 => return Ok(None),
+            n => {
+                if head.push(&chunk[..n], max) {
+                    return Ok(Some(head.buf));
+                }
+            }
+        }
+    }
 }
 
-impl Prefixed {
-    pub(super) fn new(head: Vec<u8>, stream: TcpStream) -> Self {
+/// A connection whose first bytes were already read: hyper reads those, then the socket.
+#[derive(Debug)]
+pub(super) struct Prefixed<I> {
+    head: Vec<u8>,
+    at: usize,
+    io: TokioIo<I>,
+}
+
+impl<I> Prefixed<I> {
+    pub(super) fn new(head: Vec<u8>, stream: I) -> Self {
         Self { head, at: 0, io: TokioIo::new(stream) }
     }
 }
 
-impl Read for Prefixed {
+impl<I: tokio::io::AsyncRead + Unpin> Read for Prefixed<I> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -115,7 +179,7 @@ impl Read for Prefixed {
     }
 }
 
-impl Write for Prefixed {
+impl<I: tokio::io::AsyncWrite + Unpin> Write for Prefixed<I> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

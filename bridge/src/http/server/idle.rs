@@ -45,6 +45,11 @@ impl Activity {
         InFlight(Arc::clone(self))
     }
 
+    /// Whether any request of this connection has begun.
+    pub(super) fn started(&self) -> bool {
+        self.load() != 0
+    }
+
     fn load(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }

@@ -47,6 +47,10 @@ pub struct ConnLimits {
     pub max_header_bytes: usize,
     /// Descriptors kept free for everything but HTTP connections (see [`fit_descriptors`]).
     pub reserved_fds: usize,
+    /// From accept until a TLS handshake is complete; then the connection is closed.
+    pub handshake_timeout: Duration,
+    /// Most concurrent streams of an HTTP/2 connection.
+    pub http2_max_streams: u32,
 }
 
 impl Default for ConnLimits {
@@ -58,6 +62,8 @@ impl Default for ConnLimits {
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
             reserved_fds: DEFAULT_RESERVED_FDS,
+            handshake_timeout: DEFAULT_TLS_HANDSHAKE_TIMEOUT,
+            http2_max_streams: DEFAULT_HTTP2_MAX_STREAMS,
         }
     }
 }
@@ -233,11 +239,12 @@ impl Admission {
         Arc::clone(&self.slots).acquire_owned().await.expect("the slot semaphore is never closed")
     }
 
-    /// Admits a connection from `ip` on `permit`, or None if that client is at its cap.
-    pub(super) fn admit(&self, permit: OwnedSemaphorePermit, ip: IpAddr) -> Option<Slot> {
-        if self.per_client == 0 {
+    /// Admits a connection from `ip` on `permit`, or None if that client is at its cap. A
+    /// connection with no address (a Unix socket's: a local client) has only the global cap.
+    pub(super) fn admit(&self, permit: OwnedSemaphorePermit, ip: Option<IpAddr>) -> Option<Slot> {
+        let Some(ip) = ip.filter(|_| self.per_client > 0) else {
             return Some(Slot { _permit: permit, client: None });
-        }
+        };
         let key = client_key(ip);
         let mut m = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
         let n = m.entry(key).or_insert(0);
@@ -360,16 +367,16 @@ mod tests {
         let a = Admission::new(3, 2);
         let x: IpAddr = "192.0.2.1".parse().expect("ip");
         let y: IpAddr = "192.0.2.2".parse().expect("ip");
-        let s1 = a.admit(a.try_slot().expect("slot"), x).expect("x 1");
-        let s2 = a.admit(a.try_slot().expect("slot"), x).expect("x 2");
+        let s1 = a.admit(a.try_slot().expect("slot"), Some(x)).expect("x 1");
+        let s2 = a.admit(a.try_slot().expect("slot"), Some(x)).expect("x 2");
         // x is at its cap: refused, and the refused connection's slot is free again.
-        assert!(a.admit(a.try_slot().expect("slot"), x).is_none());
+        assert!(a.admit(a.try_slot().expect("slot"), Some(x)).is_none());
         assert_eq!(a.open(3), 2);
-        let s3 = a.admit(a.try_slot().expect("slot"), y).expect("y 1");
+        let s3 = a.admit(a.try_slot().expect("slot"), Some(y)).expect("y 1");
         // Globally full.
         assert!(a.try_slot().is_none());
         drop(s1);
-        let s4 = a.admit(a.slot().await, x).expect("x again after one closed");
+        let s4 = a.admit(a.slot().await, Some(x)).expect("x again after one closed");
         drop((s2, s3, s4));
         assert_eq!(a.open(3), 0);
         assert!(a.clients.lock().expect("lock").is_empty(), "no entry outlives its connections");

@@ -26,6 +26,15 @@
 //! (`HttpConfig::drain`, default [`DRAIN_LIMIT`]), then stop the workers, which drops whatever is
 //! left (a client that never finishes sending its request cannot hold shutdown up).
 //!
+//! Listeners (`listen`): any number of TCP and Unix sockets, each with an accept loop of its own
+//! on the acceptor's task; a TCP listener serves plain HTTP or HTTPS (`tls`). Every connection,
+//! whichever listener it came from, goes to the same workers and counts against the same caps.
+//! (Each waiting accept loop holds one slot of the global cap.)
+//!
+//! Protocols (`worker`): HTTP/1.1, and HTTP/2 over TLS (ALPN `h2`) or in cleartext with prior
+//! knowledge (a connection whose first bytes are the HTTP/2 preface), streams per connection
+//! capped by `ConnLimits::http2_max_streams`.
+//!
 //! Admission (`limits`): the acceptor takes a slot of the global connection cap before each
 //! `accept` and waits while there is none, and refuses a connection whose client address is at its
 //! own cap; every connection holds its slot until it ends. The header and idle timeouts and the
@@ -38,7 +47,9 @@
 mod head;
 mod idle;
 pub mod limits;
+pub mod listen;
 mod placement;
+pub mod tls;
 mod worker;
 
 use std::io;
@@ -51,6 +62,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use super::metrics::ServerMetrics;
 use super::{Entry, HttpError};
 pub use limits::ConnLimits;
+pub use listen::{Listener, Socket, UnixAccess};
 pub use placement::{allowed_cpus, choose_worker, least_loaded, pin_plan, STEER_SLACK};
 pub use worker::worker_count;
 use worker::{start_worker, Handoff};
@@ -89,10 +101,10 @@ fn per_connection_error(e: &io::Error) -> bool {
     )
 }
 
-/// Serves `app` on `listener` until `shutdown` resolves, then drains (see the module docs). One
+/// Serves `app` on `listeners` until `shutdown` resolves, then drains (see the module docs). One
 /// worker per entry of `stats.open`, which counts that worker's open connections.
 pub async fn run(
-    listener: tokio::net::TcpListener,
+    listeners: Vec<Listener>,
     app: Entry,
     stats: Arc<ServerMetrics>,
     opts: RunOptions,
@@ -107,8 +119,7 @@ pub async fn run(
     let mut workers = Vec::with_capacity(n);
     for (i, open) in stats.open.iter().enumerate() {
         let cpu = plan.as_ref().and_then(|p| p.get(i).copied());
-        let w =
-            start_worker(i, app.clone(), Arc::clone(open), opts.connect_info, &opts.limits, cpu);
+        let w = start_worker(i, app.clone(), Arc::clone(open), &opts, cpu);
         workers.push(w.map_err(HttpError::Serve)?);
     }
     // CPU number -> the worker pinned to it.
@@ -133,7 +144,7 @@ pub async fn run(
     } else {
         tracing::debug!(workers = n, "HTTP workers started, not pinned");
     }
-    // With the listener and the workers' runtimes open, what is left of the open-file limit.
+    // With the listeners and the workers' runtimes open, what is left of the open-file limit.
     let max_connections = limits::fit_descriptors(&opts.limits)?;
     let admission = limits::Admission::new(max_connections, opts.limits.per_client);
     tracing::info!(
@@ -141,89 +152,31 @@ pub async fn run(
         per_client = opts.limits.per_client,
         header_timeout = ?opts.limits.header_timeout,
         idle_timeout = ?opts.limits.idle_timeout,
+        tls_handshake_timeout = ?opts.limits.handshake_timeout,
+        http2_max_streams = opts.limits.http2_max_streams,
         "HTTP connection limits"
     );
     let graceful = GracefulShutdown::new();
     let (stop, stopped) = tokio::sync::watch::channel(());
     stats.max_connections.store(max_connections, Ordering::Relaxed);
-    let mut last_cap_warning = None;
-    tokio::pin!(shutdown);
-    loop {
-        let permit = match admission.try_slot() {
-            Some(p) => p,
-            None => {
-                // At the cap: no accept until a connection ends (module docs of `limits`).
-                stats.cap_reached.fetch_add(1, Ordering::Relaxed);
-                if last_cap_warning
-                    .is_none_or(|t: std::time::Instant| t.elapsed() >= CAP_WARN_EVERY)
-                {
-                    last_cap_warning = Some(std::time::Instant::now());
-                    tracing::warn!(
-                        max_connections,
-                        "HTTP connection cap reached; new connections wait in the listen backlog"
-                    );
-                }
-                tokio::select! {
-                    biased;
-                    () = &mut shutdown => break,
-                    p = admission.slot() => p,
-                }
-            }
-        };
-        let (stream, peer) = tokio::select! {
-            biased;
-            () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) if per_connection_error(&e) => continue,
-                Err(e) => {
-                    tracing::error!(error = %e, "accept failed; pausing");
-                    tokio::time::sleep(ACCEPT_BACKOFF).await;
-                    continue;
-                }
-            },
-        };
-        let Some(slot) = admission.admit(permit, peer.ip()) else {
-            stats.client_cap.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(peer = %peer, "client at its connection cap; refused");
-            // Best effort: one non-blocking write, then the connection is closed.
-            let _ = stream.try_write(limits::over_client_cap_answer());
-            continue;
-        };
-        // No Nagle: a response's last partial segment must not wait for the client's delayed ACK.
-        if let Err(e) = stream.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-        let stream = match stream.into_std() {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot hand over an accepted connection");
-                continue;
-            }
-        };
-        let local = if on_cpu.is_empty() {
-            None
-        } else {
-            socket2::SockRef::from(&stream)
-                .cpu_affinity()
-                .ok()
-                .and_then(|c| on_cpu.get(c).copied().flatten())
-        };
-        let open: Vec<usize> = workers.iter().map(|w| w.open.load(Ordering::Relaxed)).collect();
-        let Some((w, is_local)) = choose_worker(&open, local) else { break };
-        let w = &workers[w];
-        if is_local { &stats.local } else { &stats.balanced }.fetch_add(1, Ordering::Relaxed);
-        w.open.fetch_add(1, Ordering::Relaxed);
-        let handoff =
-            Handoff { stream, peer, watcher: graceful.watcher(), slot, stop: stopped.clone() };
-        if w.tx.send(handoff).is_err() {
-            // Only if the worker thread died (a panic outside any request): the connection is
-            // dropped, and the worker's count is set out of reach so it gets no more.
-            tracing::error!("an HTTP worker is gone; connection dropped");
-            w.open.store(usize::MAX / 2, Ordering::Relaxed);
-        }
+    let acceptor = Acceptor {
+        workers: &workers,
+        on_cpu: &on_cpu,
+        admission: &admission,
+        stats: &stats,
+        graceful: &graceful,
+        stopped: &stopped,
+        max_connections,
+        last_cap_warning: std::sync::Mutex::new(None),
+    };
+    // One accept loop per listener, all on this task: dropping them (at shutdown) closes the
+    // listeners.
+    let loops = futures_util::future::join_all(listeners.into_iter().map(|l| acceptor.serve(l)));
+    tokio::select! {
+        biased;
+        () = shutdown => {}
+        _ = loops => {}
     }
-    drop(listener);
     drop(stop);
     let open: usize = workers.iter().map(|w| w.open.load(Ordering::Relaxed)).sum();
     tracing::info!(connections = open, "HTTP: no longer accepting; draining open connections");
@@ -248,6 +201,103 @@ pub async fn run(
     .await
     .map_err(|e| HttpError::Serve(io::Error::other(e)))?;
     Ok(())
+}
+
+/// What the accept loops of all listeners share.
+struct Acceptor<'a> {
+    workers: &'a [worker::Worker],
+    on_cpu: &'a [Option<usize>],
+    admission: &'a limits::Admission,
+    stats: &'a ServerMetrics,
+    graceful: &'a GracefulShutdown,
+    stopped: &'a tokio::sync::watch::Receiver<()>,
+    max_connections: usize,
+    last_cap_warning: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+impl Acceptor<'_> {
+    /// Accepts connections on `listener` and hands them to the workers; ends only if every
+    /// worker is gone.
+    async fn serve(&self, listener: Listener) {
+        let Listener { socket, tls } = listener;
+        loop {
+            let permit = match self.admission.try_slot() {
+                Some(p) => p,
+                None => {
+                    // At the cap: no accept until a connection ends (module docs of `limits`).
+                    self.stats.cap_reached.fetch_add(1, Ordering::Relaxed);
+                    let warn = {
+                        let mut last = self
+                            .last_cap_warning
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner);
+                        let due = last.is_none_or(|t| t.elapsed() >= CAP_WARN_EVERY);
+                        if due {
+                            *last = Some(std::time::Instant::now());
+                        }
+                        due
+                    };
+                    if warn {
+                        tracing::warn!(
+                            max_connections = self.max_connections,
+                            "HTTP connection cap reached; new connections wait in the listen backlog"
+                        );
+                    }
+                    self.admission.slot().await
+                }
+            };
+            let (stream, peer) = match listen::accept(&socket).await {
+                Ok(a) => a,
+                Err(e) if per_connection_error(&e) => continue,
+                Err(e) => {
+                    tracing::error!(error = %e, "accept failed; pausing");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            };
+            let Some(slot) = self.admission.admit(permit, peer.map(|p| p.ip())) else {
+                self.stats.client_cap.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(peer = ?peer, "client at its connection cap; refused");
+                match &stream {
+                    // Best effort: one non-blocking write, then the connection is closed. An
+                    // HTTPS listener never sends plain HTTP: its client is just closed.
+                    listen::Accepted::Tcp(s) if tls.is_none() => {
+                        let _ = io::Write::write(&mut &*s, limits::over_client_cap_answer());
+                    }
+                    _ => {}
+                }
+                continue;
+            };
+            let local = match &stream {
+                listen::Accepted::Tcp(s) if !self.on_cpu.is_empty() => socket2::SockRef::from(s)
+                    .cpu_affinity()
+                    .ok()
+                    .and_then(|c| self.on_cpu.get(c).copied().flatten()),
+                _ => None,
+            };
+            let open: Vec<usize> =
+                self.workers.iter().map(|w| w.open.load(Ordering::Relaxed)).collect();
+            let Some((w, is_local)) = choose_worker(&open, local) else { return };
+            let w = &self.workers[w];
+            if is_local { &self.stats.local } else { &self.stats.balanced }
+                .fetch_add(1, Ordering::Relaxed);
+            w.open.fetch_add(1, Ordering::Relaxed);
+            let handoff = Handoff {
+                stream,
+                peer,
+                tls: tls.as_ref().map(|t| t.acceptor.clone()),
+                watcher: self.graceful.watcher(),
+                slot,
+                stop: self.stopped.clone(),
+            };
+            if w.tx.send(handoff).is_err() {
+                // Only if the worker thread died (a panic outside any request): the connection
+                // is dropped, and the worker's count is set out of reach so it gets no more.
+                tracing::error!("an HTTP worker is gone; connection dropped");
+                w.open.store(usize::MAX / 2, Ordering::Relaxed);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
