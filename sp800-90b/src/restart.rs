@@ -1,0 +1,1 @@
+//! Restart tests (§3.1.4).
