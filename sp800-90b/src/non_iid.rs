@@ -106,7 +106,7 @@ pub fn non_iid(d: &Dataset) -> Result<NonIidReport> {
     })?;
     r.lag = both(d, true, &mut |v| {
         let (s, k) = data(v);
-        Ok(pred(est::lag(s), k))
+        Ok(pred(est::lag(s, k), k))
     })?;
     r.multi_mmc = both(d, true, &mut |v| {
         let (s, k) = data(v);

@@ -3,7 +3,8 @@
 //!
 //! G follows the reference tool's `compression_test.h` (the running sums of UL's method, Kahan
 //! summation, and its stop once a term underflows), with the logarithms tabled once per call
-//! instead of per evaluation.
+//! instead of per evaluation, and in f64 where it uses long double (the difference is below 1e-12
+//! bit).
 
 use crate::search::bisect;
 use crate::ZALPHA;
@@ -47,7 +48,10 @@ fn g(z: f64, d: usize, num_blocks: usize, logs: &Logs) -> f64 {
         let a = logs.0[i] * bi;
         ai.add(a);
         let scaled = (num_blocks - i) as f64 * a;
-        if scaled > 0.0 {
+        // The reference stops once the term underflows to 0 as a double. In f64 the power B_i
+        // would instead stick at the smallest subnormal (0.98 × 2^-1074 rounds back up), so stop
+        // at the normal range's end: smaller terms cannot change sums of order one.
+        if scaled >= f64::MIN_POSITIVE {
             first.add(scaled);
         } else {
             truncated = true;

@@ -75,11 +75,14 @@ fn general(s: &[u8]) -> Predictions {
     tally.finish(n as u64)
 }
 
-/// The same for 0/1 data, with the dictionaries as arrays indexed by the prefix bits.
+/// The same for 0/1 data, with the dictionaries as one array indexed by order and prefix bits, and
+/// the scoreboard updated without branches (whether a prediction is right is a coin flip on good
+/// data).
 fn binary(s: &[u8]) -> Predictions {
     let len = s.len();
-    // dict[d][2*pattern + y] for prefixes of d+1 bits.
-    let mut dict: Vec<Vec<u32>> = (0..ORDERS).map(|d| vec![0u32; 1 << (d + 2)]).collect();
+    // Order d (prefixes of d+1 bits) starts at 4·2^d − 4; entry 2·pattern + y.
+    let base = |d: usize| (4usize << d) - 4;
+    let mut dict = vec![0u32; base(ORDERS)];
     let mut entries = [0u64; ORDERS];
     let mut score = [0u64; ORDERS];
     let mut winner = 0usize;
@@ -87,44 +90,42 @@ fn binary(s: &[u8]) -> Predictions {
     let mut pattern = 0usize;
     for d in 0..ORDERS.min(len - 1) {
         pattern = ((pattern << 1) | (s[d] & 1) as usize) & ((1 << (d + 1)) - 1);
-        dict[d][2 * pattern + (s[d + 1] & 1) as usize] = 1;
+        dict[base(d) + 2 * pattern + (s[d + 1] & 1) as usize] = 1;
         entries[d] = 1;
     }
     for i in 2..len {
         let y = (s[i] & 1) as usize;
         let cur_winner = winner;
         let mut found = false;
+        let mut winner_found = false;
+        let mut winner_hit = false;
         let mut pattern = 0usize;
         for d in 0..ORDERS.min(i - 1) {
             pattern |= ((s[i - d - 1] & 1) as usize) << d;
-            let at = 2 * pattern;
-            let entry = &mut dict[d][at..at + 2];
+            let at = base(d) + 2 * pattern;
+            let (c0, c1) = (dict[at], dict[at + 1]);
             if d == 0 || found {
-                found = entry[0].max(entry[1]) != 0;
+                found = (c0 | c1) != 0;
             }
-            if found {
-                let pred = usize::from(entry[0] <= entry[1]);
-                if pred == y {
-                    score[d] += 1;
-                    if score[d] >= score[winner] {
-                        winner = d;
-                    }
-                    if d == cur_winner {
-                        tally.hit();
-                    }
-                } else if d == cur_winner {
-                    tally.miss();
-                }
-                if entry[y] != 0 {
-                    entry[y] += 1;
-                } else if entries[d] < MAX_ENTRIES {
-                    entry[y] = 1;
-                    entries[d] += 1;
-                }
+            let pred = usize::from(c0 <= c1);
+            let hit = found & (pred == y);
+            score[d] += u64::from(hit);
+            let take = hit & (score[d] >= score[winner]);
+            winner = if take { d } else { winner };
+            if d == cur_winner {
+                winner_found = found;
+                winner_hit = hit;
+            }
+            let cy = if y == 0 { c0 } else { c1 };
+            if cy != 0 && found {
+                dict[at + y] = cy + 1;
             } else if entries[d] < MAX_ENTRIES {
-                entry[y] = 1;
+                dict[at + y] = 1;
                 entries[d] += 1;
             }
+        }
+        if winner_found {
+            tally.record(winner_hit);
         }
     }
     tally.finish((len - 2) as u64)

@@ -64,6 +64,15 @@ impl Tally {
         self.run = 0;
     }
 
+    /// `hit()` or `miss()` without a branch.
+    #[inline]
+    pub(crate) fn record(&mut self, hit: bool) {
+        let h = u64::from(hit);
+        self.correct += h;
+        self.run = (self.run + 1) * h;
+        self.longest = self.longest.max(self.run);
+    }
+
     pub(crate) fn finish(self, total: u64) -> Predictions {
         Predictions { correct: self.correct, total, longest_run: self.longest }
     }
