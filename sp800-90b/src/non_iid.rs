@@ -134,3 +134,41 @@ pub fn non_iid(d: &Dataset) -> Result<NonIidReport> {
     r.h_assessed = r.h_original.min(r.h_bitstring.map_or(word, |h| h * word));
     Ok(r)
 }
+
+impl std::fmt::Display for NonIidReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let show = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.6}"));
+        writeln!(
+            f,
+            "SP 800-90B non-IID assessment: {} samples, {} bits per symbol, {} distinct symbols",
+            self.samples, self.bits_per_symbol, self.alphabet_size
+        )?;
+        writeln!(f, "{:<20} {:>12} {:>12} {:>14}", "estimator", "original", "bitstring", "bitstring×bps")?;
+        let rows = [
+            ("most common value", self.most_common_value),
+            ("collision", self.collision),
+            ("markov", self.markov),
+            ("compression", self.compression),
+            ("t-tuple", self.t_tuple),
+            ("lrs", self.lrs),
+            ("multi mcw", self.multi_mcw),
+            ("lag", self.lag),
+            ("multi mmc", self.multi_mmc),
+            ("lz78y", self.lz78y),
+        ];
+        for (name, e) in rows {
+            writeln!(
+                f,
+                "{name:<20} {:>12} {:>12} {:>14}",
+                show(e.original),
+                show(e.bitstring),
+                show(e.bitstring_per_symbol)
+            )?;
+        }
+        writeln!(f, "H_original:  {:.6} bits per symbol", self.h_original)?;
+        if let Some(h) = self.h_bitstring {
+            writeln!(f, "H_bitstring: {h:.6} bits per bit")?;
+        }
+        writeln!(f, "assessed min-entropy: {:.6} bits per symbol (min(H_original, {} × H_bitstring))", self.h_assessed, self.bits_per_symbol)
+    }
+}
