@@ -6,7 +6,6 @@
 //!   sample's bits, most significant first.
 //! * [`non_iid`] runs the ten estimators of §6.3 and combines them into H_original, H_bitstring and the
 //!   assessed min-entropy as §3.1.3 does.
-//! * [`iid`] runs the permutation tests (§5.1) and the chi-square and LRS tests (§5.2).
 //! * [`restart`] runs the restart tests of §3.1.4 on a 1000 × 1000 matrix.
 //!
 //! The reference tool is the oracle: every estimator follows its conventions (which estimators run on
@@ -16,7 +15,6 @@
 
 pub mod data;
 pub mod estimators;
-pub mod iid;
 pub mod non_iid;
 pub mod restart;
 mod search;
@@ -43,6 +41,8 @@ pub enum Error {
     OneSymbol,
     #[error("too few samples for {what}: {have}, need at least {need}")]
     TooFew { what: &'static str, have: usize, need: usize },
+    #[error("claimed min-entropy {0} is outside 0..={1} bits per symbol")]
+    Claim(f64, u32),
     #[error("failed to build a suffix array: {0}")]
     SuffixArray(String),
 }
