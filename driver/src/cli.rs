@@ -98,6 +98,10 @@ pub struct Sp800_90bArgs {
     /// H_bitstring and the assessed min-entropy.
     #[arg(long = "sp800-90b")]
     pub sp800_90b: bool,
+    /// Also run the IID track: the permutation tests (§5.1, up to 10,000 shuffles from a fixed
+    /// seed), the chi-square and LRS tests (§5.2), and the IID estimates.
+    #[arg(long, requires = "sp800_90b")]
+    pub iid: bool,
     /// Bits per sample, 1 to 8 (default: the highest bit set in any sample).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=8))]
     pub bits_per_symbol: Option<u32>,

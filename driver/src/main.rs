@@ -171,10 +171,18 @@ fn assess(input: Option<PathBuf>, json: bool, args: &Sp800_90bArgs) -> Result<()
             );
         }
         let report = sp800_90b::non_iid(&data)?;
+        let iid = if args.iid { Some(sp800_90b::iid::iid_tests(&data)?) } else { None };
         if json {
-            println!("{}", serde_json::to_string_pretty(&report)?);
+            let mut v = serde_json::to_value(&report)?;
+            if let Some(iid) = &iid {
+                v["iid"] = serde_json::to_value(iid)?;
+            }
+            println!("{}", serde_json::to_string_pretty(&v)?);
         } else {
             print!("{report}");
+            if let Some(iid) = &iid {
+                print!("{iid}");
+            }
         }
         return Ok(());
     }

@@ -6,6 +6,7 @@
 //!   sample's bits, most significant first.
 //! * [`non_iid`] runs the ten estimators of §6.3 and combines them into H_original, H_bitstring and the
 //!   assessed min-entropy as §3.1.3 does.
+//! * [`iid`] runs the permutation tests (§5.1) and the chi-square and LRS tests (§5.2).
 //! * [`restart`] runs the restart tests of §3.1.4 on a 1000 × 1000 matrix.
 //!
 //! The reference tool is the oracle: every estimator follows its conventions (which estimators run on
@@ -15,6 +16,7 @@
 
 pub mod data;
 pub mod estimators;
+pub mod iid;
 pub mod non_iid;
 pub mod restart;
 mod search;

@@ -9,7 +9,12 @@ const ITERMAX: usize = 1076;
 /// `relEpsilonEqual(a, b, DBL_MIN, DBL_EPSILON, 4)`: relatively close, or (where a relative
 /// comparison is meaningless) absolutely close, or within 4 units in the last place.
 pub(crate) fn rel_epsilon_equal(a: f64, b: f64) -> bool {
-    let (max_abs, max_rel, max_ulp) = (f64::MIN_POSITIVE, f64::EPSILON, 4u64);
+    close(a, b, f64::MIN_POSITIVE)
+}
+
+/// `relEpsilonEqual(a, b, max_abs, DBL_EPSILON, 4)`.
+pub(crate) fn close(a: f64, b: f64, max_abs: f64) -> bool {
+    let (max_rel, max_ulp) = (f64::EPSILON, 4u64);
     if a.is_nan() || b.is_nan() {
         return false;
     }

@@ -23,7 +23,7 @@ pub use mcv::most_common_value;
 pub use mcw::multi_mcw;
 pub use mmc::multi_mmc;
 pub use predict::prediction_estimate;
-pub use tuple::{t_tuple_and_lrs, TupleEstimates};
+pub use tuple::{longest_repeat, t_tuple_and_lrs, TupleEstimates};
 
 /// Tally of a predictor (§6.3.7–6.3.10): correct predictions C out of N, and the longest run of
 /// correct predictions.

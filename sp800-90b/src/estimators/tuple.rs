@@ -32,6 +32,14 @@ fn lcp_array(text: &[u8]) -> Result<Vec<i32>> {
     Ok(lcp)
 }
 
+/// The length of the longest substring that occurs at least twice (0 when none does).
+pub fn longest_repeat(text: &[u8]) -> Result<usize> {
+    if text.len() < 2 {
+        return Ok(0);
+    }
+    Ok(lcp_array(text)?.iter().copied().max().unwrap_or(0) as usize)
+}
+
 pub fn t_tuple_and_lrs(text: &[u8]) -> Result<TupleEstimates> {
     let n = text.len();
     if n < 2 {
