@@ -28,7 +28,7 @@ pub use non_iid::{non_iid, Estimate, NonIidReport};
 pub const MIN_SAMPLES: usize = 1_000_000;
 
 /// The upper 99.5 % point of the standard normal distribution (Z_{1-α/2} for α = 0.01, §6.3).
-pub const ZALPHA: f64 = 2.575_829_303_548_900_8;
+pub const ZALPHA: f64 = 2.575_829_303_548_901;
 
 /// Errors of this crate.
 #[derive(Debug, thiserror::Error)]

@@ -75,9 +75,9 @@ fn binary(s: &[u8]) -> Predictions {
     }
     let mut tally = Tally::default();
     let mut window = s[1..=B].iter().fold(0usize, |a, &b| (a << 1) | (b & 1) as usize);
-    for i in B + 1..len {
-        let y = (s[i] & 1) as usize;
-        // window holds s[i-16..i], s[i-1] in bit 0.
+    for &x in &s[B + 1..len] {
+        let y = (x & 1) as usize;
+        // window holds the 16 bits before x, the latest in bit 0.
         let mut have = false;
         let mut pred = 0usize;
         let mut max_count = 0u32;

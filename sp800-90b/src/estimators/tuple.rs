@@ -55,8 +55,9 @@ pub fn t_tuple_and_lrs(text: &[u8]) -> Result<TupleEstimates> {
     // pairs_diff: difference array of Σ C(count, 2) over lengths.
     let mut pairs_diff = vec![0u64; v + 2];
     let mut stack: Vec<(usize, usize)> = vec![(0, 0)];
-    for i in 1..=n {
-        let l = if i < n { lcp[i] as usize } else { 0 };
+    // lcp[n] would be the sentinel 0 that closes every open interval.
+    for (i, &l) in lcp.iter().skip(1).chain(std::iter::once(&0)).enumerate() {
+        let (i, l) = (i + 1, l as usize);
         let mut lb = i - 1;
         while l < stack.last().map_or(0, |t| t.0) {
             let (h, left) = stack.pop().unwrap_or((0, 0));
@@ -99,8 +100,8 @@ pub fn t_tuple_and_lrs(text: &[u8]) -> Result<TupleEstimates> {
     let lrs = (v >= u).then(|| {
         let mut pairs = 0u64;
         let mut pmax = 0.0f64;
-        for t in 1..=v {
-            pairs = pairs.wrapping_add(pairs_diff[t]);
+        for (t, &diff) in pairs_diff.iter().enumerate().take(v + 1).skip(1) {
+            pairs = pairs.wrapping_add(diff);
             if t >= u {
                 let choices = ((n - t) as u128 * (n - t + 1) as u128 / 2) as f64;
                 let p = (pairs as f64 / choices).powf(1.0 / t as f64);
@@ -134,7 +135,7 @@ mod tests {
         let text: Vec<u8> = (0..3000)
             .map(|i| {
                 x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
-                if (x >> 16) % 7 == 0 { (x >> 20) as u8 & 1 } else { (i % 5 == 0) as u8 }
+                if (x >> 16).is_multiple_of(7) { (x >> 20) as u8 & 1 } else { (i % 5 == 0) as u8 }
             })
             .collect();
         let est = t_tuple_and_lrs(&text).unwrap();
