@@ -11,7 +11,7 @@ mod render;
 mod cli;
 
 /// Stand-ins for what `cli.rs` takes from the library (main.rs's `cli_lib` re-exports the real
-/// ones). They only have to parse: help text never runs a value parser. The two defaults are shown
+/// ones). They only have to parse: help text never runs a value parser. The defaults are shown
 /// in the man page; `tests/tests/man.rs` checks they match the binary's `--help`.
 #[allow(dead_code)]
 mod cli_lib {
@@ -32,6 +32,8 @@ mod cli_lib {
     pub const DEFAULT_ELEMENTARY: usize = 4;
     pub const DEFAULT_UNDERSAMPLING: usize = 16;
     pub const DEFAULT_NO_DATA_INTERVALS: u32 = 40;
+    pub const DEFAULT_ASSESS_SAMPLES: usize = 1_000_000;
+    pub const DEFAULT_STARTUP_ASSESS_BYTES: usize = 300_000;
     pub const MAX_RING_CAPACITY: u64 = 1 << 30;
 
     pub fn parse_shape(s: &str) -> Result<Shape, String> {

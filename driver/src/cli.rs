@@ -6,7 +6,7 @@
 
 use crate::cli_lib::{
     parse_shape, DeviceUri, ExtractorSpec, Shape, DEFAULT_ELEMENTARY, DEFAULT_NO_DATA_INTERVALS,
-    DEFAULT_UNDERSAMPLING, MAX_RING_CAPACITY,
+    DEFAULT_ASSESS_SAMPLES, DEFAULT_STARTUP_ASSESS_BYTES, DEFAULT_UNDERSAMPLING, MAX_RING_CAPACITY,
 };
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -39,6 +39,16 @@ pub enum Command {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// Also assess a fresh sample of the card's raw output with SP 800-90B (non-IID track, one
+        /// sample per byte) and compare with --min-entropy.
+        #[arg(long)]
+        assess: bool,
+        /// Samples (bytes) to assess with --assess.
+        #[arg(long, default_value_t = DEFAULT_ASSESS_SAMPLES, requires = "assess")]
+        assess_samples: usize,
+        /// Write the assessed samples to this file (for NIST's ea_non_iid).
+        #[arg(long, requires = "assess")]
+        save_samples: Option<PathBuf>,
     },
     /// List the Quantis cards on this host, their kernel driver, IOMMU group and what to do to use them.
     List {
@@ -49,12 +59,18 @@ pub enum Command {
         #[arg(long, default_value = "/sys", hide = true)]
         sysfs: PathBuf,
     },
-    /// Run the NIST SP 800-22 tests on a byte stream (a file, or - for standard input).
+    /// Run the NIST SP 800-22 tests on a byte stream (a file, or - for standard input); with
+    /// --sp800-90b the SP 800-90B entropy assessment of raw samples, one per byte; with --restart the
+    /// SP 800-90B restart tests.
     Assess {
-        input: PathBuf,
+        /// The samples (a file, or - for standard input). With --restart: a saved restart matrix
+        /// (1000 rows of 1000 samples, row by row), or none to collect one from --device.
+        input: Option<PathBuf>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        sp800_90b: Sp800_90bArgs,
     },
     /// Build an IDQ-layout extractor matrix from a card's own bytes (written with mode 0600).
     MakeMatrix {
@@ -73,6 +89,37 @@ pub enum Command {
         #[arg(long, default_value_t = DEFAULT_UNDERSAMPLING)]
         every_nth: usize,
     },
+}
+
+/// SP 800-90B entropy assessment (docs/entropy.md, "Assessing a card with SP 800-90B").
+#[derive(Args, Debug, Clone)]
+pub struct Sp800_90bArgs {
+    /// Assess the samples with SP 800-90B: the ten non-IID estimators (§6.3), H_original,
+    /// H_bitstring and the assessed min-entropy.
+    #[arg(long = "sp800-90b")]
+    pub sp800_90b: bool,
+    /// Also run the IID track: the permutation tests (§5.1, up to 10,000 shuffles from a fixed
+    /// seed), the chi-square and LRS tests (§5.2), and the IID estimates.
+    #[arg(long, requires = "sp800_90b")]
+    pub iid: bool,
+    /// Bits per sample, 1 to 8 (default: the highest bit set in any sample).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=8))]
+    pub bits_per_symbol: Option<u32>,
+    /// Run the restart tests (§3.1.4) on a 1000 × 1000 restart matrix: the input file, or one
+    /// collected from --device by resetting the card 1000 times.
+    #[arg(long, conflicts_with = "sp800_90b")]
+    pub restart: bool,
+    /// The card to collect the restart matrix from (vfio:<pci-address>, uio:<pci-address> or
+    /// sim:<model>[?key=value&…]).
+    #[arg(long, requires = "restart")]
+    pub device: Option<DeviceUri>,
+    /// Write the collected restart matrix here (1,000,000 samples, row by row), for NIST's ea_restart.
+    #[arg(long, requires = "device")]
+    pub save: Option<PathBuf>,
+    /// The entropy per sample claimed for the restart tests (default: the assessed min-entropy of the
+    /// matrix's rows, concatenated).
+    #[arg(long, requires = "restart")]
+    pub claim: Option<f64>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -119,6 +166,11 @@ pub struct RunArgs {
     /// alarm in a million years on the fastest card (docs/entropy.md, "Data watchdog").
     #[arg(long, default_value_t = DEFAULT_NO_DATA_INTERVALS)]
     pub no_data_intervals: u32,
+    /// Start-up SP 800-90B assessment: assess the first N raw bytes the card delivers (the
+    /// non-IID track, on a background thread; publishing does not wait) and warn when
+    /// --min-entropy exceeds the result (0: off). docs/entropy.md, "Assessing a card with SP 800-90B".
+    #[arg(long, default_value_t = DEFAULT_STARTUP_ASSESS_BYTES)]
+    pub startup_assess_bytes: usize,
 }
 
 #[derive(Args, Debug, Clone)]

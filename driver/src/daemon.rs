@@ -17,6 +17,7 @@
 
 use crate::card::prefetch::Prefetch;
 use crate::card::{self, CardOptions};
+use crate::entropy::sp800_90b::StartupCheck;
 use crate::entropy::{EntropyConfig, Gate};
 use crate::hw::{self, DeviceUri};
 use qrng_ring::{self as ring, Health, Identity, Producer, Reason, RingOptions};
@@ -39,6 +40,9 @@ pub struct Config {
     /// Data watchdog: the `no-data` alarm is raised after this many [`WATCHDOG_UNIT`] intervals
     /// without a byte (see [`no_data_limit`]); 0 turns the watchdog off.
     pub no_data_intervals: u32,
+    /// Raw bytes the start-up SP 800-90B assessment takes from the first the card delivers
+    /// (0: off). See [`crate::entropy::sp800_90b::StartupCheck`].
+    pub startup_assess_bytes: usize,
 }
 
 /// The data watchdog's unit: the time the card needs, at its nominal rate, to deliver 4 KiB
@@ -194,6 +198,8 @@ struct Pump<'a> {
     last_beat: Instant,
     ready_sent: bool,
     watchdog: Option<Duration>,
+    /// Copies the first raw bytes for the start-up assessment, once per daemon run.
+    startup_check: Option<StartupCheck>,
 }
 
 impl<'a> Pump<'a> {
@@ -215,6 +221,11 @@ impl<'a> Pump<'a> {
             last_beat: Instant::now(),
             ready_sent: false,
             watchdog: sd_notify::watchdog_enabled(),
+            startup_check: StartupCheck::new(
+                cfg.startup_assess_bytes,
+                cfg.entropy.min_entropy,
+                cfg.entropy.sample,
+            ),
         }
     }
 
@@ -305,6 +316,9 @@ impl<'a> Pump<'a> {
                 continue;
             }
             self.ring.add_counters(n as u64, 0, 0);
+            if let Some(check) = &mut self.startup_check {
+                check.feed(raw);
+            }
             out.clear();
             match self.gate.process(raw, out) {
                 Ok(()) => {

@@ -12,7 +12,7 @@ mod cli;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use cli::{ChipModeArg, Cli, Command, EntropyArgs, LogFormat, RunArgs, SampleArg};
+use cli::{ChipModeArg, Cli, Command, EntropyArgs, LogFormat, RunArgs, SampleArg, Sp800_90bArgs};
 use qrng_ring::RingOptions;
 use quantis_driver::card::{self, CardOptions, ChipMode};
 use quantis_driver::daemon::{self, Exit};
@@ -27,6 +27,9 @@ use std::time::Duration;
 mod cli_lib {
     pub use qrng_ring::layout::MAX_CAPACITY as MAX_RING_CAPACITY;
     pub use quantis_driver::daemon::DEFAULT_NO_DATA_INTERVALS;
+    pub use quantis_driver::entropy::sp800_90b::{
+        DEFAULT_ASSESS_SAMPLES, DEFAULT_STARTUP_SAMPLES as DEFAULT_STARTUP_ASSESS_BYTES,
+    };
     pub use quantis_driver::entropy::{
         ExtractorSpec, Shape, DEFAULT_ELEMENTARY, DEFAULT_UNDERSAMPLING,
     };
@@ -87,7 +90,10 @@ fn real_main(cli: Cli) -> Result<()> {
     }
     match cli.command {
         None => run(cli.run),
-        Some(Command::Probe { device, entropy, json }) => probe(&device.device, &entropy, json),
+        Some(Command::Probe { device, entropy, json, assess, assess_samples, save_samples }) => {
+            let sample = assess.then_some(ProbeAssess { samples: assess_samples, save: save_samples });
+            probe(&device.device, &entropy, json, sample)
+        }
         Some(Command::List { json, sysfs }) => {
             let cards = hw::pci::scan(&hw::pci::Sysfs::new(sysfs))?;
             if json {
@@ -97,27 +103,7 @@ fn real_main(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Some(Command::Assess { input, json }) => {
-            let mut bytes = Vec::new();
-            if input.as_os_str() == "-" {
-                std::io::stdin()
-                    .read_to_end(&mut bytes)
-                    .context("failed to read standard input")?;
-            } else {
-                bytes = std::fs::read(&input)
-                    .with_context(|| format!("failed to read {}", input.display()))?;
-            }
-            let report = entropy::assess(&bytes);
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                print!("{report}");
-            }
-            if !report.passed {
-                std::process::exit(2);
-            }
-            Ok(())
-        }
+        Some(Command::Assess { input, json, sp800_90b }) => assess(input, json, &sp800_90b),
         Some(Command::MakeMatrix { device, out, size, elementary, every_nth }) => {
             let mut card = open_card(&device.device, &CardOptions::default())?;
             card.start().with_context(|| format!("failed to start {}", device.device))?;
@@ -146,14 +132,136 @@ fn read_exact(card: &mut dyn card::Card, buf: &mut [u8]) -> std::io::Result<()> 
     Ok(())
 }
 
-fn probe(uri: &DeviceUri, entropy: &EntropyArgs, json: bool) -> Result<()> {
+/// `probe --assess`: how many raw samples to assess, and where to keep them.
+struct ProbeAssess {
+    samples: usize,
+    save: Option<PathBuf>,
+}
+
+/// Reads the input of `assess` (a file, or - for standard input).
+fn read_input(input: &std::path::Path) -> Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    if input.as_os_str() == "-" {
+        std::io::stdin().read_to_end(&mut bytes).context("failed to read standard input")?;
+    } else {
+        bytes = std::fs::read(input).with_context(|| format!("failed to read {}", input.display()))?;
+    }
+    Ok(bytes)
+}
+
+fn assess(input: Option<PathBuf>, json: bool, args: &Sp800_90bArgs) -> Result<()> {
+    if args.restart {
+        return assess_restart(input, json, args);
+    }
+    let Some(input) = input else {
+        bail!("assess needs an input file (or - for standard input)");
+    };
+    let bytes = read_input(&input)?;
+    if args.sp800_90b {
+        let data = sp800_90b::Dataset::new(&bytes, args.bits_per_symbol)
+            .with_context(|| format!("cannot assess {}", input.display()))?;
+        if data.narrower_than_declared {
+            eprintln!("quantis-driver: warning: the samples use fewer bits than --bits-per-symbol says");
+        }
+        if data.symbols.len() < sp800_90b::MIN_SAMPLES {
+            eprintln!(
+                "quantis-driver: warning: {} samples; SP 800-90B §3.1.1 asks for at least {}",
+                data.symbols.len(),
+                sp800_90b::MIN_SAMPLES
+            );
+        }
+        let report = sp800_90b::non_iid(&data)?;
+        let iid = if args.iid { Some(sp800_90b::iid::iid_tests(&data)?) } else { None };
+        if json {
+            let mut v = serde_json::to_value(&report)?;
+            if let Some(iid) = &iid {
+                v["iid"] = serde_json::to_value(iid)?;
+            }
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        } else {
+            print!("{report}");
+            if let Some(iid) = &iid {
+                print!("{iid}");
+            }
+        }
+        return Ok(());
+    }
+    let report = entropy::assess(&bytes);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{report}");
+    }
+    if !report.passed {
+        std::process::exit(2);
+    }
+    Ok(())
+}
+
+/// `assess --restart`: the restart tests on a saved matrix, or on one collected from a card.
+fn assess_restart(input: Option<PathBuf>, json: bool, args: &Sp800_90bArgs) -> Result<()> {
+    use quantis_driver::entropy::sp800_90b as a90b;
+    let matrix = match (&input, &args.device) {
+        (Some(path), None) => read_input(path)?,
+        (None, Some(uri)) => {
+            let mut card = open_card(uri, &CardOptions::default())?;
+            eprintln!("quantis-driver: restarting {uri} {} times for the restart matrix", a90b::RESTARTS);
+            let m = a90b::restart_matrix(card.as_mut())?;
+            if let Some(save) = &args.save {
+                std::fs::write(save, &m).with_context(|| format!("failed to write {}", save.display()))?;
+            }
+            m
+        }
+        _ => bail!("assess --restart takes a saved matrix file or --device, not both"),
+    };
+    let claim = match args.claim {
+        Some(c) => c,
+        None => {
+            let d = sp800_90b::Dataset::new(&matrix, args.bits_per_symbol)?;
+            sp800_90b::non_iid(&d)?.h_assessed
+        }
+    };
+    let report = sp800_90b::restart::restart_tests(&matrix, args.bits_per_symbol, claim)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("restart tests (SP 800-90B §3.1.4), H_I = {:.6} bits per sample", report.h_i);
+        println!(
+            "sanity check:  largest count of one symbol in a row or column {} (cutoff {}): {}",
+            report.max_count,
+            report.cutoff,
+            if report.sanity_passed { "passed" } else { "FAILED" }
+        );
+        if let (Some(r), Some(c)) = (report.h_r, report.h_c) {
+            println!("H_r = {r:.6}, H_c = {c:.6}; need min(H_r, H_c) >= H_I/2 = {:.6}", report.h_i / 2.0);
+        }
+        println!("restart tests: {}", if report.passed { "passed" } else { "FAILED" });
+    }
+    if !report.passed {
+        std::process::exit(2);
+    }
+    Ok(())
+}
+
+fn probe(uri: &DeviceUri, entropy: &EntropyArgs, json: bool, sample: Option<ProbeAssess>) -> Result<()> {
     let mut dev = hw::open(uri).with_context(|| format!("failed to open {uri}"))?;
     let info = card::probe(dev.as_mut())?;
     let cfg = entropy.config();
-    let gate = Gate::new(&EntropyConfig { extractor: ExtractorSpec::None, ..cfg })?;
+    let gate = Gate::new(&EntropyConfig { extractor: ExtractorSpec::None, ..cfg.clone() })?;
     let params = gate.params();
+    let assessed = match sample {
+        None => None,
+        Some(s) => {
+            drop(dev);
+            Some(probe_assess(uri, &cfg, &s)?)
+        }
+    };
     if json {
-        let v = serde_json::json!({ "card": info, "health_tests": params, "extractor": entropy.extractor.to_string() });
+        let mut v = serde_json::json!({ "card": info, "health_tests": params, "extractor": entropy.extractor.to_string() });
+        if let Some(r) = &assessed {
+            v["sp800_90b"] = serde_json::to_value(r)?;
+            v["claim_supported"] = serde_json::Value::Bool(!quantis_driver::entropy::sp800_90b::claim_exceeds(cfg.min_entropy, r));
+        }
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
@@ -178,7 +286,38 @@ fn probe(uri: &DeviceUri, entropy: &EntropyArgs, json: bool) -> Result<()> {
         params.apt_cutoff,
         params.apt_window
     );
+    if let Some(r) = &assessed {
+        print!("{r}");
+        let unit = match cfg.sample {
+            SampleWidth::Bit => "bit",
+            SampleWidth::Byte => "byte",
+        };
+        if quantis_driver::entropy::sp800_90b::claim_exceeds(cfg.min_entropy, r) {
+            println!(
+                "WARNING: the claimed min-entropy {:.3} bits per {unit} exceeds the assessed {:.3}",
+                cfg.min_entropy, r.h_assessed
+            );
+        } else {
+            println!("the claimed min-entropy {:.3} bits per {unit} is within the assessed {:.3}", cfg.min_entropy, r.h_assessed);
+        }
+    }
     Ok(())
+}
+
+/// `probe --assess`: reads a fresh sample of raw bytes and assesses it as the health tests count
+/// samples (bytes, or bits).
+fn probe_assess(uri: &DeviceUri, cfg: &EntropyConfig, s: &ProbeAssess) -> Result<sp800_90b::NonIidReport> {
+    use quantis_driver::entropy::sp800_90b as a90b;
+    let mut card = open_card(uri, &CardOptions::default())?;
+    card.start().with_context(|| format!("failed to start {uri}"))?;
+    let mut raw = vec![0u8; s.samples];
+    let read = a90b::read_samples(card.as_mut(), &mut raw);
+    let _ = card.stop();
+    read?;
+    if let Some(path) = &s.save {
+        std::fs::write(path, &raw).with_context(|| format!("failed to write {}", path.display()))?;
+    }
+    Ok(a90b::assess_raw(&raw, cfg.sample)?)
 }
 
 fn run(args: RunArgs) -> Result<()> {
@@ -216,6 +355,7 @@ fn run(args: RunArgs) -> Result<()> {
         max_recoveries: args.max_recoveries,
         heartbeat: Duration::from_millis(args.heartbeat_ms.max(10)),
         no_data_intervals: args.no_data_intervals,
+        startup_assess_bytes: args.startup_assess_bytes,
     };
     let stop = daemon::install_signal_handlers().context("failed to install signal handlers")?;
     match daemon::run(&cfg, stop)? {

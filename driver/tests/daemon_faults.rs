@@ -25,6 +25,7 @@ fn config(spec: &str, ring: &Path, max_recoveries: u32) -> Config {
         max_recoveries,
         heartbeat: Duration::from_millis(20),
         no_data_intervals: DEFAULT_NO_DATA_INTERVALS,
+        startup_assess_bytes: 0,
     }
 }
 

@@ -8,6 +8,7 @@ pub mod extract;
 pub mod health;
 mod kernels;
 pub mod sp800_22;
+pub mod sp800_90b;
 
 use std::fmt;
 use std::io;
