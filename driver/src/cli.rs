@@ -5,8 +5,9 @@
 //! parse, because the build script renders help text and never runs a value parser).
 
 use crate::cli_lib::{
-    parse_shape, DeviceUri, ExtractorSpec, Shape, DEFAULT_ELEMENTARY, DEFAULT_NO_DATA_INTERVALS,
-    DEFAULT_ASSESS_SAMPLES, DEFAULT_STARTUP_ASSESS_BYTES, DEFAULT_UNDERSAMPLING, MAX_RING_CAPACITY,
+    parse_shape, DeviceUri, ExtractorSpec, Shape, DEFAULT_ASSESS_SAMPLES, DEFAULT_ELEMENTARY,
+    DEFAULT_NO_DATA_INTERVALS, DEFAULT_STARTUP_ASSESS_BYTES, DEFAULT_UNDERSAMPLING,
+    MAX_RING_CAPACITY,
 };
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;

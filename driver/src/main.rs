@@ -91,7 +91,8 @@ fn real_main(cli: Cli) -> Result<()> {
     match cli.command {
         None => run(cli.run),
         Some(Command::Probe { device, entropy, json, assess, assess_samples, save_samples }) => {
-            let sample = assess.then_some(ProbeAssess { samples: assess_samples, save: save_samples });
+            let sample =
+                assess.then_some(ProbeAssess { samples: assess_samples, save: save_samples });
             probe(&device.device, &entropy, json, sample)
         }
         Some(Command::List { json, sysfs }) => {
@@ -144,7 +145,8 @@ fn read_input(input: &std::path::Path) -> Result<Vec<u8>> {
     if input.as_os_str() == "-" {
         std::io::stdin().read_to_end(&mut bytes).context("failed to read standard input")?;
     } else {
-        bytes = std::fs::read(input).with_context(|| format!("failed to read {}", input.display()))?;
+        bytes =
+            std::fs::read(input).with_context(|| format!("failed to read {}", input.display()))?;
     }
     Ok(bytes)
 }
@@ -161,7 +163,9 @@ fn assess(input: Option<PathBuf>, json: bool, args: &Sp800_90bArgs) -> Result<()
         let data = sp800_90b::Dataset::new(&bytes, args.bits_per_symbol)
             .with_context(|| format!("cannot assess {}", input.display()))?;
         if data.narrower_than_declared {
-            eprintln!("quantis-driver: warning: the samples use fewer bits than --bits-per-symbol says");
+            eprintln!(
+                "quantis-driver: warning: the samples use fewer bits than --bits-per-symbol says"
+            );
         }
         if data.symbols.len() < sp800_90b::MIN_SAMPLES {
             eprintln!(
@@ -205,10 +209,14 @@ fn assess_restart(input: Option<PathBuf>, json: bool, args: &Sp800_90bArgs) -> R
         (Some(path), None) => read_input(path)?,
         (None, Some(uri)) => {
             let mut card = open_card(uri, &CardOptions::default())?;
-            eprintln!("quantis-driver: restarting {uri} {} times for the restart matrix", a90b::RESTARTS);
+            eprintln!(
+                "quantis-driver: restarting {uri} {} times for the restart matrix",
+                a90b::RESTARTS
+            );
             let m = a90b::restart_matrix(card.as_mut())?;
             if let Some(save) = &args.save {
-                std::fs::write(save, &m).with_context(|| format!("failed to write {}", save.display()))?;
+                std::fs::write(save, &m)
+                    .with_context(|| format!("failed to write {}", save.display()))?;
             }
             m
         }
@@ -233,7 +241,10 @@ fn assess_restart(input: Option<PathBuf>, json: bool, args: &Sp800_90bArgs) -> R
             if report.sanity_passed { "passed" } else { "FAILED" }
         );
         if let (Some(r), Some(c)) = (report.h_r, report.h_c) {
-            println!("H_r = {r:.6}, H_c = {c:.6}; need min(H_r, H_c) >= H_I/2 = {:.6}", report.h_i / 2.0);
+            println!(
+                "H_r = {r:.6}, H_c = {c:.6}; need min(H_r, H_c) >= H_I/2 = {:.6}",
+                report.h_i / 2.0
+            );
         }
         println!("restart tests: {}", if report.passed { "passed" } else { "FAILED" });
     }
@@ -243,7 +254,12 @@ fn assess_restart(input: Option<PathBuf>, json: bool, args: &Sp800_90bArgs) -> R
     Ok(())
 }
 
-fn probe(uri: &DeviceUri, entropy: &EntropyArgs, json: bool, sample: Option<ProbeAssess>) -> Result<()> {
+fn probe(
+    uri: &DeviceUri,
+    entropy: &EntropyArgs,
+    json: bool,
+    sample: Option<ProbeAssess>,
+) -> Result<()> {
     let mut dev = hw::open(uri).with_context(|| format!("failed to open {uri}"))?;
     let info = card::probe(dev.as_mut())?;
     let cfg = entropy.config();
@@ -260,7 +276,9 @@ fn probe(uri: &DeviceUri, entropy: &EntropyArgs, json: bool, sample: Option<Prob
         let mut v = serde_json::json!({ "card": info, "health_tests": params, "extractor": entropy.extractor.to_string() });
         if let Some(r) = &assessed {
             v["sp800_90b"] = serde_json::to_value(r)?;
-            v["claim_supported"] = serde_json::Value::Bool(!quantis_driver::entropy::sp800_90b::claim_exceeds(cfg.min_entropy, r));
+            v["claim_supported"] = serde_json::Value::Bool(
+                !quantis_driver::entropy::sp800_90b::claim_exceeds(cfg.min_entropy, r),
+            );
         }
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
@@ -298,7 +316,10 @@ fn probe(uri: &DeviceUri, entropy: &EntropyArgs, json: bool, sample: Option<Prob
                 cfg.min_entropy, r.h_assessed
             );
         } else {
-            println!("the claimed min-entropy {:.3} bits per {unit} is within the assessed {:.3}", cfg.min_entropy, r.h_assessed);
+            println!(
+                "the claimed min-entropy {:.3} bits per {unit} is within the assessed {:.3}",
+                cfg.min_entropy, r.h_assessed
+            );
         }
     }
     Ok(())
@@ -306,7 +327,11 @@ fn probe(uri: &DeviceUri, entropy: &EntropyArgs, json: bool, sample: Option<Prob
 
 /// `probe --assess`: reads a fresh sample of raw bytes and assesses it as the health tests count
 /// samples (bytes, or bits).
-fn probe_assess(uri: &DeviceUri, cfg: &EntropyConfig, s: &ProbeAssess) -> Result<sp800_90b::NonIidReport> {
+fn probe_assess(
+    uri: &DeviceUri,
+    cfg: &EntropyConfig,
+    s: &ProbeAssess,
+) -> Result<sp800_90b::NonIidReport> {
     use quantis_driver::entropy::sp800_90b as a90b;
     let mut card = open_card(uri, &CardOptions::default())?;
     card.start().with_context(|| format!("failed to start {uri}"))?;
@@ -315,7 +340,8 @@ fn probe_assess(uri: &DeviceUri, cfg: &EntropyConfig, s: &ProbeAssess) -> Result
     let _ = card.stop();
     read?;
     if let Some(path) = &s.save {
-        std::fs::write(path, &raw).with_context(|| format!("failed to write {}", path.display()))?;
+        std::fs::write(path, &raw)
+            .with_context(|| format!("failed to write {}", path.display()))?;
     }
     Ok(a90b::assess_raw(&raw, cfg.sample)?)
 }

@@ -26,15 +26,31 @@ fn main() {
                 best(&format!("{view} {name}"), f);
             }
         };
-        run("mcv", &mut || { std::hint::black_box(est::most_common_value(s, k)); });
+        run("mcv", &mut || {
+            std::hint::black_box(est::most_common_value(s, k));
+        });
         if k == 2 {
-            run("collision+markov", &mut || { std::hint::black_box((est::collision(s), est::markov(s))); });
-            run("compression", &mut || { std::hint::black_box(est::compression(s)); });
+            run("collision+markov", &mut || {
+                std::hint::black_box((est::collision(s), est::markov(s)));
+            });
+            run("compression", &mut || {
+                std::hint::black_box(est::compression(s));
+            });
         }
-        run("tuple", &mut || { let _ = std::hint::black_box(est::t_tuple_and_lrs(s)); });
-        run("mcw", &mut || { std::hint::black_box(est::multi_mcw(s, k)); });
-        run("lag", &mut || { std::hint::black_box(est::lag(s, k)); });
-        run("mmc", &mut || { std::hint::black_box(est::multi_mmc(s, k)); });
-        run("lz78y", &mut || { std::hint::black_box(est::lz78y(s, k)); });
+        run("tuple", &mut || {
+            let _ = std::hint::black_box(est::t_tuple_and_lrs(s));
+        });
+        run("mcw", &mut || {
+            std::hint::black_box(est::multi_mcw(s, k));
+        });
+        run("lag", &mut || {
+            std::hint::black_box(est::lag(s, k));
+        });
+        run("mmc", &mut || {
+            std::hint::black_box(est::multi_mmc(s, k));
+        });
+        run("lz78y", &mut || {
+            std::hint::black_box(est::lz78y(s, k));
+        });
     }
 }

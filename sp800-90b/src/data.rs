@@ -106,7 +106,10 @@ mod tests {
     #[test]
     fn width_is_inferred_and_checked() {
         assert_eq!(Dataset::new(&[0, 1, 3], None).unwrap().bits_per_symbol, 2);
-        assert!(matches!(Dataset::new(&[0, 9], Some(2)), Err(Error::TooWide { used: 4, given: 2 })));
+        assert!(matches!(
+            Dataset::new(&[0, 9], Some(2)),
+            Err(Error::TooWide { used: 4, given: 2 })
+        ));
         assert!(Dataset::new(&[0, 1], Some(4)).unwrap().narrower_than_declared);
         assert!(matches!(Dataset::new(&[5, 5, 5], None), Err(Error::OneSymbol)));
     }

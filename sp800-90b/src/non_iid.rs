@@ -50,7 +50,11 @@ enum View {
 }
 
 /// Runs one estimator on the views it applies to.
-fn both(d: &Dataset, literal: bool, f: &mut dyn FnMut(View) -> Result<Option<f64>>) -> Result<Estimate> {
+fn both(
+    d: &Dataset,
+    literal: bool,
+    f: &mut dyn FnMut(View) -> Result<Option<f64>>,
+) -> Result<Estimate> {
     let mut e = Estimate::default();
     if d.has_bitstring() {
         e.bitstring = f(View::Bitstring)?;
@@ -130,7 +134,8 @@ pub fn non_iid(d: &Dataset) -> Result<NonIidReport> {
     ];
     let word = f64::from(d.bits_per_symbol);
     r.h_original = all.iter().filter_map(|e| e.original).fold(word, f64::min);
-    r.h_bitstring = d.has_bitstring().then(|| all.iter().filter_map(|e| e.bitstring).fold(1.0, f64::min));
+    r.h_bitstring =
+        d.has_bitstring().then(|| all.iter().filter_map(|e| e.bitstring).fold(1.0, f64::min));
     r.h_assessed = r.h_original.min(r.h_bitstring.map_or(word, |h| h * word));
     Ok(r)
 }
@@ -143,7 +148,11 @@ impl std::fmt::Display for NonIidReport {
             "SP 800-90B non-IID assessment: {} samples, {} bits per symbol, {} distinct symbols",
             self.samples, self.bits_per_symbol, self.alphabet_size
         )?;
-        writeln!(f, "{:<20} {:>12} {:>12} {:>14}", "estimator", "original", "bitstring", "bitstring×bps")?;
+        writeln!(
+            f,
+            "{:<20} {:>12} {:>12} {:>14}",
+            "estimator", "original", "bitstring", "bitstring×bps"
+        )?;
         let rows = [
             ("most common value", self.most_common_value),
             ("collision", self.collision),
@@ -169,6 +178,10 @@ impl std::fmt::Display for NonIidReport {
         if let Some(h) = self.h_bitstring {
             writeln!(f, "H_bitstring: {h:.6} bits per bit")?;
         }
-        writeln!(f, "assessed min-entropy: {:.6} bits per symbol (min(H_original, {} × H_bitstring))", self.h_assessed, self.bits_per_symbol)
+        writeln!(
+            f,
+            "assessed min-entropy: {:.6} bits per symbol (min(H_original, {} × H_bitstring))",
+            self.h_assessed, self.bits_per_symbol
+        )
     }
 }

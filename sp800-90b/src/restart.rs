@@ -124,9 +124,17 @@ fn literal_min_entropy(d: &Dataset) -> Result<f64> {
 }
 
 /// Runs the restart tests on `matrix` (row-major, ROWS × COLS samples) with claim `h_i`.
-pub fn restart_tests(matrix: &[u8], bits_per_symbol: Option<u32>, h_i: f64) -> Result<RestartReport> {
+pub fn restart_tests(
+    matrix: &[u8],
+    bits_per_symbol: Option<u32>,
+    h_i: f64,
+) -> Result<RestartReport> {
     if matrix.len() != ROWS * COLS {
-        return Err(Error::TooFew { what: "the restart tests", have: matrix.len(), need: ROWS * COLS });
+        return Err(Error::TooFew {
+            what: "the restart tests",
+            have: matrix.len(),
+            need: ROWS * COLS,
+        });
     }
     let rows = Dataset::new(matrix, bits_per_symbol)?;
     if !(0.0..=f64::from(rows.bits_per_symbol)).contains(&h_i) {
@@ -136,7 +144,15 @@ pub fn restart_tests(matrix: &[u8], bits_per_symbol: Option<u32>, h_i: f64) -> R
     let alpha = 1.0 - (0.99f64.ln() / (ROWS + COLS) as f64).exp();
     let cutoff = cutoff(h_i, alpha);
     let max = max_count(&rows.symbols);
-    let mut r = RestartReport { h_i, cutoff, max_count: max, sanity_passed: max <= cutoff, h_r: None, h_c: None, passed: false };
+    let mut r = RestartReport {
+        h_i,
+        cutoff,
+        max_count: max,
+        sanity_passed: max <= cutoff,
+        h_r: None,
+        h_c: None,
+        passed: false,
+    };
     if !r.sanity_passed {
         return Ok(r);
     }

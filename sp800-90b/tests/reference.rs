@@ -47,8 +47,18 @@ fn non_iid_estimates_match_the_reference_tool() {
             ("lz78y", report.lz78y),
         ];
         for (key, e) in estimates {
-            errors.extend(check(input.name, &format!("{key} original"), e.original, &r[key]["original"]));
-            errors.extend(check(input.name, &format!("{key} bitstring"), e.bitstring, &r[key]["bitstring"]));
+            errors.extend(check(
+                input.name,
+                &format!("{key} original"),
+                e.original,
+                &r[key]["original"],
+            ));
+            errors.extend(check(
+                input.name,
+                &format!("{key} bitstring"),
+                e.bitstring,
+                &r[key]["bitstring"],
+            ));
         }
         errors.extend(check(input.name, "h_original", Some(report.h_original), &r["h_original"]));
         errors.extend(check(input.name, "h_bitstring", report.h_bitstring, &r["h_bitstring"]));

@@ -17,7 +17,8 @@ fn close(a: f64, b: f64) -> bool {
 
 #[test]
 fn iid_statistics_match_the_reference_tool() {
-    let fixture: Value = serde_json::from_str(include_str!("fixtures/reference_iid.json")).expect("parses");
+    let fixture: Value =
+        serde_json::from_str(include_str!("fixtures/reference_iid.json")).expect("parses");
     let refs = fixture["inputs"].as_object().expect("inputs");
     let mut errors = Vec::new();
     let mut checked = 0;
@@ -45,20 +46,34 @@ fn iid_statistics_match_the_reference_tool() {
         if (ind.passed() && fit.passed()) != r["chi_square_passed"].as_bool().expect("verdict") {
             errors.push(format!("{} chi-square verdict differs", input.name));
         }
-        if lrs.w as u64 != r["lrs_w"].as_u64().expect("W") || lrs.passed != r["lrs_passed"].as_bool().expect("verdict") {
-            errors.push(format!("{} LRS test: ours {lrs:?}, reference W {} {}", input.name, r["lrs_w"], r["lrs_passed"]));
+        if lrs.w as u64 != r["lrs_w"].as_u64().expect("W")
+            || lrs.passed != r["lrs_passed"].as_bool().expect("verdict")
+        {
+            errors.push(format!(
+                "{} LRS test: ours {lrs:?}, reference W {} {}",
+                input.name, r["lrs_w"], r["lrs_passed"]
+            ));
         }
         if input.samples.len() <= 100_000 {
             let report = iid_tests(&d).expect("iid track");
             let want = r["permutation_passed"].as_bool().expect("verdict");
             if report.permutation.iter().all(|p| p.passed()) != want {
-                errors.push(format!("{} permutation verdict: reference {want}, ours {:?}", input.name, report.permutation));
+                errors.push(format!(
+                    "{} permutation verdict: reference {want}, ours {:?}",
+                    input.name, report.permutation
+                ));
             }
-            for (key, ours) in [("h_original", Some(report.h_original)), ("h_bitstring", report.h_bitstring), ("h_assessed", Some(report.h_assessed))] {
+            for (key, ours) in [
+                ("h_original", Some(report.h_original)),
+                ("h_bitstring", report.h_bitstring),
+                ("h_assessed", Some(report.h_assessed)),
+            ] {
                 match (ours, r[key].as_f64()) {
                     (Some(a), Some(b)) if (a - b).abs() <= 0.001 => {}
                     (None, None) => {}
-                    (a, b) => errors.push(format!("{} {key}: ours {a:?}, reference {b:?}", input.name)),
+                    (a, b) => {
+                        errors.push(format!("{} {key}: ours {a:?}, reference {b:?}", input.name))
+                    }
                 }
             }
         }

@@ -20,7 +20,11 @@ pub enum Error {
     #[error("failed to read samples from the card")]
     Read(#[source] crate::card::Error),
     #[error("failed to restart the card (restart {restart} of {RESTARTS})")]
-    Restart { restart: usize, #[source] source: crate::card::Error },
+    Restart {
+        restart: usize,
+        #[source]
+        source: crate::card::Error,
+    },
     #[error(transparent)]
     Assess(#[from] sp800_90b::Error),
 }
@@ -61,7 +65,9 @@ pub fn claim_exceeds(claim: f64, report: &NonIidReport) -> bool {
 pub fn restart_matrix(card: &mut dyn Card) -> Result<Vec<u8>> {
     let mut m = vec![0u8; RESTARTS * RESTART_SAMPLES];
     for (i, row) in m.chunks_exact_mut(RESTART_SAMPLES).enumerate() {
-        card.stop().and_then(|()| card.start()).map_err(|source| Error::Restart { restart: i, source })?;
+        card.stop()
+            .and_then(|()| card.start())
+            .map_err(|source| Error::Restart { restart: i, source })?;
         read_samples(card, row)?;
     }
     let _ = card.stop();
@@ -104,7 +110,13 @@ pub struct StartupCheck {
 impl StartupCheck {
     /// None when `bytes` is 0 (the check is off).
     pub fn new(bytes: usize, claim: f64, sample: SampleWidth) -> Option<Self> {
-        (bytes > 0).then(|| StartupCheck { want: bytes, buf: Vec::with_capacity(bytes), claim, sample, worker: None })
+        (bytes > 0).then(|| StartupCheck {
+            want: bytes,
+            buf: Vec::with_capacity(bytes),
+            claim,
+            sample,
+            worker: None,
+        })
     }
 
     /// Takes raw bytes as read from the card; starts the assessment once enough have come.
@@ -147,7 +159,9 @@ impl StartupCheck {
         });
         match spawned {
             Ok(h) => self.worker = Some(h),
-            Err(e) => tracing::warn!(error = %e, "could not start the SP 800-90B assessment thread"),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not start the SP 800-90B assessment thread")
+            }
         }
     }
 

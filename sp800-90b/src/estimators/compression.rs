@@ -79,7 +79,9 @@ pub fn compression(bits: &[u8]) -> Option<f64> {
         return None;
     }
     let block = |i: usize| {
-        bits[i * BLOCK_BITS..(i + 1) * BLOCK_BITS].iter().fold(0usize, |a, &b| (a << 1) | (b & 1) as usize)
+        bits[i * BLOCK_BITS..(i + 1) * BLOCK_BITS]
+            .iter()
+            .fold(0usize, |a, &b| (a << 1) | (b & 1) as usize)
     };
     let mut dict = [0usize; ALPH];
     for i in 0..d {

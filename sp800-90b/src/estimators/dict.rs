@@ -69,7 +69,13 @@ impl Dictionary {
     /// `lengths` tables; prefix length index j holds prefixes of j+1 symbols of 8 bits.
     pub(crate) fn new(lengths: usize) -> Self {
         let index = (0..lengths)
-            .map(|j| if j < 2 { Index::Dense(vec![ABSENT; 1 << (8 * (j + 1))]) } else { Index::Hashed(Map::default()) })
+            .map(|j| {
+                if j < 2 {
+                    Index::Dense(vec![ABSENT; 1 << (8 * (j + 1))])
+                } else {
+                    Index::Hashed(Map::default())
+                }
+            })
             .collect();
         Dictionary { index, records: Vec::new(), spilled: Map::default() }
     }

@@ -110,7 +110,11 @@ mod tests {
                     x ^= x >> 17;
                     x ^= x << 5;
                     // Mostly random with a period-37 pattern mixed in.
-                    if x.is_multiple_of(bias) { ((i / 37) % 2) as u8 } else { (x >> 9) as u8 & 1 }
+                    if x.is_multiple_of(bias) {
+                        ((i / 37) % 2) as u8
+                    } else {
+                        (x >> 9) as u8 & 1
+                    }
                 })
                 .collect();
             assert_eq!(binary(&bits), general(&bits), "bias {bias}");

@@ -3,8 +3,8 @@
 //! applicable (too few samples, no tuple repeated 35 times, …), which leaves it out of the minimum.
 
 mod collision;
-mod dict;
 mod compression;
+mod dict;
 mod lag;
 mod lz78y;
 mod markov;

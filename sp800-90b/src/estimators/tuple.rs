@@ -26,8 +26,16 @@ fn lcp_array(text: &[u8]) -> Result<Vec<i32>> {
         .single_threaded()
         .run()
         .map_err(|e| Error::SuffixArray(format!("{e:?}")))?;
-    let plcp = sa.plcp_construction().single_threaded().run().map_err(|e| Error::SuffixArray(format!("{e:?}")))?;
-    let lcp = plcp.lcp_construction().single_threaded().run().map_err(|e| Error::SuffixArray(format!("{e:?}")))?;
+    let plcp = sa
+        .plcp_construction()
+        .single_threaded()
+        .run()
+        .map_err(|e| Error::SuffixArray(format!("{e:?}")))?;
+    let lcp = plcp
+        .lcp_construction()
+        .single_threaded()
+        .run()
+        .map_err(|e| Error::SuffixArray(format!("{e:?}")))?;
     let (_, lcp, _, _) = lcp.into_parts();
     Ok(lcp)
 }
@@ -135,7 +143,11 @@ mod tests {
         let text: Vec<u8> = (0..3000)
             .map(|i| {
                 x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
-                if (x >> 16).is_multiple_of(7) { (x >> 20) as u8 & 1 } else { (i % 5 == 0) as u8 }
+                if (x >> 16).is_multiple_of(7) {
+                    (x >> 20) as u8 & 1
+                } else {
+                    (i % 5 == 0) as u8
+                }
             })
             .collect();
         let est = t_tuple_and_lrs(&text).unwrap();
@@ -145,7 +157,9 @@ mod tests {
         let u = (1..=v).find(|&t| brute(&text, t).0 < COMMON).unwrap_or(v + 1);
         let nf = n as f64;
         let bound = |p: f64| -((p + ZALPHA * (p * (1.0 - p) / (nf - 1.0)).sqrt()).min(1.0)).log2();
-        let pt = (1..u).map(|t| (brute(&text, t).0 as f64 / (n - t + 1) as f64).powf(1.0 / t as f64)).fold(-1.0, f64::max);
+        let pt = (1..u)
+            .map(|t| (brute(&text, t).0 as f64 / (n - t + 1) as f64).powf(1.0 / t as f64))
+            .fold(-1.0, f64::max);
         let pl = (u..=v)
             .map(|t| {
                 let c = ((n - t) * (n - t + 1) / 2) as f64;

@@ -42,7 +42,9 @@ fn proportions(data: &[u8], k: usize) -> Vec<f64> {
 /// expectations reach 5; returns each tuple's bin and the bins' expectations.
 fn bins(expect: &[f64]) -> (Vec<usize>, Vec<f64>) {
     let mut order: Vec<usize> = (0..expect.len()).collect();
-    order.sort_by(|&a, &b| expect[a].partial_cmp(&expect[b]).unwrap_or(std::cmp::Ordering::Equal).then(a.cmp(&b)));
+    order.sort_by(|&a, &b| {
+        expect[a].partial_cmp(&expect[b]).unwrap_or(std::cmp::Ordering::Equal).then(a.cmp(&b))
+    });
     let mut bin_of = vec![0usize; expect.len()];
     let mut bin_exp = Vec::new();
     let mut current = 0usize;

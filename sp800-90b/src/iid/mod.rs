@@ -90,7 +90,8 @@ pub fn iid_tests(d: &Dataset) -> Result<IidReport> {
     let h_assessed = h_original.min(word).min(h_bitstring.map_or(word, |h| h * word));
     let (independence, fit, lrs) = chi_square_and_lrs(d)?;
     let (ranks, permutations) = permutation::permutation_tests(&d.symbols, &d.raw, &context(d));
-    let iid = independence.passed() && fit.passed() && lrs.passed && ranks.iter().all(Ranks::passed);
+    let iid =
+        independence.passed() && fit.passed() && lrs.passed && ranks.iter().all(Ranks::passed);
     Ok(IidReport {
         chi_square_independence: independence,
         chi_square_goodness_of_fit: fit,
@@ -108,16 +109,55 @@ impl std::fmt::Display for IidReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let pf = |p: bool| if p { "passed" } else { "FAILED" };
         writeln!(f, "SP 800-90B IID track")?;
-        for (name, c) in [("independence", &self.chi_square_independence), ("goodness of fit", &self.chi_square_goodness_of_fit)] {
-            writeln!(f, "chi-square {name:<16} T = {:.3}, df = {}, p = {:.6}: {}", c.statistic, c.df, c.p_value, pf(c.passed()))?;
+        for (name, c) in [
+            ("independence", &self.chi_square_independence),
+            ("goodness of fit", &self.chi_square_goodness_of_fit),
+        ] {
+            writeln!(
+                f,
+                "chi-square {name:<16} T = {:.3}, df = {}, p = {:.6}: {}",
+                c.statistic,
+                c.df,
+                c.p_value,
+                pf(c.passed())
+            )?;
         }
-        writeln!(f, "longest repeated substring: {} (P_col = {:.6}): {}", self.lrs.w, self.lrs.p_col, pf(self.lrs.passed))?;
-        writeln!(f, "permutation tests ({} shuffles; xoshiro256** seed {:#x}, {:#x}, {:#x}, {:#x}):", self.permutations, SEED[0], SEED[1], SEED[2], SEED[3])?;
-        writeln!(f, "  {:<24} {:>16} {:>6} {:>6} {:>6}", "statistic", "value", "above", "equal", "below")?;
+        writeln!(
+            f,
+            "longest repeated substring: {} (P_col = {:.6}): {}",
+            self.lrs.w,
+            self.lrs.p_col,
+            pf(self.lrs.passed)
+        )?;
+        writeln!(
+            f,
+            "permutation tests ({} shuffles; xoshiro256** seed {:#x}, {:#x}, {:#x}, {:#x}):",
+            self.permutations, SEED[0], SEED[1], SEED[2], SEED[3]
+        )?;
+        writeln!(
+            f,
+            "  {:<24} {:>16} {:>6} {:>6} {:>6}",
+            "statistic", "value", "above", "equal", "below"
+        )?;
         for r in &self.permutation {
-            writeln!(f, "  {:<24} {:>16.4} {:>6} {:>6} {:>6}  {}", r.name, r.statistic, r.above, r.equal, r.below, pf(r.passed()))?;
+            writeln!(
+                f,
+                "  {:<24} {:>16.4} {:>6} {:>6} {:>6}  {}",
+                r.name,
+                r.statistic,
+                r.above,
+                r.equal,
+                r.below,
+                pf(r.passed())
+            )?;
         }
         writeln!(f, "IID: {}", if self.iid { "yes" } else { "NO (use the non-IID estimates)" })?;
-        writeln!(f, "IID H_original = {:.6}, H_bitstring = {}, assessed = {:.6}", self.h_original, self.h_bitstring.map_or("-".to_owned(), |h| format!("{h:.6}")), self.h_assessed)
+        writeln!(
+            f,
+            "IID H_original = {:.6}, H_bitstring = {}, assessed = {:.6}",
+            self.h_original,
+            self.h_bitstring.map_or("-".to_owned(), |h| format!("{h:.6}")),
+            self.h_assessed
+        )
     }
 }

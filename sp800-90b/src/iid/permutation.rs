@@ -15,7 +15,8 @@ use std::io::Write;
 pub const PERMUTATIONS: usize = 10_000;
 
 /// The xoshiro256** state the shuffles start from.
-pub const SEED: [u64; 4] = [0x9e37_79b9_7f4a_7c15, 0xbf58_476d_1ce4_e5b9, 0x94d0_49bb_1331_11eb, 0x2545_f491_4f6c_dd1d];
+pub const SEED: [u64; 4] =
+    [0x9e37_79b9_7f4a_7c15, 0xbf58_476d_1ce4_e5b9, 0x94d0_49bb_1331_11eb, 0x2545_f491_4f6c_dd1d];
 
 /// Names of the statistics, in the reference tool's order.
 pub const NAMES: [&str; 19] = [
@@ -154,7 +155,13 @@ fn compressed_len(raw: &[u8]) -> f64 {
 }
 
 /// The statistics still `wanted` of symbols `d` and raw values `raw`.
-pub(crate) fn statistics(d: &[u8], raw: &[u8], c: &Context, wanted: &[bool; N], out: &mut [f64; N]) {
+pub(crate) fn statistics(
+    d: &[u8],
+    raw: &[u8],
+    c: &Context,
+    wanted: &[bool; N],
+    out: &mut [f64; N],
+) {
     if wanted[0] {
         let (mut sum, mut max) = (0.0f64, 0.0f64);
         for (i, &x) in raw.iter().enumerate() {
@@ -163,7 +170,8 @@ pub(crate) fn statistics(d: &[u8], raw: &[u8], c: &Context, wanted: &[bool; N], 
         }
         out[0] = max;
     }
-    let conv1 = (c.binary && wanted[1..4].iter().chain(&wanted[8..18]).any(|&w| w)).then(|| sums_of_8(d));
+    let conv1 =
+        (c.binary && wanted[1..4].iter().chain(&wanted[8..18]).any(|&w| w)).then(|| sums_of_8(d));
     let view: &[u8] = conv1.as_deref().unwrap_or(d);
     if wanted[1] || wanted[2] || wanted[3] {
         let up: Vec<bool> = view.windows(2).map(|w| w[0] <= w[1]).collect();
@@ -187,11 +195,16 @@ pub(crate) fn statistics(d: &[u8], raw: &[u8], c: &Context, wanted: &[bool; N], 
     }
     for (j, &p) in LAGS.iter().enumerate() {
         if wanted[8 + j] {
-            out[8 + j] = view.iter().zip(&view[p.min(view.len())..]).filter(|(a, b)| a == b).count() as f64;
+            out[8 + j] =
+                view.iter().zip(&view[p.min(view.len())..]).filter(|(a, b)| a == b).count() as f64;
         }
         if wanted[13 + j] {
             let v: &[u8] = if c.binary { view } else { raw };
-            out[13 + j] = v.iter().zip(&v[p.min(v.len())..]).map(|(&a, &b)| u64::from(a) * u64::from(b)).sum::<u64>() as f64;
+            out[13 + j] = v
+                .iter()
+                .zip(&v[p.min(v.len())..])
+                .map(|(&a, &b)| u64::from(a) * u64::from(b))
+                .sum::<u64>() as f64;
         }
     }
     if wanted[18] {
@@ -251,7 +264,13 @@ pub(crate) fn permutation_tests(symbols: &[u8], raw: &[u8], c: &Context) -> (Vec
         done += 1;
     }
     let ranks = (0..N)
-        .map(|s| Ranks { name: NAMES[s], statistic: t[s], above: counts[s][0], equal: counts[s][1], below: counts[s][2] })
+        .map(|s| Ranks {
+            name: NAMES[s],
+            statistic: t[s],
+            above: counts[s][0],
+            equal: counts[s][1],
+            below: counts[s][2],
+        })
         .collect();
     (ranks, done)
 }

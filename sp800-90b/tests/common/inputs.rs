@@ -23,7 +23,11 @@ pub fn all() -> Vec<Input> {
 
     // Ideal bits.
     let mut r = rng(1);
-    v.push(Input { name: "bits_uniform", bits: 1, samples: (0..1_000_000).map(|_| r.random::<u8>() & 1).collect() });
+    v.push(Input {
+        name: "bits_uniform",
+        bits: 1,
+        samples: (0..1_000_000).map(|_| r.random::<u8>() & 1).collect(),
+    });
 
     // Biased, correlated bits: P(1) = 0.55, and each bit repeats the previous one 10 % of the time.
     let mut r = rng(2);
@@ -49,7 +53,11 @@ pub fn all() -> Vec<Input> {
 
     // Ideal bytes.
     let mut r = rng(4);
-    v.push(Input { name: "bytes_uniform", bits: 8, samples: (0..1_000_000).map(|_| r.random::<u8>()).collect() });
+    v.push(Input {
+        name: "bytes_uniform",
+        bits: 8,
+        samples: (0..1_000_000).map(|_| r.random::<u8>()).collect(),
+    });
 
     // Bytes from a rounded normal distribution (mean 128, sd 20): about 140 distinct values, so
     // the symbols get renumbered.
@@ -81,7 +89,11 @@ pub fn all() -> Vec<Input> {
 
     // Too short for MultiMCW on the literal data (under 4096 samples), and 3-bit symbols.
     let mut r = rng(8);
-    v.push(Input { name: "short_3bit", bits: 3, samples: (0..3000).map(|_| r.random_range(0..8u8)).collect() });
+    v.push(Input {
+        name: "short_3bit",
+        bits: 3,
+        samples: (0..3000).map(|_| r.random_range(0..8u8)).collect(),
+    });
 
     v
 }
