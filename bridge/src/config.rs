@@ -590,4 +590,5 @@ impl Config {
 }
 
 #[cfg(test)]
+#[path = "config/tests.rs"]
 mod tests;
