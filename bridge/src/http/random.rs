@@ -327,19 +327,25 @@ pub(super) async fn draw_integers(
     Ok((data, last.ok_or(ApiError::Internal)?))
 }
 
+/// `count` values made by `make` from `W` bytes each, and the take they came from.
+async fn draw_fixed<T, const W: usize>(
+    s: &AppState,
+    device: Option<&str>,
+    count: usize,
+    make: impl Fn(&[u8; W]) -> T,
+) -> Result<(Vec<T>, Entropy), ApiError> {
+    let e = s.take(device, count * W).await?;
+    let data = e.bytes.chunks_exact(W).map(|c| make(c.try_into().expect("W bytes"))).collect();
+    Ok((data, e))
+}
+
 /// `count` floats uniform in [0, 1) ([`unit_float`]) and the take they came from.
 pub(super) async fn draw_floats(
     s: &AppState,
     device: Option<&str>,
     count: usize,
 ) -> Result<(Vec<f64>, Entropy), ApiError> {
-    let e = s.take(device, count * 8).await?;
-    let data = e
-        .bytes
-        .chunks_exact(8)
-        .map(|c| unit_float([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
-        .collect();
-    Ok((data, e))
+    draw_fixed(s, device, count, |b: &[u8; 8]| unit_float(*b)).await
 }
 
 /// `count` version-4 UUIDs ([`uuid_v4`]) and the take they came from.
@@ -348,17 +354,7 @@ pub(super) async fn draw_uuids(
     device: Option<&str>,
     count: usize,
 ) -> Result<(Vec<String>, Entropy), ApiError> {
-    let e = s.take(device, count * 16).await?;
-    let data = e
-        .bytes
-        .chunks_exact(16)
-        .map(|c| {
-            let mut b = [0u8; 16];
-            b.copy_from_slice(c);
-            uuid_v4(&b)
-        })
-        .collect();
-    Ok((data, e))
+    draw_fixed(s, device, count, uuid_v4).await
 }
 
 #[derive(Debug, Deserialize)]
